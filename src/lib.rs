@@ -1,0 +1,3 @@
+//! kiln: a local VM image factory that runs EC2 Image Builder components.
+
+pub mod toe;

@@ -1,0 +1,11 @@
+//! The AWSTOE-compatible engine: component documents, validation,
+//! expressions, conditions, loops, and running phases on a target.
+
+pub mod actions;
+pub mod condition;
+pub mod diag;
+pub mod document;
+pub mod expr;
+pub mod looping;
+pub mod validate;
+pub mod yaml;
