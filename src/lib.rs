@@ -1,3 +1,4 @@
 //! kiln: a local VM image factory that runs EC2 Image Builder components.
 
+pub mod target;
 pub mod toe;

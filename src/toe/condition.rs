@@ -62,18 +62,38 @@ pub enum Arity {
 
 const OPS: &[(&str, CmpOp, Arity)] = &[
     ("stringIsEmpty", CmpOp::StringIsEmpty, Arity::Unary),
-    ("stringIsWhitespace", CmpOp::StringIsWhitespace, Arity::Unary),
+    (
+        "stringIsWhitespace",
+        CmpOp::StringIsWhitespace,
+        Arity::Unary,
+    ),
     ("stringEquals", CmpOp::StringEquals, Arity::Binary),
     ("stringLessThan", CmpOp::StringLessThan, Arity::Binary),
-    ("stringLessThanEquals", CmpOp::StringLessThanEquals, Arity::Binary),
+    (
+        "stringLessThanEquals",
+        CmpOp::StringLessThanEquals,
+        Arity::Binary,
+    ),
     ("stringGreaterThan", CmpOp::StringGreaterThan, Arity::Binary),
-    ("stringGreaterThanEquals", CmpOp::StringGreaterThanEquals, Arity::Binary),
+    (
+        "stringGreaterThanEquals",
+        CmpOp::StringGreaterThanEquals,
+        Arity::Binary,
+    ),
     ("patternMatches", CmpOp::PatternMatches, Arity::Binary),
     ("numberEquals", CmpOp::NumberEquals, Arity::Binary),
     ("numberLessThan", CmpOp::NumberLessThan, Arity::Binary),
-    ("numberLessThanEquals", CmpOp::NumberLessThanEquals, Arity::Binary),
+    (
+        "numberLessThanEquals",
+        CmpOp::NumberLessThanEquals,
+        Arity::Binary,
+    ),
     ("numberGreaterThan", CmpOp::NumberGreaterThan, Arity::Binary),
-    ("numberGreaterThanEquals", CmpOp::NumberGreaterThanEquals, Arity::Binary),
+    (
+        "numberGreaterThanEquals",
+        CmpOp::NumberGreaterThanEquals,
+        Arity::Binary,
+    ),
     ("binaryExists", CmpOp::BinaryExists, Arity::Unary),
     ("fileExists", CmpOp::FileExists, Arity::Unary),
     ("folderExists", CmpOp::FolderExists, Arity::Unary),
@@ -148,11 +168,15 @@ impl Cond {
 }
 
 fn op_named(name: &str) -> Option<(CmpOp, Arity)> {
-    OPS.iter().find(|(n, _, _)| *n == name).map(|(_, op, a)| (*op, *a))
+    OPS.iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, op, a)| (*op, *a))
 }
 
 fn all_names() -> impl Iterator<Item = &'static str> {
-    OPS.iter().map(|(n, _, _)| *n).chain(LOGICAL.iter().copied())
+    OPS.iter()
+        .map(|(n, _, _)| *n)
+        .chain(LOGICAL.iter().copied())
 }
 
 fn scalar_text(node: &Node) -> Option<String> {
@@ -164,8 +188,13 @@ pub fn parse_if(node: &Node, field: &str, d: &mut Diagnostics) -> Option<IfClaus
     let map = match node.as_map() {
         Some(m) => m,
         None => {
-            d.error(node.pos, "if-shape", field, format!("`if` must be a map, found {}", node.kind_name()),
-                Some("write e.g. `if: {fileExists: /etc/x}`".into()));
+            d.error(
+                node.pos,
+                "if-shape",
+                field,
+                format!("`if` must be a map, found {}", node.kind_name()),
+                Some("write e.g. `if: {fileExists: /etc/x}`".into()),
+            );
             return None;
         }
     };
@@ -183,22 +212,47 @@ pub fn parse_if(node: &Node, field: &str, d: &mut Diagnostics) -> Option<IfClaus
             match parsed {
                 Some(a) if key == "then" => then = a,
                 Some(a) => otherwise = a,
-                None => d.error(v.pos, "if-step-action", format!("{field}.{key}"),
-                    format!("`{key}` must be Execute, Skip or Abort, found `{}`", v.as_str().unwrap_or("a non-scalar")),
-                    None),
+                None => d.error(
+                    v.pos,
+                    "if-step-action",
+                    format!("{field}.{key}"),
+                    format!(
+                        "`{key}` must be Execute, Skip or Abort, found `{}`",
+                        v.as_str().unwrap_or("a non-scalar")
+                    ),
+                    None,
+                ),
             }
         }
     }
     let cond = parse_cond(node, field, d, 1, true)?;
-    Some(IfClause { cond, then, otherwise })
+    Some(IfClause {
+        cond,
+        then,
+        otherwise,
+    })
 }
 
 /// Parses a condition expression (the inputs of `Assert`, or an `if` body).
 /// `top` allows the `then`/`else` keys of a step's `if`.
-pub fn parse_cond(node: &Node, field: &str, d: &mut Diagnostics, depth: usize, top: bool) -> Option<Cond> {
+pub fn parse_cond(
+    node: &Node,
+    field: &str,
+    d: &mut Diagnostics,
+    depth: usize,
+    top: bool,
+) -> Option<Cond> {
     let Some(map) = node.as_map() else {
-        d.error(node.pos, "condition-shape", field,
-            format!("a condition must be a map with one operator, found {}", node.kind_name()), None);
+        d.error(
+            node.pos,
+            "condition-shape",
+            field,
+            format!(
+                "a condition must be a map with one operator, found {}",
+                node.kind_name()
+            ),
+            None,
+        );
         return None;
     };
     let mut operator: Option<(&Node, &Node)> = None;
@@ -213,27 +267,42 @@ pub fn parse_cond(node: &Node, field: &str, d: &mut Diagnostics, depth: usize, t
             "path" => path = Some(v),
             _ if op_named(key).is_some() || LOGICAL.contains(&key) => {
                 if let Some((first, _)) = operator {
-                    d.error(k.pos, "condition-operators", format!("{field}.{key}"),
-                        format!("a condition holds exactly one operator, found `{}` and `{key}`",
-                            first.as_str().unwrap_or_default()),
-                        Some("combine several checks with `and:` or `or:`".into()));
+                    d.error(
+                        k.pos,
+                        "condition-operators",
+                        format!("{field}.{key}"),
+                        format!(
+                            "a condition holds exactly one operator, found `{}` and `{key}`",
+                            first.as_str().unwrap_or_default()
+                        ),
+                        Some("combine several checks with `and:` or `or:`".into()),
+                    );
                     ok = false;
                 } else {
                     operator = Some((k, v));
                 }
             }
             _ => {
-                d.error(k.pos, "unknown-operator", format!("{field}.{key}"),
+                d.error(
+                    k.pos,
+                    "unknown-operator",
+                    format!("{field}.{key}"),
                     format!("unknown condition operator or field `{key}`"),
-                    did_you_mean(key, all_names().chain(["value", "then", "else"])));
+                    did_you_mean(key, all_names().chain(["value", "then", "else"])),
+                );
                 ok = false;
             }
         }
     }
     let Some((opk, opv)) = operator else {
         if ok {
-            d.error(node.pos, "condition-operators", field, "a condition needs exactly one operator, found none",
-                Some("e.g. `stringEquals: 'x'` with `value: '{{ … }}'`, or `and: [...]`".into()));
+            d.error(
+                node.pos,
+                "condition-operators",
+                field,
+                "a condition needs exactly one operator, found none",
+                Some("e.g. `stringEquals: 'x'` with `value: '{{ … }}'`, or `and: [...]`".into()),
+            );
         }
         return None;
     };
@@ -241,23 +310,53 @@ pub fn parse_cond(node: &Node, field: &str, d: &mut Diagnostics, depth: usize, t
     let fpath = format!("{field}.{name}");
     if LOGICAL.contains(&name) {
         if depth > MAX_NESTING {
-            d.error(opk.pos, "condition-nesting", fpath,
-                format!("logical operators nest {depth} levels deep; at most {MAX_NESTING} are allowed"), None);
+            d.error(
+                opk.pos,
+                "condition-nesting",
+                fpath,
+                format!(
+                    "logical operators nest {depth} levels deep; at most {MAX_NESTING} are allowed"
+                ),
+                None,
+            );
             return None;
         }
         if let Some(v) = value.or(path) {
-            d.error(v.pos, "condition-shape", field, format!("`{name}` takes no `value`/`path`"), None);
+            d.error(
+                v.pos,
+                "condition-shape",
+                field,
+                format!("`{name}` takes no `value`/`path`"),
+                None,
+            );
         }
         if name == "not" {
             return parse_cond(opv, &fpath, d, depth + 1, false).map(|c| Cond::Not(Box::new(c)));
         }
         let Some(items) = opv.as_seq() else {
-            d.error(opv.pos, "condition-shape", fpath, format!("`{name}` takes a list of conditions, found {}", opv.kind_name()), None);
+            d.error(
+                opv.pos,
+                "condition-shape",
+                fpath,
+                format!(
+                    "`{name}` takes a list of conditions, found {}",
+                    opv.kind_name()
+                ),
+                None,
+            );
             return None;
         };
         if items.len() < 2 {
-            d.error(opv.pos, "condition-shape", fpath.clone(), format!("`{name}` needs at least two conditions, found {}", items.len()),
-                Some("use the single condition directly".into()));
+            d.error(
+                opv.pos,
+                "condition-shape",
+                fpath.clone(),
+                format!(
+                    "`{name}` needs at least two conditions, found {}",
+                    items.len()
+                ),
+                Some("use the single condition directly".into()),
+            );
         }
         let parsed: Vec<Cond> = items
             .iter()
@@ -267,33 +366,66 @@ pub fn parse_cond(node: &Node, field: &str, d: &mut Diagnostics, depth: usize, t
         if parsed.len() != items.len() {
             return None;
         }
-        return Some(if name == "and" { Cond::And(parsed) } else { Cond::Or(parsed) });
+        return Some(if name == "and" {
+            Cond::And(parsed)
+        } else {
+            Cond::Or(parsed)
+        });
     }
     let (op, arity) = op_named(name).expect("checked above");
     let Some(operand) = scalar_text(opv) else {
-        d.error(opv.pos, "condition-shape", fpath, format!("`{name}` takes a single value, found {}", opv.kind_name()), None);
+        d.error(
+            opv.pos,
+            "condition-shape",
+            fpath,
+            format!("`{name}` takes a single value, found {}", opv.kind_name()),
+            None,
+        );
         return None;
     };
     let value = match arity {
         Arity::Unary => {
             if let Some(v) = value.or(path) {
-                d.error(v.pos, "condition-shape", field, format!("`{name}` takes no second operand"), None);
+                d.error(
+                    v.pos,
+                    "condition-shape",
+                    field,
+                    format!("`{name}` takes no second operand"),
+                    None,
+                );
             }
             None
         }
         Arity::Binary => {
             if let Some(p) = path {
-                d.error(p.pos, "condition-shape", field, format!("`{name}` compares with `value`, not `path`"), None);
+                d.error(
+                    p.pos,
+                    "condition-shape",
+                    field,
+                    format!("`{name}` compares with `value`, not `path`"),
+                    None,
+                );
             }
             match value.map(|v| (v, scalar_text(v))) {
                 Some((_, Some(s))) => Some(s),
                 Some((v, None)) => {
-                    d.error(v.pos, "condition-shape", format!("{field}.value"), format!("`value` must be a single value, found {}", v.kind_name()), None);
+                    d.error(
+                        v.pos,
+                        "condition-shape",
+                        format!("{field}.value"),
+                        format!("`value` must be a single value, found {}", v.kind_name()),
+                        None,
+                    );
                     return None;
                 }
                 None => {
-                    d.error(opk.pos, "condition-value-missing", field, format!("`{name}` needs a `value` to compare with"),
-                        Some(format!("add `value: '{{{{ … }}}}'` beside `{name}`")));
+                    d.error(
+                        opk.pos,
+                        "condition-value-missing",
+                        field,
+                        format!("`{name}` needs a `value` to compare with"),
+                        Some(format!("add `value: '{{{{ … }}}}'` beside `{name}`")),
+                    );
                     return None;
                 }
             }
@@ -301,18 +433,36 @@ pub fn parse_cond(node: &Node, field: &str, d: &mut Diagnostics, depth: usize, t
         Arity::FileHash => match path.or(value).map(scalar_text) {
             Some(Some(s)) => Some(s),
             _ => {
-                d.error(opk.pos, "condition-value-missing", field, format!("`{name}` needs the file to hash in `path`"),
-                    Some(format!("write `{name}: <expected hash>` and `path: /the/file`")));
+                d.error(
+                    opk.pos,
+                    "condition-value-missing",
+                    field,
+                    format!("`{name}` needs the file to hash in `path`"),
+                    Some(format!(
+                        "write `{name}: <expected hash>` and `path: /the/file`"
+                    )),
+                );
                 return None;
             }
         },
     };
     if op == CmpOp::PatternMatches && !operand.contains("{{") {
         if let Err(e) = regex::Regex::new(&operand) {
-            d.error(opv.pos, "bad-pattern", fpath, format!("invalid regular expression: {e}"), None);
+            d.error(
+                opv.pos,
+                "bad-pattern",
+                fpath,
+                format!("invalid regular expression: {e}"),
+                None,
+            );
         }
     }
-    Some(Cond::Cmp { op, operand, value, pos: opk.pos })
+    Some(Cond::Cmp {
+        op,
+        operand,
+        value,
+        pos: opk.pos,
+    })
 }
 
 /// The text comparisons of AWSTOE: case-insensitive, untrimmed.

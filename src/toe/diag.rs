@@ -97,7 +97,10 @@ impl Diagnostics {
 }
 
 /// Levenshtein-based suggestion: the closest candidate within distance 3.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let lower = word.to_ascii_lowercase();
     candidates
         .into_iter()

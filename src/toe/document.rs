@@ -127,14 +127,33 @@ impl Document {
     }
 }
 
-const TOP_KEYS: &[&str] = &["name", "description", "schemaVersion", "parameters", "constants", "phases"];
-const STEP_KEYS: &[&str] = &["name", "action", "inputs", "timeoutSeconds", "onFailure", "maxAttempts", "if", "loop", "disableLogging"];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "schemaVersion",
+    "parameters",
+    "constants",
+    "phases",
+];
+const STEP_KEYS: &[&str] = &[
+    "name",
+    "action",
+    "inputs",
+    "timeoutSeconds",
+    "onFailure",
+    "maxAttempts",
+    "if",
+    "loop",
+    "disableLogging",
+];
 const STANDARD_PHASES: &[&str] = &["build", "validate", "test"];
 
 /// True when `name` follows the parameter and constant naming rules.
 pub fn valid_variable_name(name: &str) -> bool {
     (3..=128).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Parses a document's text. `file` is only used in diagnostics.
@@ -143,20 +162,40 @@ pub fn parse(file: &str, text: &str, os: OsPlatform) -> Result<Document, Vec<Dia
     let root = match yaml::parse(text) {
         Ok(n) => n,
         Err(e) => {
-            d.error(e.pos, "yaml-syntax", "", format!("YAML syntax error: {}", e.message),
-                Some("check indentation, and quote values that start with `{`, `*`, `&` or `:`".into()));
+            d.error(
+                e.pos,
+                "yaml-syntax",
+                "",
+                format!("YAML syntax error: {}", e.message),
+                Some(
+                    "check indentation, and quote values that start with `{`, `*`, `&` or `:`"
+                        .into(),
+                ),
+            );
             return Err(d.into_vec());
         }
     };
     let Some(map) = root.as_map() else {
-        d.error(root.pos, "document-shape", "", format!("a component document is a map, found {}", root.kind_name()), None);
+        d.error(
+            root.pos,
+            "document-shape",
+            "",
+            format!("a component document is a map, found {}", root.kind_name()),
+            None,
+        );
         return Err(d.into_vec());
     };
     for (k, _) in map {
         let key = k.as_str().unwrap_or_default();
         if !TOP_KEYS.contains(&key) {
-            d.error(k.pos, "unknown-key", key, format!("unknown top-level key `{key}`"),
-                did_you_mean(key, TOP_KEYS.iter().copied()).or(Some(format!("allowed: {}", TOP_KEYS.join(", ")))));
+            d.error(
+                k.pos,
+                "unknown-key",
+                key,
+                format!("unknown top-level key `{key}`"),
+                did_you_mean(key, TOP_KEYS.iter().copied())
+                    .or(Some(format!("allowed: {}", TOP_KEYS.join(", ")))),
+            );
         }
     }
     let text_field = |key: &str, d: &mut Diagnostics| -> Option<String> {
@@ -164,7 +203,13 @@ pub fn parse(file: &str, text: &str, os: OsPlatform) -> Result<Document, Vec<Dia
         match n.as_str() {
             Some(s) => Some(s.to_string()),
             None => {
-                d.error(n.pos, "wrong-type", key, format!("`{key}` must be a string, found {}", n.kind_name()), None);
+                d.error(
+                    n.pos,
+                    "wrong-type",
+                    key,
+                    format!("`{key}` must be a string, found {}", n.kind_name()),
+                    None,
+                );
                 None
             }
         }
@@ -173,27 +218,50 @@ pub fn parse(file: &str, text: &str, os: OsPlatform) -> Result<Document, Vec<Dia
     let description = text_field("description", &mut d);
     let schema_version = match root.get("schemaVersion") {
         None => {
-            d.error(root.pos, "schema-version", "schemaVersion", "`schemaVersion` is missing",
-                Some("add `schemaVersion: 1.0`".into()));
+            d.error(
+                root.pos,
+                "schema-version",
+                "schemaVersion",
+                "`schemaVersion` is missing",
+                Some("add `schemaVersion: 1.0`".into()),
+            );
             String::new()
         }
         Some(n) => match n.as_str() {
             Some(v @ ("1.0" | "1")) => v.to_string(),
             other => {
-                d.error(n.pos, "schema-version", "schemaVersion",
-                    format!("unsupported schemaVersion `{}`", other.unwrap_or("(not a scalar)")),
-                    Some("the only schema version is 1.0".into()));
+                d.error(
+                    n.pos,
+                    "schema-version",
+                    "schemaVersion",
+                    format!(
+                        "unsupported schemaVersion `{}`",
+                        other.unwrap_or("(not a scalar)")
+                    ),
+                    Some("the only schema version is 1.0".into()),
+                );
                 String::new()
             }
         },
     };
-    let parameters = root.get("parameters").map(|n| parse_parameters(n, &mut d)).unwrap_or_default();
-    let constants = root.get("constants").map(|n| parse_constants(n, &mut d)).unwrap_or_default();
+    let parameters = root
+        .get("parameters")
+        .map(|n| parse_parameters(n, &mut d))
+        .unwrap_or_default();
+    let constants = root
+        .get("constants")
+        .map(|n| parse_constants(n, &mut d))
+        .unwrap_or_default();
     check_variable_names(&parameters, &constants, &mut d);
     let phases = match root.get("phases") {
         None => {
-            d.error(root.pos, "phases-missing", "phases", "`phases` is missing",
-                Some("a document needs at least one of the phases build, validate or test".into()));
+            d.error(
+                root.pos,
+                "phases-missing",
+                "phases",
+                "`phases` is missing",
+                Some("a document needs at least one of the phases build, validate or test".into()),
+            );
             Vec::new()
         }
         Some(n) => parse_phases(n, os, &mut d),
@@ -219,8 +287,15 @@ pub fn parse(file: &str, text: &str, os: OsPlatform) -> Result<Document, Vec<Dia
 /// Yields `(name, body)` of list items shaped `- Name: {…}`.
 fn named_items<'a>(node: &'a Node, what: &str, d: &mut Diagnostics) -> Vec<(&'a Node, &'a Node)> {
     let Some(items) = node.as_seq() else {
-        d.error(node.pos, "wrong-type", what, format!("`{what}` must be a list, found {}", node.kind_name()),
-            Some(format!("write `{what}:` then items like `- MyName: {{type: string, …}}`")));
+        d.error(
+            node.pos,
+            "wrong-type",
+            what,
+            format!("`{what}` must be a list, found {}", node.kind_name()),
+            Some(format!(
+                "write `{what}:` then items like `- MyName: {{type: string, …}}`"
+            )),
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -243,8 +318,14 @@ fn check_fields(body: &Node, field: &str, allowed: &[&str], d: &mut Diagnostics)
     for (k, _) in body.as_map().unwrap_or_default() {
         let key = k.as_str().unwrap_or_default();
         if !allowed.contains(&key) {
-            d.error(k.pos, "unknown-field", format!("{field}.{key}"), format!("unknown field `{key}`"),
-                did_you_mean(key, allowed.iter().copied()).or(Some(format!("allowed: {}", allowed.join(", ")))));
+            d.error(
+                k.pos,
+                "unknown-field",
+                format!("{field}.{key}"),
+                format!("unknown field `{key}`"),
+                did_you_mean(key, allowed.iter().copied())
+                    .or(Some(format!("allowed: {}", allowed.join(", ")))),
+            );
         }
     }
 }
@@ -252,10 +333,20 @@ fn check_fields(body: &Node, field: &str, allowed: &[&str], d: &mut Diagnostics)
 fn check_type_string(body: &Node, field: &str, d: &mut Diagnostics) {
     match body.get("type").map(|t| (t, t.as_str())) {
         Some((_, Some("string"))) => {}
-        Some((t, v)) => d.error(t.pos, "variable-type", format!("{field}.type"),
-            format!("unsupported type `{}`", v.unwrap_or("(not a scalar)")), Some("the only type is `string`".into())),
-        None => d.error(body.pos, "variable-type", format!("{field}.type"), "`type` is missing",
-            Some("add `type: string`".into())),
+        Some((t, v)) => d.error(
+            t.pos,
+            "variable-type",
+            format!("{field}.type"),
+            format!("unsupported type `{}`", v.unwrap_or("(not a scalar)")),
+            Some("the only type is `string`".into()),
+        ),
+        None => d.error(
+            body.pos,
+            "variable-type",
+            format!("{field}.type"),
+            "`type` is missing",
+            Some("add `type: string`".into()),
+        ),
     }
 }
 
@@ -265,23 +356,52 @@ fn parse_parameters(node: &Node, d: &mut Diagnostics) -> Vec<Parameter> {
         let name = k.as_str().unwrap_or_default().to_string();
         let field = format!("parameters.{name}");
         if body.as_map().is_none() {
-            d.error(body.pos, "variable-shape", &field, format!("parameter `{name}` needs a map with `type`"), None);
+            d.error(
+                body.pos,
+                "variable-shape",
+                &field,
+                format!("parameter `{name}` needs a map with `type`"),
+                None,
+            );
             continue;
         }
-        check_fields(body, &field, &["type", "default", "description", "allowedValues"], d);
+        check_fields(
+            body,
+            &field,
+            &["type", "default", "description", "allowedValues"],
+            d,
+        );
         check_type_string(body, &field, d);
         let allowed_values = body.get("allowedValues").and_then(|n| match n.as_seq() {
-            Some(items) => Some(items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect()),
+            Some(items) => Some(
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect(),
+            ),
             None => {
-                d.error(n.pos, "wrong-type", format!("{field}.allowedValues"), "`allowedValues` must be a list", None);
+                d.error(
+                    n.pos,
+                    "wrong-type",
+                    format!("{field}.allowedValues"),
+                    "`allowedValues` must be a list",
+                    None,
+                );
                 None
             }
         });
         out.push(Parameter {
             name,
             pos: k.pos,
-            default: body.get("default").filter(|n| !n.is_null()).and_then(|n| n.as_str()).map(str::to_string),
-            description: body.get("description").and_then(|n| n.as_str()).map(str::to_string),
+            default: body
+                .get("default")
+                .filter(|n| !n.is_null())
+                .and_then(|n| n.as_str())
+                .map(str::to_string),
+            description: body
+                .get("description")
+                .and_then(|n| n.as_str())
+                .map(str::to_string),
             allowed_values,
         });
     }
@@ -294,21 +414,39 @@ fn parse_constants(node: &Node, d: &mut Diagnostics) -> Vec<Constant> {
         let name = k.as_str().unwrap_or_default().to_string();
         let field = format!("constants.{name}");
         if body.as_map().is_none() {
-            d.error(body.pos, "variable-shape", &field, format!("constant `{name}` needs a map with `type` and `value`"), None);
+            d.error(
+                body.pos,
+                "variable-shape",
+                &field,
+                format!("constant `{name}` needs a map with `type` and `value`"),
+                None,
+            );
             continue;
         }
         check_fields(body, &field, &["type", "value", "description"], d);
         check_type_string(body, &field, d);
         match body.get("value").and_then(|v| v.as_str()) {
-            Some(value) => out.push(Constant { name, pos: k.pos, value: value.to_string() }),
-            None => d.error(body.pos, "constant-value", format!("{field}.value"), format!("constant `{name}` needs a `value`"), None),
+            Some(value) => out.push(Constant {
+                name,
+                pos: k.pos,
+                value: value.to_string(),
+            }),
+            None => d.error(
+                body.pos,
+                "constant-value",
+                format!("{field}.value"),
+                format!("constant `{name}` needs a `value`"),
+                None,
+            ),
         }
     }
     out
 }
 
 fn check_variable_names(params: &[Parameter], consts: &[Constant], d: &mut Diagnostics) {
-    let all = params.iter().map(|p| (p.name.as_str(), p.pos, "parameters"))
+    let all = params
+        .iter()
+        .map(|p| (p.name.as_str(), p.pos, "parameters"))
         .chain(consts.iter().map(|c| (c.name.as_str(), c.pos, "constants")));
     let mut seen: Vec<&str> = Vec::new();
     for (name, pos, what) in all {
@@ -317,8 +455,15 @@ fn check_variable_names(params: &[Parameter], consts: &[Constant], d: &mut Diagn
                 format!("invalid name `{name}`: names are 3 to 128 characters of letters, digits, `_` and `-`"), None);
         }
         if seen.contains(&name) {
-            d.error(pos, "duplicate-variable", format!("{what}.{name}"),
-                format!("`{name}` is declared twice; names are unique across parameters and constants"), None);
+            d.error(
+                pos,
+                "duplicate-variable",
+                format!("{what}.{name}"),
+                format!(
+                    "`{name}` is declared twice; names are unique across parameters and constants"
+                ),
+                None,
+            );
         }
         seen.push(name);
     }
@@ -326,28 +471,60 @@ fn check_variable_names(params: &[Parameter], consts: &[Constant], d: &mut Diagn
 
 fn parse_phases(node: &Node, os: OsPlatform, d: &mut Diagnostics) -> Vec<Phase> {
     let Some(items) = node.as_seq() else {
-        d.error(node.pos, "wrong-type", "phases", format!("`phases` must be a list, found {}", node.kind_name()), None);
+        d.error(
+            node.pos,
+            "wrong-type",
+            "phases",
+            format!("`phases` must be a list, found {}", node.kind_name()),
+            None,
+        );
         return Vec::new();
     };
     if items.is_empty() {
-        d.error(node.pos, "phases-missing", "phases", "`phases` is empty",
-            Some("a document needs at least one of the phases build, validate or test".into()));
+        d.error(
+            node.pos,
+            "phases-missing",
+            "phases",
+            "`phases` is empty",
+            Some("a document needs at least one of the phases build, validate or test".into()),
+        );
     }
     let mut phases = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let field = format!("phases[{i}]");
         if item.as_map().is_none() {
-            d.error(item.pos, "wrong-type", &field, format!("a phase is a map with `name` and `steps`, found {}", item.kind_name()), None);
+            d.error(
+                item.pos,
+                "wrong-type",
+                &field,
+                format!(
+                    "a phase is a map with `name` and `steps`, found {}",
+                    item.kind_name()
+                ),
+                None,
+            );
             continue;
         }
         check_fields(item, &field, &["name", "steps"], d);
         let Some(name) = item.get("name").and_then(Node::as_str) else {
-            d.error(item.pos, "phase-name", format!("{field}.name"), "the phase has no `name`", Some("e.g. `name: build`".into()));
+            d.error(
+                item.pos,
+                "phase-name",
+                format!("{field}.name"),
+                "the phase has no `name`",
+                Some("e.g. `name: build`".into()),
+            );
             continue;
         };
         let steps = match item.get("steps") {
             None => {
-                d.error(item.pos, "steps-missing", format!("{field}.steps"), format!("phase `{name}` has no `steps`"), None);
+                d.error(
+                    item.pos,
+                    "steps-missing",
+                    format!("{field}.steps"),
+                    format!("phase `{name}` has no `steps`"),
+                    None,
+                );
                 Vec::new()
             }
             Some(s) => match s.as_seq() {
@@ -357,16 +534,43 @@ fn parse_phases(node: &Node, os: OsPlatform, d: &mut Diagnostics) -> Vec<Phase> 
                     .filter_map(|(j, st)| parse_step(st, &format!("{field}.steps[{j}]"), os, d))
                     .collect(),
                 None => {
-                    d.error(s.pos, "wrong-type", format!("{field}.steps"), format!("`steps` must be a list, found {}", s.kind_name()), None);
+                    d.error(
+                        s.pos,
+                        "wrong-type",
+                        format!("{field}.steps"),
+                        format!("`steps` must be a list, found {}", s.kind_name()),
+                        None,
+                    );
                     Vec::new()
                 }
             },
         };
-        phases.push(Phase { name: name.to_string(), pos: item.pos, steps });
+        phases.push(Phase {
+            name: name.to_string(),
+            pos: item.pos,
+            steps,
+        });
     }
-    if !items.is_empty() && !phases.iter().any(|p| STANDARD_PHASES.contains(&p.name.as_str())) && !phases.is_empty() {
-        d.error(node.pos, "phases-missing", "phases", "the document has none of the phases build, validate or test",
-            Some(format!("found: {}", phases.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "))));
+    if !items.is_empty()
+        && !phases
+            .iter()
+            .any(|p| STANDARD_PHASES.contains(&p.name.as_str()))
+        && !phases.is_empty()
+    {
+        d.error(
+            node.pos,
+            "phases-missing",
+            "phases",
+            "the document has none of the phases build, validate or test",
+            Some(format!(
+                "found: {}",
+                phases
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        );
     }
     phases
 }
@@ -375,8 +579,17 @@ fn int_value(node: &Node, field: &str, d: &mut Diagnostics) -> Option<i64> {
     match node.as_str().map(str::parse::<i64>) {
         Some(Ok(n)) => Some(n),
         _ => {
-            d.error(node.pos, "wrong-type", field, format!("`{}` must be an integer, found `{}`",
-                field.rsplit('.').next().unwrap_or(field), node.as_str().unwrap_or("a non-scalar")), None);
+            d.error(
+                node.pos,
+                "wrong-type",
+                field,
+                format!(
+                    "`{}` must be an integer, found `{}`",
+                    field.rsplit('.').next().unwrap_or(field),
+                    node.as_str().unwrap_or("a non-scalar")
+                ),
+                None,
+            );
             None
         }
     }
@@ -384,20 +597,41 @@ fn int_value(node: &Node, field: &str, d: &mut Diagnostics) -> Option<i64> {
 
 fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> Option<Step> {
     if node.as_map().is_none() {
-        d.error(node.pos, "wrong-type", field, format!("a step is a map with `name`, `action` and `inputs`, found {}", node.kind_name()), None);
+        d.error(
+            node.pos,
+            "wrong-type",
+            field,
+            format!(
+                "a step is a map with `name`, `action` and `inputs`, found {}",
+                node.kind_name()
+            ),
+            None,
+        );
         return None;
     }
     for (k, _) in node.as_map().unwrap_or_default() {
         let key = k.as_str().unwrap_or_default();
         if !STEP_KEYS.contains(&key) {
-            d.error(k.pos, "unknown-step-field", format!("{field}.{key}"), format!("unknown step field `{key}`"),
-                did_you_mean(key, STEP_KEYS.iter().copied()).or(Some(format!("allowed: {}", STEP_KEYS.join(", ")))));
+            d.error(
+                k.pos,
+                "unknown-step-field",
+                format!("{field}.{key}"),
+                format!("unknown step field `{key}`"),
+                did_you_mean(key, STEP_KEYS.iter().copied())
+                    .or(Some(format!("allowed: {}", STEP_KEYS.join(", ")))),
+            );
         }
     }
     let name = match node.get("name").and_then(Node::as_str) {
         Some(n) if !n.is_empty() => n.to_string(),
         _ => {
-            d.error(node.pos, "step-name", format!("{field}.name"), "the step has no `name`", None);
+            d.error(
+                node.pos,
+                "step-name",
+                format!("{field}.name"),
+                "the step has no `name`",
+                None,
+            );
             String::new()
         }
     };
@@ -405,22 +639,42 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
     let action = match action_node.and_then(Node::as_str) {
         Some(a) => a.to_string(),
         None => {
-            d.error(node.pos, "step-action", format!("{field}.action"), format!("step `{name}` has no `action`"),
-                Some("e.g. `action: ExecuteBash`".into()));
+            d.error(
+                node.pos,
+                "step-action",
+                format!("{field}.action"),
+                format!("step `{name}` has no `action`"),
+                Some("e.g. `action: ExecuteBash`".into()),
+            );
             return None;
         }
     };
     let apos = action_node.map_or(node.pos, |n| n.pos);
     let spec = spec::find(&action);
     match spec {
-        None => d.error(apos, "unknown-action", format!("{field}.action"), format!("unknown action `{action}`"),
-            did_you_mean(&action, spec::ACTIONS.iter().map(|a| a.name))),
-        Some(s) if !s.runs_on(os) => d.error(apos, "platform-action", format!("{field}.action"),
-            format!("`{action}` is a {} action and cannot run on {os}", match s.platform {
-                spec::Platform::Windows => "Windows-only",
-                _ => "Linux-only",
-            }),
-            Some("use an action of this platform, or validate with `--os-platform` for the other".into())),
+        None => d.error(
+            apos,
+            "unknown-action",
+            format!("{field}.action"),
+            format!("unknown action `{action}`"),
+            did_you_mean(&action, spec::ACTIONS.iter().map(|a| a.name)),
+        ),
+        Some(s) if !s.runs_on(os) => d.error(
+            apos,
+            "platform-action",
+            format!("{field}.action"),
+            format!(
+                "`{action}` is a {} action and cannot run on {os}",
+                match s.platform {
+                    spec::Platform::Windows => "Windows-only",
+                    _ => "Linux-only",
+                }
+            ),
+            Some(
+                "use an action of this platform, or validate with `--os-platform` for the other"
+                    .into(),
+            ),
+        ),
         Some(_) => {}
     }
     let timeout_node = node.get("timeoutSeconds");
@@ -429,16 +683,28 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
         .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
     if let Some(n) = timeout_node {
         if timeout_seconds == 0 || timeout_seconds < -1 {
-            d.error(n.pos, "timeout-value", format!("{field}.timeoutSeconds"),
-                format!("`timeoutSeconds: {timeout_seconds}` is invalid"), Some("use a positive number of seconds, or -1 for no limit".into()));
+            d.error(
+                n.pos,
+                "timeout-value",
+                format!("{field}.timeoutSeconds"),
+                format!("`timeoutSeconds: {timeout_seconds}` is invalid"),
+                Some("use a positive number of seconds, or -1 for no limit".into()),
+            );
         }
     }
     let attempts_node = node.get("maxAttempts");
-    let max_attempts = attempts_node.and_then(|n| int_value(n, &format!("{field}.maxAttempts"), d)).unwrap_or(1);
+    let max_attempts = attempts_node
+        .and_then(|n| int_value(n, &format!("{field}.maxAttempts"), d))
+        .unwrap_or(1);
     if let Some(n) = attempts_node {
         if max_attempts < 1 {
-            d.error(n.pos, "attempts-value", format!("{field}.maxAttempts"), format!("`maxAttempts: {max_attempts}` is invalid"),
-                Some("maxAttempts counts all attempts and is at least 1".into()));
+            d.error(
+                n.pos,
+                "attempts-value",
+                format!("{field}.maxAttempts"),
+                format!("`maxAttempts: {max_attempts}` is invalid"),
+                Some("maxAttempts counts all attempts and is at least 1".into()),
+            );
         }
     }
     match action.as_str() {
@@ -448,15 +714,25 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
                     "ExecuteDocument runs without a timeout; `timeoutSeconds` must be -1 or left out", None);
             }
             if let Some(n) = attempts_node.filter(|_| max_attempts != 1) {
-                d.error(n.pos, "execute-document-limits", format!("{field}.maxAttempts"),
-                    "ExecuteDocument runs once; `maxAttempts` must be 1 or left out", None);
+                d.error(
+                    n.pos,
+                    "execute-document-limits",
+                    format!("{field}.maxAttempts"),
+                    "ExecuteDocument runs once; `maxAttempts` must be 1 or left out",
+                    None,
+                );
             }
             timeout_seconds = -1;
         }
         "Reboot" => {
             if let Some(n) = timeout_node {
-                d.error(n.pos, "reboot-timeout", format!("{field}.timeoutSeconds"), "`timeoutSeconds` does not apply to Reboot",
-                    Some("use `inputs: {delaySeconds: N}` to delay the reboot".into()));
+                d.error(
+                    n.pos,
+                    "reboot-timeout",
+                    format!("{field}.timeoutSeconds"),
+                    "`timeoutSeconds` does not apply to Reboot",
+                    Some("use `inputs: {delaySeconds: N}` to delay the reboot".into()),
+                );
             }
         }
         _ => {}
@@ -468,9 +744,16 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
             Some("Continue") => OnFailure::Continue,
             Some("Ignore") => OnFailure::Ignore,
             other => {
-                d.error(n.pos, "on-failure", format!("{field}.onFailure"),
-                    format!("`onFailure` must be Abort, Continue or Ignore, found `{}`", other.unwrap_or("a non-scalar")),
-                    other.and_then(|o| did_you_mean(o, ["Abort", "Continue", "Ignore"])));
+                d.error(
+                    n.pos,
+                    "on-failure",
+                    format!("{field}.onFailure"),
+                    format!(
+                        "`onFailure` must be Abort, Continue or Ignore, found `{}`",
+                        other.unwrap_or("a non-scalar")
+                    ),
+                    other.and_then(|o| did_you_mean(o, ["Abort", "Continue", "Ignore"])),
+                );
                 OnFailure::Abort
             }
         },
@@ -481,16 +764,32 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
             Some("true") => true,
             Some("false") => false,
             _ => {
-                d.error(n.pos, "wrong-type", format!("{field}.disableLogging"), "`disableLogging` must be true or false", None);
+                d.error(
+                    n.pos,
+                    "wrong-type",
+                    format!("{field}.disableLogging"),
+                    "`disableLogging` must be true or false",
+                    None,
+                );
                 false
             }
         },
     };
-    let condition = node.get("if").and_then(|n| condition::parse_if(n, &format!("{field}.if"), d));
-    let looping = node.get("loop").and_then(|n| looping::parse_loop(n, &format!("{field}.loop"), d));
+    let condition = node
+        .get("if")
+        .and_then(|n| condition::parse_if(n, &format!("{field}.if"), d));
+    let looping = node
+        .get("loop")
+        .and_then(|n| looping::parse_loop(n, &format!("{field}.loop"), d));
     let inputs = node.get("inputs").cloned();
     if let Some(spec) = spec {
-        check_inputs(spec, inputs.as_ref(), node.pos, &format!("{field}.inputs"), d);
+        check_inputs(
+            spec,
+            inputs.as_ref(),
+            node.pos,
+            &format!("{field}.inputs"),
+            d,
+        );
     }
     Some(Step {
         name,
@@ -506,13 +805,24 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
     })
 }
 
-fn check_inputs(spec: &spec::ActionSpec, inputs: Option<&Node>, step_pos: Pos, field: &str, d: &mut Diagnostics) {
+fn check_inputs(
+    spec: &spec::ActionSpec,
+    inputs: Option<&Node>,
+    step_pos: Pos,
+    field: &str,
+    d: &mut Diagnostics,
+) {
     let name = spec.name;
     let inputs = inputs.filter(|n| !n.is_null());
     match (spec.shape, inputs) {
         (Shape::OptionalMap, None) => {}
-        (_, None) => d.error(step_pos, "inputs-missing", field, format!("`{name}` needs `inputs`"),
-            Some(input_hint(spec))),
+        (_, None) => d.error(
+            step_pos,
+            "inputs-missing",
+            field,
+            format!("`{name}` needs `inputs`"),
+            Some(input_hint(spec)),
+        ),
         (Shape::Condition, Some(n)) => {
             condition::parse_cond(n, field, d, 1, false);
         }
@@ -520,33 +830,83 @@ fn check_inputs(spec: &spec::ActionSpec, inputs: Option<&Node>, step_pos: Pos, f
             if n.as_map().is_some() {
                 check_input_map(spec, n, field, d);
             } else {
-                d.error(n.pos, "inputs-shape", field, format!("`{name}` takes a map of inputs, found {}", n.kind_name()),
-                    Some(if n.as_seq().is_some() { "remove the leading `-`: this action's inputs are one map".into() } else { input_hint(spec) }));
+                d.error(
+                    n.pos,
+                    "inputs-shape",
+                    field,
+                    format!("`{name}` takes a map of inputs, found {}", n.kind_name()),
+                    Some(if n.as_seq().is_some() {
+                        "remove the leading `-`: this action's inputs are one map".into()
+                    } else {
+                        input_hint(spec)
+                    }),
+                );
             }
         }
         (Shape::List, Some(n)) => match n.as_seq() {
             Some(items) => {
                 if items.is_empty() {
-                    d.error(n.pos, "inputs-shape", field, format!("`{name}` has an empty list of inputs"), Some(input_hint(spec)));
+                    d.error(
+                        n.pos,
+                        "inputs-shape",
+                        field,
+                        format!("`{name}` has an empty list of inputs"),
+                        Some(input_hint(spec)),
+                    );
                 }
                 for (i, item) in items.iter().enumerate() {
                     let f = format!("{field}[{i}]");
                     if item.as_map().is_some() {
                         check_input_map(spec, item, &f, d);
                     } else {
-                        d.error(item.pos, "inputs-shape", f, format!("each input of `{name}` is a map, found {}", item.kind_name()), None);
+                        d.error(
+                            item.pos,
+                            "inputs-shape",
+                            f,
+                            format!(
+                                "each input of `{name}` is a map, found {}",
+                                item.kind_name()
+                            ),
+                            None,
+                        );
                     }
                 }
             }
-            None => d.error(n.pos, "inputs-shape", field, format!("`{name}` takes a list of input maps, found {}", n.kind_name()),
-                Some("start the inputs with `- `: this action's inputs are a list".into())),
+            None => d.error(
+                n.pos,
+                "inputs-shape",
+                field,
+                format!(
+                    "`{name}` takes a list of input maps, found {}",
+                    n.kind_name()
+                ),
+                Some("start the inputs with `- `: this action's inputs are a list".into()),
+            ),
         },
     }
 }
 
 fn input_hint(spec: &spec::ActionSpec) -> String {
-    let names: Vec<String> = spec.fields.iter().map(|f| if f.required { format!("{} (required)", f.name) } else { f.name.to_string() }).collect();
-    format!("`{}` inputs: {}", spec.name, if names.is_empty() { "none".into() } else { names.join(", ") })
+    let names: Vec<String> = spec
+        .fields
+        .iter()
+        .map(|f| {
+            if f.required {
+                format!("{} (required)", f.name)
+            } else {
+                f.name.to_string()
+            }
+        })
+        .collect();
+    format!(
+        "`{}` inputs: {}",
+        spec.name,
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    )
 }
 
 fn check_input_map(spec: &spec::ActionSpec, map: &Node, field: &str, d: &mut Diagnostics) {
@@ -554,58 +914,126 @@ fn check_input_map(spec: &spec::ActionSpec, map: &Node, field: &str, d: &mut Dia
     for (k, v) in map.as_map().unwrap_or_default() {
         let key = k.as_str().unwrap_or_default();
         let Some(f) = spec.field(key) else {
-            d.error(k.pos, "unknown-input", format!("{field}.{key}"), format!("`{name}` has no input `{key}`"),
-                did_you_mean(key, spec.fields.iter().map(|f| f.name)).or(Some(input_hint(spec))));
+            d.error(
+                k.pos,
+                "unknown-input",
+                format!("{field}.{key}"),
+                format!("`{name}` has no input `{key}`"),
+                did_you_mean(key, spec.fields.iter().map(|f| f.name)).or(Some(input_hint(spec))),
+            );
             continue;
         };
         check_kind(name, f, v, &format!("{field}.{key}"), d);
     }
     for f in spec.fields.iter().filter(|f| f.required) {
         if map.get(f.name).is_none_or(Node::is_null) {
-            d.error(map.pos, "input-missing", format!("{field}.{}", f.name), format!("`{name}` needs the input `{}`", f.name), Some(input_hint(spec)));
+            d.error(
+                map.pos,
+                "input-missing",
+                format!("{field}.{}", f.name),
+                format!("`{name}` needs the input `{}`", f.name),
+                Some(input_hint(spec)),
+            );
         }
     }
     if name == "ExecutePowerShell" && (map.get("commands").is_some() == map.get("file").is_some()) {
-        d.error(map.pos, "input-missing", field, "ExecutePowerShell takes exactly one of `commands` or `file`", None);
+        d.error(
+            map.pos,
+            "input-missing",
+            field,
+            "ExecutePowerShell takes exactly one of `commands` or `file`",
+            None,
+        );
     }
 }
 
 fn check_kind(action: &str, f: &spec::Field, v: &Node, field: &str, d: &mut Diagnostics) {
     let is_expr = |n: &Node| n.as_str().is_some_and(|s| s.contains("{{"));
     let bad = |d: &mut Diagnostics, what: &str| {
-        d.error(v.pos, "input-type", field, format!("`{action}.{}` must be {what}, found {}", f.name, v.kind_name()), None);
+        d.error(
+            v.pos,
+            "input-type",
+            field,
+            format!(
+                "`{action}.{}` must be {what}, found {}",
+                f.name,
+                v.kind_name()
+            ),
+            None,
+        );
     };
     match f.kind {
         Kind::Any => {}
         Kind::Str => match v.as_str() {
             None => bad(d, "a string"),
-            Some(s) if !f.one_of.is_empty() && !s.contains("{{") && !f.one_of.iter().any(|o| o.eq_ignore_ascii_case(s)) => {
-                d.error(v.pos, "input-value", field, format!("`{s}` is not a valid `{}`", f.name),
-                    Some(format!("one of: {}", f.one_of.join(", "))));
+            Some(s)
+                if !f.one_of.is_empty()
+                    && !s.contains("{{")
+                    && !f.one_of.iter().any(|o| o.eq_ignore_ascii_case(s)) =>
+            {
+                d.error(
+                    v.pos,
+                    "input-value",
+                    field,
+                    format!("`{s}` is not a valid `{}`", f.name),
+                    Some(format!("one of: {}", f.one_of.join(", "))),
+                );
             }
-            Some(s) if f.name == "permissions" && !s.contains("{{") && !(s.len() >= 3 && s.len() <= 4 && s.chars().all(|c| ('0'..='7').contains(&c))) => {
-                d.error(v.pos, "input-value", field, format!("permissions `{s}` is not an octal mode"),
-                    Some("write e.g. `permissions: 0755` or `'644'`".into()));
+            Some(s)
+                if f.name == "permissions"
+                    && !s.contains("{{")
+                    && !(s.len() >= 3
+                        && s.len() <= 4
+                        && s.chars().all(|c| ('0'..='7').contains(&c))) =>
+            {
+                d.error(
+                    v.pos,
+                    "input-value",
+                    field,
+                    format!("permissions `{s}` is not an octal mode"),
+                    Some("write e.g. `permissions: 0755` or `'644'`".into()),
+                );
             }
             Some(_) => {}
         },
         Kind::Bool => match v.as_str().map(str::to_ascii_lowercase).as_deref() {
             Some("true" | "false") => {}
             _ if is_expr(v) => {}
-            Some(s) => d.error(v.pos, "input-type", field, format!("`{}` must be true or false, found `{s}`", f.name), None),
+            Some(s) => d.error(
+                v.pos,
+                "input-type",
+                field,
+                format!("`{}` must be true or false, found `{s}`", f.name),
+                None,
+            ),
             None => bad(d, "true or false"),
         },
         Kind::Int => match v.as_str() {
             Some(s) if s.parse::<i64>().is_ok() || s.contains("{{") => {}
-            Some(s) => d.error(v.pos, "input-type", field, format!("`{}` must be an integer, found `{s}`", f.name), None),
+            Some(s) => d.error(
+                v.pos,
+                "input-type",
+                field,
+                format!("`{}` must be an integer, found `{s}`", f.name),
+                None,
+            ),
             None => bad(d, "an integer"),
         },
         Kind::StrList => match v.as_seq() {
             Some(items) => {
                 for (i, item) in items.iter().enumerate() {
                     if item.as_str().is_none() {
-                        d.error(item.pos, "input-type", format!("{field}[{i}]"), format!("items of `{}` must be strings, found {}", f.name, item.kind_name()),
-                            Some("quote items that start with `{` or contain `: `".into()));
+                        d.error(
+                            item.pos,
+                            "input-type",
+                            format!("{field}[{i}]"),
+                            format!(
+                                "items of `{}` must be strings, found {}",
+                                f.name,
+                                item.kind_name()
+                            ),
+                            Some("quote items that start with `{` or contain `: `".into()),
+                        );
                     }
                 }
             }
@@ -624,7 +1052,13 @@ fn check_kind(action: &str, f: &spec::Field, v: &Node, field: &str, d: &mut Diag
                         && item.get("value").is_some()
                         && item.as_map().unwrap_or_default().len() == 2;
                     if !ok {
-                        d.error(item.pos, "input-type", format!("{field}[{i}]"), "each parameter is a map of `name` and `value`", None);
+                        d.error(
+                            item.pos,
+                            "input-type",
+                            format!("{field}[{i}]"),
+                            "each parameter is a map of `name` and `value`",
+                            None,
+                        );
                     }
                 }
             }

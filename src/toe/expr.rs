@@ -75,7 +75,8 @@ fn classify(inner: &str) -> Option<Reference> {
     static CHAIN: OnceLock<Regex> = OnceLock::new();
     static SSM: OnceLock<Regex> = OnceLock::new();
     let var = VAR.get_or_init(|| Regex::new(r"^[A-Za-z0-9_-]+$").expect("valid regex"));
-    let lp = LOOP.get_or_init(|| Regex::new(r"^([^.\[\]{}]+)\.(index|value)$").expect("valid regex"));
+    let lp =
+        LOOP.get_or_init(|| Regex::new(r"^([^.\[\]{}]+)\.(index|value)$").expect("valid regex"));
     let chain = CHAIN.get_or_init(|| {
         Regex::new(r"^([^.\[\]{}]+)\.([^.\[\]{}]+)\.(inputs|outputs)(?:\[(\d+)\])?\.([^.\[\]{}]+)$")
             .expect("valid regex")
@@ -142,7 +143,10 @@ pub enum Resolved {
 }
 
 /// Substitutes every reference in `text`.
-pub fn render(text: &str, resolve: &mut dyn FnMut(&Reference) -> Resolved) -> Result<String, String> {
+pub fn render(
+    text: &str,
+    resolve: &mut dyn FnMut(&Reference) -> Resolved,
+) -> Result<String, String> {
     let occs = occurrences(text);
     if occs.is_empty() {
         return Ok(text.to_string());
@@ -190,7 +194,10 @@ mod tests {
         );
         let o = occurrences("{{ build.Dl.inputs[1].destination }} {{ .Values.x }}");
         assert_eq!(o.len(), 1);
-        assert!(matches!(o[0].reference, Reference::Chain { index: Some(1), .. }));
+        assert!(matches!(
+            o[0].reference,
+            Reference::Chain { index: Some(1), .. }
+        ));
     }
 
     #[test]

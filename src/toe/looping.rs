@@ -69,20 +69,36 @@ pub fn split_values(list: &str, delimiter: char) -> Vec<String> {
 
 fn int_field(map: &Node, key: &str, field: &str, d: &mut Diagnostics) -> Option<i64> {
     let Some(v) = map.get(key) else {
-        d.error(map.pos, "loop-for", format!("{field}.{key}"), format!("`for` needs `{key}`"),
-            Some("a `for` loop has `start`, `end` and `updateBy`".into()));
+        d.error(
+            map.pos,
+            "loop-for",
+            format!("{field}.{key}"),
+            format!("`for` needs `{key}`"),
+            Some("a `for` loop has `start`, `end` and `updateBy`".into()),
+        );
         return None;
     };
     let text = v.as_str().unwrap_or_default();
     if text.contains("{{") {
-        d.error(v.pos, "loop-for", format!("{field}.{key}"), format!("`{key}` cannot hold an expression"),
-            Some("`for` bounds are fixed integers; use `forEach.list` for computed values".into()));
+        d.error(
+            v.pos,
+            "loop-for",
+            format!("{field}.{key}"),
+            format!("`{key}` cannot hold an expression"),
+            Some("`for` bounds are fixed integers; use `forEach.list` for computed values".into()),
+        );
         return None;
     }
     match text.parse::<i64>() {
         Ok(n) => Some(n),
         Err(_) => {
-            d.error(v.pos, "loop-for", format!("{field}.{key}"), format!("`{key}` must be an integer, found `{text}`"), None);
+            d.error(
+                v.pos,
+                "loop-for",
+                format!("{field}.{key}"),
+                format!("`{key}` must be an integer, found `{text}`"),
+                None,
+            );
             None
         }
     }
@@ -91,7 +107,13 @@ fn int_field(map: &Node, key: &str, field: &str, d: &mut Diagnostics) -> Option<
 /// Parses a step's `loop` block.
 pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop> {
     let Some(map) = node.as_map() else {
-        d.error(node.pos, "loop-shape", field, format!("`loop` must be a map, found {}", node.kind_name()), None);
+        d.error(
+            node.pos,
+            "loop-shape",
+            field,
+            format!("`loop` must be a map, found {}", node.kind_name()),
+            None,
+        );
         return None;
     };
     let mut name = None;
@@ -104,26 +126,51 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
                 name_pos = v.pos;
             }
             "for" | "forEach" => kinds.push((k, v)),
-            other => d.error(k.pos, "loop-shape", format!("{field}.{other}"), format!("unknown loop field `{other}`"),
-                Some("a loop has `name` and one of `for` or `forEach`".into())),
+            other => d.error(
+                k.pos,
+                "loop-shape",
+                format!("{field}.{other}"),
+                format!("unknown loop field `{other}`"),
+                Some("a loop has `name` and one of `for` or `forEach`".into()),
+            ),
         }
     }
     if kinds.len() != 1 {
-        d.error(node.pos, "loop-shape", field,
-            format!("a loop needs exactly one of `for` or `forEach`, found {}", kinds.len()), None);
+        d.error(
+            node.pos,
+            "loop-shape",
+            field,
+            format!(
+                "a loop needs exactly one of `for` or `forEach`, found {}",
+                kinds.len()
+            ),
+            None,
+        );
         return None;
     }
     let (k, v) = kinds[0];
     let kfield = format!("{field}.{}", k.as_str().unwrap_or_default());
     let kind = if k.as_str() == Some("for") {
         if v.as_map().is_none() {
-            d.error(v.pos, "loop-for", kfield, "`for` must be a map of start, end and updateBy", None);
+            d.error(
+                v.pos,
+                "loop-for",
+                kfield,
+                "`for` must be a map of start, end and updateBy",
+                None,
+            );
             return None;
         }
         for (fk, _) in v.as_map().unwrap_or_default() {
             let key = fk.as_str().unwrap_or_default();
             if !["start", "end", "updateBy"].contains(&key) {
-                d.error(fk.pos, "loop-for", format!("{kfield}.{key}"), format!("unknown `for` field `{key}`"), None);
+                d.error(
+                    fk.pos,
+                    "loop-for",
+                    format!("{kfield}.{key}"),
+                    format!("unknown `for` field `{key}`"),
+                    None,
+                );
             }
         }
         let (start, end, update_by) = (
@@ -134,7 +181,13 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
         let (start, end, update_by) = (start?, end?, update_by?);
         let upos = v.get("updateBy").map_or(v.pos, |n| n.pos);
         if update_by == 0 {
-            d.error(upos, "loop-update-zero", format!("{kfield}.updateBy"), "`updateBy` is 0, so the loop would never end", None);
+            d.error(
+                upos,
+                "loop-update-zero",
+                format!("{kfield}.updateBy"),
+                "`updateBy` is 0, so the loop would never end",
+                None,
+            );
             return None;
         }
         if start != end && (end - start).signum() != update_by.signum() {
@@ -143,15 +196,23 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
                 Some(format!("use `updateBy: {}`", -update_by)));
             return None;
         }
-        LoopKind::For { start, end, update_by }
+        LoopKind::For {
+            start,
+            end,
+            update_by,
+        }
     } else if let Some(items) = v.as_seq() {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             match item.as_str() {
                 Some(s) => out.push(s.to_string()),
-                None => d.error(item.pos, "loop-foreach", format!("{kfield}[{i}]"),
+                None => d.error(
+                    item.pos,
+                    "loop-foreach",
+                    format!("{kfield}[{i}]"),
                     format!("loops iterate strings; this item is {}", item.kind_name()),
-                    Some("quote items that start with `{`".into())),
+                    Some("quote items that start with `{`".into()),
+                ),
             }
         }
         LoopKind::ForEach(out)
@@ -159,12 +220,23 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
         for (fk, _) in v.as_map().unwrap_or_default() {
             let key = fk.as_str().unwrap_or_default();
             if key != "list" && key != "delimiter" {
-                d.error(fk.pos, "loop-foreach", format!("{kfield}.{key}"), format!("unknown `forEach` field `{key}`"),
-                    Some("a delimited `forEach` has `list` and `delimiter`".into()));
+                d.error(
+                    fk.pos,
+                    "loop-foreach",
+                    format!("{kfield}.{key}"),
+                    format!("unknown `forEach` field `{key}`"),
+                    Some("a delimited `forEach` has `list` and `delimiter`".into()),
+                );
             }
         }
         let Some(list) = v.get("list").and_then(Node::as_str) else {
-            d.error(v.pos, "loop-foreach", format!("{kfield}.list"), "`forEach` needs `list`: a delimited string", None);
+            d.error(
+                v.pos,
+                "loop-foreach",
+                format!("{kfield}.list"),
+                "`forEach` needs `list`: a delimited string",
+                None,
+            );
             return None;
         };
         let delimiter = match v.get("delimiter") {
@@ -175,7 +247,13 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
                 match (chars.next(), chars.next()) {
                     (Some(c), None) if DELIMITERS.contains(&c) => c,
                     _ if text.contains("{{") => {
-                        d.error(dn.pos, "loop-delimiter", format!("{kfield}.delimiter"), "`delimiter` cannot hold an expression", None);
+                        d.error(
+                            dn.pos,
+                            "loop-delimiter",
+                            format!("{kfield}.delimiter"),
+                            "`delimiter` cannot hold an expression",
+                            None,
+                        );
                         return None;
                     }
                     _ => {
@@ -187,12 +265,25 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
                 }
             }
         };
-        LoopKind::ForEachSplit { list: list.to_string(), delimiter }
+        LoopKind::ForEachSplit {
+            list: list.to_string(),
+            delimiter,
+        }
     } else {
-        d.error(v.pos, "loop-foreach", kfield, "`forEach` must be a list, or a map with `list` and `delimiter`", None);
+        d.error(
+            v.pos,
+            "loop-foreach",
+            kfield,
+            "`forEach` must be a list, or a map with `list` and `delimiter`",
+            None,
+        );
         return None;
     };
-    Some(Loop { name, name_pos, kind })
+    Some(Loop {
+        name,
+        name_pos,
+        kind,
+    })
 }
 
 #[cfg(test)]

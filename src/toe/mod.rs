@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod condition;
+pub mod console;
 pub mod diag;
 pub mod document;
 pub mod expr;

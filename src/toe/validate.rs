@@ -16,8 +16,13 @@ pub fn outputs_of(action: &str) -> &'static [&'static str] {
         "ReadFile" => &["content"],
         "InstallMSI" | "UninstallMSI" => &["logFile", "msiExitCode", "stdout"],
         "ExecuteDocument" => &[
-            "executedStepCount", "executionId", "failedStepCount", "failureMessage",
-            "ignoredFailedStepCount", "logUrl", "status",
+            "executedStepCount",
+            "executionId",
+            "failedStepCount",
+            "failureMessage",
+            "ignoredFailedStepCount",
+            "logUrl",
+            "status",
         ],
         _ => &[],
     }
@@ -28,7 +33,13 @@ pub fn check_document(doc: &Document, d: &mut Diagnostics) {
     let mut phase_names: Vec<&str> = Vec::new();
     for (pi, phase) in doc.phases.iter().enumerate() {
         if phase_names.contains(&phase.name.as_str()) {
-            d.error(phase.pos, "duplicate-phase", format!("phases[{pi}].name"), format!("phase `{}` is declared twice", phase.name), None);
+            d.error(
+                phase.pos,
+                "duplicate-phase",
+                format!("phases[{pi}].name"),
+                format!("phase `{}` is declared twice", phase.name),
+                None,
+            );
         }
         phase_names.push(&phase.name);
         let mut step_names: Vec<&str> = Vec::new();
@@ -36,15 +47,34 @@ pub fn check_document(doc: &Document, d: &mut Diagnostics) {
         for (si, step) in phase.steps.iter().enumerate() {
             let field = format!("phases[{pi}].steps[{si}]");
             if step_names.contains(&step.name.as_str()) {
-                d.error(step.pos, "duplicate-step", format!("{field}.name"),
-                    format!("step `{}` appears twice in phase `{}`", step.name, phase.name),
-                    Some("step names are unique within a phase".into()));
+                d.error(
+                    step.pos,
+                    "duplicate-step",
+                    format!("{field}.name"),
+                    format!(
+                        "step `{}` appears twice in phase `{}`",
+                        step.name, phase.name
+                    ),
+                    Some("step names are unique within a phase".into()),
+                );
             }
             step_names.push(&step.name);
-            if let Some(name) = step.looping.as_ref().and_then(|l| l.name.as_deref().map(|n| (n, l.name_pos))) {
+            if let Some(name) = step
+                .looping
+                .as_ref()
+                .and_then(|l| l.name.as_deref().map(|n| (n, l.name_pos)))
+            {
                 if loop_names.contains(&name.0) {
-                    d.error(name.1, "duplicate-loop", format!("{field}.loop.name"),
-                        format!("loop name `{}` is used twice in phase `{}`", name.0, phase.name), None);
+                    d.error(
+                        name.1,
+                        "duplicate-loop",
+                        format!("{field}.loop.name"),
+                        format!(
+                            "loop name `{}` is used twice in phase `{}`",
+                            name.0, phase.name
+                        ),
+                        None,
+                    );
                 }
                 loop_names.push(name.0);
             }
@@ -74,16 +104,37 @@ fn templates_of(step: &Step) -> Vec<(String, Pos, String)> {
         walk(inputs, "inputs".into(), &mut out);
     }
     if let Some(c) = &step.condition {
-        out.extend(c.cond.operands().into_iter().map(|s| (s.to_string(), step.pos, "if".to_string())));
+        out.extend(
+            c.cond
+                .operands()
+                .into_iter()
+                .map(|s| (s.to_string(), step.pos, "if".to_string())),
+        );
     }
     if let Some(l) = &step.looping {
-        out.extend(l.templates().into_iter().map(|s| (s.to_string(), l.name_pos, "loop".to_string())));
+        out.extend(
+            l.templates()
+                .into_iter()
+                .map(|s| (s.to_string(), l.name_pos, "loop".to_string())),
+        );
     }
     out
 }
 
-fn check_references(doc: &Document, pi: usize, si: usize, step: &Step, field: &str, d: &mut Diagnostics) {
-    let declared = || doc.parameters.iter().map(|p| p.name.as_str()).chain(doc.constants.iter().map(|c| c.name.as_str()));
+fn check_references(
+    doc: &Document,
+    pi: usize,
+    si: usize,
+    step: &Step,
+    field: &str,
+    d: &mut Diagnostics,
+) {
+    let declared = || {
+        doc.parameters
+            .iter()
+            .map(|p| p.name.as_str())
+            .chain(doc.constants.iter().map(|c| c.name.as_str()))
+    };
     let own_loop = step.looping.as_ref().and_then(|l| l.name.as_deref());
     for (text, pos, sub) in templates_of(step) {
         let f = format!("{field}.{sub}");

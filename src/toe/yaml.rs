@@ -126,7 +126,9 @@ impl Node {
         match &self.value {
             _ if self.is_null() => serde_json::Value::Null,
             Value::Scalar(s, _) => serde_json::Value::String(s.clone()),
-            Value::Seq(items) => serde_json::Value::Array(items.iter().map(Node::to_json).collect()),
+            Value::Seq(items) => {
+                serde_json::Value::Array(items.iter().map(Node::to_json).collect())
+            }
             Value::Map(entries) => serde_json::Value::Object(
                 entries
                     .iter()
@@ -286,7 +288,8 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
     if builder.documents > 1 {
         return Err(YamlError {
             pos: Pos { line: 1, column: 1 },
-            message: "the file holds several YAML documents (`---`); a component is one document".into(),
+            message: "the file holds several YAML documents (`---`); a component is one document"
+                .into(),
         });
     }
     builder.root.ok_or(YamlError {

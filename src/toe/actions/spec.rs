@@ -71,19 +71,46 @@ pub struct ActionSpec {
 }
 
 const fn req(name: &'static str, kind: Kind) -> Field {
-    Field { name, required: true, kind, one_of: &[] }
+    Field {
+        name,
+        required: true,
+        kind,
+        one_of: &[],
+    }
 }
 const fn opt(name: &'static str, kind: Kind) -> Field {
-    Field { name, required: false, kind, one_of: &[] }
+    Field {
+        name,
+        required: false,
+        kind,
+        one_of: &[],
+    }
 }
 const fn opt_of(name: &'static str, one_of: &'static [&'static str]) -> Field {
-    Field { name, required: false, kind: Kind::Str, one_of }
+    Field {
+        name,
+        required: false,
+        kind: Kind::Str,
+        one_of,
+    }
 }
 
 /// The file encodings the file modules accept.
 pub const ENCODINGS: &[&str] = &[
-    "utf8", "utf-8", "utf16", "utf-16", "utf16-LE", "utf-16-LE", "utf16-BE", "utf-16-BE",
-    "utf32", "utf-32", "utf32-LE", "utf-32-LE", "utf32-BE", "utf-32-BE",
+    "utf8",
+    "utf-8",
+    "utf16",
+    "utf-16",
+    "utf16-LE",
+    "utf-16-LE",
+    "utf16-BE",
+    "utf-16-BE",
+    "utf32",
+    "utf-32",
+    "utf32-LE",
+    "utf-32-LE",
+    "utf32-BE",
+    "utf-32-BE",
 ];
 /// Hash algorithms of WebDownload.
 pub const ALGORITHMS: &[&str] = &["MD5", "SHA1", "SHA256", "SHA512"];
@@ -92,7 +119,11 @@ use Kind::*;
 use Platform::{Any as AnyOs, Linux, Windows};
 use Shape::{Condition, List, Map, OptionalMap};
 
-const COPY_MOVE: &[Field] = &[req("source", Str), req("destination", Str), opt("overwrite", Bool)];
+const COPY_MOVE: &[Field] = &[
+    req("source", Str),
+    req("destination", Str),
+    opt("overwrite", Bool),
+];
 const MSI: &[Field] = &[
     req("path", Str),
     opt_of("reboot", &["Allow", "Force", "Skip"]),
@@ -105,26 +136,80 @@ const MSI: &[Field] = &[
 
 /// Every action module AWSTOE knows.
 pub const ACTIONS: &[ActionSpec] = &[
-    ActionSpec { name: "ExecuteBash", platform: Linux, shape: Map, fields: &[req("commands", StrList)] },
-    ActionSpec { name: "ExecuteBinary", platform: AnyOs, shape: Map, fields: &[req("path", Str), opt("arguments", StrList)] },
-    ActionSpec { name: "ExecutePowerShell", platform: Windows, shape: Map, fields: &[opt("commands", StrList), opt("file", Str)] },
+    ActionSpec {
+        name: "ExecuteBash",
+        platform: Linux,
+        shape: Map,
+        fields: &[req("commands", StrList)],
+    },
+    ActionSpec {
+        name: "ExecuteBinary",
+        platform: AnyOs,
+        shape: Map,
+        fields: &[req("path", Str), opt("arguments", StrList)],
+    },
+    ActionSpec {
+        name: "ExecutePowerShell",
+        platform: Windows,
+        shape: Map,
+        fields: &[opt("commands", StrList), opt("file", Str)],
+    },
     ActionSpec {
         name: "ExecuteDocument",
         platform: AnyOs,
         shape: Map,
-        fields: &[req("document", Str), opt("document-s3-bucket-owner", Str), opt("phases", Str), opt("parameters", NameValueList)],
+        fields: &[
+            req("document", Str),
+            opt("document-s3-bucket-owner", Str),
+            opt("phases", Str),
+            opt("parameters", NameValueList),
+        ],
     },
-    ActionSpec { name: "Assert", platform: AnyOs, shape: Condition, fields: &[] },
+    ActionSpec {
+        name: "Assert",
+        platform: AnyOs,
+        shape: Condition,
+        fields: &[],
+    },
     ActionSpec {
         name: "AppendFile",
         platform: AnyOs,
         shape: List,
-        fields: &[req("path", Str), opt("content", Str), Field { name: "encoding", required: false, kind: Str, one_of: ENCODINGS }],
+        fields: &[
+            req("path", Str),
+            opt("content", Str),
+            Field {
+                name: "encoding",
+                required: false,
+                kind: Str,
+                one_of: ENCODINGS,
+            },
+        ],
     },
-    ActionSpec { name: "CopyFile", platform: AnyOs, shape: List, fields: COPY_MOVE },
-    ActionSpec { name: "CopyFolder", platform: AnyOs, shape: List, fields: COPY_MOVE },
-    ActionSpec { name: "MoveFile", platform: AnyOs, shape: List, fields: COPY_MOVE },
-    ActionSpec { name: "MoveFolder", platform: AnyOs, shape: List, fields: COPY_MOVE },
+    ActionSpec {
+        name: "CopyFile",
+        platform: AnyOs,
+        shape: List,
+        fields: COPY_MOVE,
+    },
+    ActionSpec {
+        name: "CopyFolder",
+        platform: AnyOs,
+        shape: List,
+        fields: COPY_MOVE,
+    },
+    ActionSpec {
+        name: "MoveFile",
+        platform: AnyOs,
+        shape: List,
+        fields: COPY_MOVE,
+    },
+    ActionSpec {
+        name: "MoveFolder",
+        platform: AnyOs,
+        shape: List,
+        fields: COPY_MOVE,
+    },
     ActionSpec {
         name: "CreateFile",
         platform: AnyOs,
@@ -132,7 +217,12 @@ pub const ACTIONS: &[ActionSpec] = &[
         fields: &[
             req("path", Str),
             opt("content", Str),
-            Field { name: "encoding", required: false, kind: Str, one_of: ENCODINGS },
+            Field {
+                name: "encoding",
+                required: false,
+                kind: Str,
+                one_of: ENCODINGS,
+            },
             opt("owner", Str),
             opt("group", Str),
             opt("permissions", Str),
@@ -143,54 +233,125 @@ pub const ACTIONS: &[ActionSpec] = &[
         name: "CreateFolder",
         platform: AnyOs,
         shape: List,
-        fields: &[req("path", Str), opt("owner", Str), opt("group", Str), opt("permissions", Str), opt("overwrite", Bool)],
+        fields: &[
+            req("path", Str),
+            opt("owner", Str),
+            opt("group", Str),
+            opt("permissions", Str),
+            opt("overwrite", Bool),
+        ],
     },
-    ActionSpec { name: "CreateSymlink", platform: Linux, shape: List, fields: &[req("path", Str), req("target", Str), opt("force", Bool)] },
-    ActionSpec { name: "DeleteFile", platform: AnyOs, shape: List, fields: &[req("path", Str)] },
-    ActionSpec { name: "DeleteFolder", platform: AnyOs, shape: List, fields: &[req("path", Str), opt("force", Bool)] },
+    ActionSpec {
+        name: "CreateSymlink",
+        platform: Linux,
+        shape: List,
+        fields: &[req("path", Str), req("target", Str), opt("force", Bool)],
+    },
+    ActionSpec {
+        name: "DeleteFile",
+        platform: AnyOs,
+        shape: List,
+        fields: &[req("path", Str)],
+    },
+    ActionSpec {
+        name: "DeleteFolder",
+        platform: AnyOs,
+        shape: List,
+        fields: &[req("path", Str), opt("force", Bool)],
+    },
     ActionSpec {
         name: "ListFiles",
         platform: AnyOs,
         shape: List,
-        fields: &[req("path", Str), opt("fileNamePattern", Str), opt("recursive", Bool)],
+        fields: &[
+            req("path", Str),
+            opt("fileNamePattern", Str),
+            opt("recursive", Bool),
+        ],
     },
     ActionSpec {
         name: "ReadFile",
         platform: AnyOs,
         shape: List,
-        fields: &[req("path", Str), Field { name: "encoding", required: false, kind: Str, one_of: ENCODINGS }, opt("printFileContent", Bool)],
+        fields: &[
+            req("path", Str),
+            Field {
+                name: "encoding",
+                required: false,
+                kind: Str,
+                one_of: ENCODINGS,
+            },
+            opt("printFileContent", Bool),
+        ],
     },
     ActionSpec {
         name: "SetFileEncoding",
         platform: AnyOs,
         shape: List,
-        fields: &[req("path", Str), Field { name: "encoding", required: false, kind: Str, one_of: ENCODINGS }],
+        fields: &[
+            req("path", Str),
+            Field {
+                name: "encoding",
+                required: false,
+                kind: Str,
+                one_of: ENCODINGS,
+            },
+        ],
     },
-    ActionSpec { name: "SetFileOwner", platform: Linux, shape: List, fields: &[req("path", Str), req("owner", Str), opt("group", Str)] },
+    ActionSpec {
+        name: "SetFileOwner",
+        platform: Linux,
+        shape: List,
+        fields: &[req("path", Str), req("owner", Str), opt("group", Str)],
+    },
     ActionSpec {
         name: "SetFolderOwner",
         platform: Linux,
         shape: List,
-        fields: &[req("path", Str), req("owner", Str), opt("group", Str), opt("recursive", Bool)],
+        fields: &[
+            req("path", Str),
+            req("owner", Str),
+            opt("group", Str),
+            opt("recursive", Bool),
+        ],
     },
-    ActionSpec { name: "SetFilePermissions", platform: Linux, shape: List, fields: &[req("path", Str), req("permissions", Str)] },
+    ActionSpec {
+        name: "SetFilePermissions",
+        platform: Linux,
+        shape: List,
+        fields: &[req("path", Str), req("permissions", Str)],
+    },
     ActionSpec {
         name: "SetFolderPermissions",
         platform: Linux,
         shape: List,
-        fields: &[req("path", Str), req("permissions", Str), opt("recursive", Bool)],
+        fields: &[
+            req("path", Str),
+            req("permissions", Str),
+            opt("recursive", Bool),
+        ],
     },
     ActionSpec {
         name: "S3Download",
         platform: AnyOs,
         shape: List,
-        fields: &[req("source", Str), req("destination", Str), opt("expectedBucketOwner", Str), opt("overwrite", Bool)],
+        fields: &[
+            req("source", Str),
+            req("destination", Str),
+            opt("expectedBucketOwner", Str),
+            opt("overwrite", Bool),
+        ],
     },
     ActionSpec {
         name: "S3Upload",
         platform: AnyOs,
         shape: List,
-        fields: &[req("source", Str), req("destination", Str), opt("recurse", Bool), opt("expectedBucketOwner", Str)],
+        fields: &[
+            req("source", Str),
+            req("destination", Str),
+            opt("recurse", Bool),
+            opt("expectedBucketOwner", Str),
+        ],
     },
     ActionSpec {
         name: "WebDownload",
@@ -201,14 +362,39 @@ pub const ACTIONS: &[ActionSpec] = &[
             req("destination", Str),
             opt("overwrite", Bool),
             opt("checksum", Str),
-            Field { name: "algorithm", required: false, kind: Str, one_of: ALGORITHMS },
+            Field {
+                name: "algorithm",
+                required: false,
+                kind: Str,
+                one_of: ALGORITHMS,
+            },
             opt("ignoreCertificateErrors", Bool),
         ],
     },
-    ActionSpec { name: "UpdateOS", platform: AnyOs, shape: OptionalMap, fields: &[opt("include", StrList), opt("exclude", StrList)] },
-    ActionSpec { name: "Reboot", platform: AnyOs, shape: OptionalMap, fields: &[opt("delaySeconds", Int)] },
-    ActionSpec { name: "InstallMSI", platform: Windows, shape: Map, fields: MSI },
-    ActionSpec { name: "UninstallMSI", platform: Windows, shape: Map, fields: MSI },
+    ActionSpec {
+        name: "UpdateOS",
+        platform: AnyOs,
+        shape: OptionalMap,
+        fields: &[opt("include", StrList), opt("exclude", StrList)],
+    },
+    ActionSpec {
+        name: "Reboot",
+        platform: AnyOs,
+        shape: OptionalMap,
+        fields: &[opt("delaySeconds", Int)],
+    },
+    ActionSpec {
+        name: "InstallMSI",
+        platform: Windows,
+        shape: Map,
+        fields: MSI,
+    },
+    ActionSpec {
+        name: "UninstallMSI",
+        platform: Windows,
+        shape: Map,
+        fields: MSI,
+    },
     ActionSpec {
         name: "SetRegistry",
         platform: Windows,
@@ -217,7 +403,12 @@ pub const ACTIONS: &[ActionSpec] = &[
             req("path", Str),
             req("name", Str),
             req("value", Any),
-            Field { name: "type", required: true, kind: Str, one_of: &["BINARY", "DWORD", "QWORD", "SZ", "EXPAND_SZ", "MULTI_SZ"] },
+            Field {
+                name: "type",
+                required: true,
+                kind: Str,
+                one_of: &["BINARY", "DWORD", "QWORD", "SZ", "EXPAND_SZ", "MULTI_SZ"],
+            },
         ],
     },
 ];

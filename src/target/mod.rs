@@ -1,0 +1,197 @@
+//! Where actions run. The engine never touches files or processes itself:
+//! it asks a [`Target`], which is this host ([`local::LocalTarget`]) or a
+//! guest over SSH.
+
+pub mod local;
+
+use std::path::Path;
+
+use async_trait::async_trait;
+
+/// Errors from a target.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// A file-system operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// On which path.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A process could not be started.
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection to the target failed.
+    #[error("connection to {target} failed: {message}")]
+    Connection {
+        /// The target's description.
+        target: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The target cannot do this.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl TargetError {
+    /// Builds an [`TargetError::Io`].
+    pub fn io(op: &'static str, path: impl Into<String>, source: std::io::Error) -> Self {
+        TargetError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the error means the path does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, TargetError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// Result alias for target operations.
+pub type Result<T> = std::result::Result<T, TargetError>;
+
+/// Which output stream a chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Receives a process's output as it is produced.
+pub type OutputSink<'a> = &'a (dyn Fn(Stream, &[u8]) + Send + Sync);
+
+/// A process to run on the target.
+pub struct ExecRequest<'a> {
+    /// Program to run (looked up in PATH).
+    pub program: &'a str,
+    /// Its arguments.
+    pub args: &'a [String],
+    /// Extra environment variables.
+    pub env: &'a [(String, String)],
+    /// Working directory, if not the target's default.
+    pub cwd: Option<&'a str>,
+    /// Called with each chunk of output.
+    pub on_output: Option<OutputSink<'a>>,
+}
+
+/// A finished process.
+#[derive(Clone, Debug)]
+pub struct ExecOutput {
+    /// Exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    /// Everything written to standard output.
+    pub stdout: Vec<u8>,
+    /// Everything written to standard error.
+    pub stderr: Vec<u8>,
+}
+
+/// What a path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (only when not following links).
+    Symlink,
+    /// Anything else.
+    Other,
+}
+
+/// File metadata.
+#[derive(Clone, Debug)]
+pub struct FileStat {
+    /// Kind.
+    pub kind: FileKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// A directory entry.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    /// File name.
+    pub name: String,
+    /// Kind (links not followed).
+    pub kind: FileKind,
+}
+
+/// What happened to a reboot request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebootOutcome {
+    /// The target rebooted and is reachable again.
+    Rebooted,
+    /// The target cannot reboot now; the caller must save state and stop.
+    Deferred,
+}
+
+/// A place where actions run.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// A short description for logs, e.g. `localhost`.
+    fn describe(&self) -> String;
+    /// Runs a process to completion. Dropping the future kills the process
+    /// and everything it started.
+    async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput>;
+    /// Reads a whole file.
+    async fn read(&self, path: &str) -> Result<Vec<u8>>;
+    /// Writes a whole file, creating or truncating it; `mode` applies when it is created.
+    async fn write(&self, path: &str, data: &[u8], mode: Option<u32>) -> Result<()>;
+    /// Appends to an existing file.
+    async fn append(&self, path: &str, data: &[u8]) -> Result<()>;
+    /// Metadata; `None` when the path does not exist.
+    async fn stat(&self, path: &str, follow_links: bool) -> Result<Option<FileStat>>;
+    /// Lists a directory.
+    async fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>>;
+    /// Creates a directory and its parents.
+    async fn create_dir_all(&self, path: &str) -> Result<()>;
+    /// Removes a file or symlink.
+    async fn remove_file(&self, path: &str) -> Result<()>;
+    /// Removes a directory; `recursive` removes its contents too.
+    async fn remove_dir(&self, path: &str, recursive: bool) -> Result<()>;
+    /// Renames (moves) a path on the same file system.
+    async fn rename(&self, from: &str, to: &str) -> Result<()>;
+    /// Copies a regular file, keeping its permissions.
+    async fn copy_file(&self, from: &str, to: &str) -> Result<()>;
+    /// Creates a symbolic link at `link` pointing to `target`.
+    async fn symlink(&self, target: &str, link: &str) -> Result<()>;
+    /// Reads a symbolic link.
+    async fn read_link(&self, path: &str) -> Result<String>;
+    /// Sets permission bits.
+    async fn chmod(&self, path: &str, mode: u32) -> Result<()>;
+    /// Sets owner and group, by name or number; `recursive` for folders.
+    async fn chown(
+        &self,
+        path: &str,
+        owner: &str,
+        group: Option<&str>,
+        recursive: bool,
+    ) -> Result<()>;
+    /// Copies a file from this host into the target.
+    async fn upload(&self, local: &Path, path: &str) -> Result<()>;
+    /// Copies a file from the target to this host.
+    async fn download(&self, path: &str, local: &Path) -> Result<()>;
+    /// Reboots the target after `delay_seconds`.
+    async fn reboot(&self, delay_seconds: u64) -> Result<RebootOutcome>;
+}
