@@ -1,4 +1,5 @@
 //! kiln: a local VM image factory that runs EC2 Image Builder components.
 
+pub mod cli;
 pub mod target;
 pub mod toe;

@@ -10,3 +10,8 @@ pub mod expr;
 pub mod looping;
 pub mod validate;
 pub mod yaml;
+pub mod builtin;
+pub mod load;
+pub mod report;
+pub mod runner;
+pub mod state;

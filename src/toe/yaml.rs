@@ -170,19 +170,131 @@ enum Frame {
     Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
 }
 
-#[derive(Default)]
-struct Builder {
+/// What kind of problem a [`YamlIssue`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum YamlIssueKind {
+    /// The text is not valid YAML; nothing could be read.
+    Syntax,
+    /// A key appears twice in one map. Not fatal: the first value is kept.
+    DuplicateKey,
+    /// A map key that is not a scalar, usually an unquoted `{{ … }}`.
+    ComplexKey,
+    /// More than one YAML document (`---`) in the file.
+    MultipleDocuments,
+    /// No document at all.
+    Empty,
+}
+
+/// A problem found while reading YAML, with the field path where it was
+/// found (e.g. `phases[0].steps[1].action`) and a hint where one helps.
+#[derive(Clone, Debug)]
+pub struct YamlIssue {
+    /// The kind of problem.
+    pub kind: YamlIssueKind,
+    /// Where it is.
+    pub pos: Pos,
+    /// The field path, empty at the top or when unknown.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+impl YamlIssue {
+    /// True when the node tree is still usable despite this problem.
+    pub fn is_fatal(&self) -> bool {
+        self.kind != YamlIssueKind::DuplicateKey
+    }
+}
+
+struct Builder<'t> {
+    lines: Vec<&'t str>,
     stack: Vec<Frame>,
     root: Option<Node>,
     anchors: HashMap<usize, Node>,
-    error: Option<YamlError>,
+    issues: Vec<YamlIssue>,
     documents: usize,
 }
 
-impl Builder {
+fn join_path(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl<'t> Builder<'t> {
+    fn new(text: &'t str) -> Self {
+        Builder {
+            lines: text.lines().collect(),
+            stack: Vec::new(),
+            root: None,
+            anchors: HashMap::new(),
+            issues: Vec::new(),
+            documents: 0,
+        }
+    }
+
+    /// The field path of the node being built (the innermost open map or
+    /// list, plus its pending key or next index).
+    fn path(&self) -> String {
+        let mut out = String::new();
+        for frame in &self.stack {
+            match frame {
+                Frame::Seq(_, _, items) => out.push_str(&format!("[{}]", items.len())),
+                Frame::Map(_, _, _, Some(k)) => {
+                    out = join_path(&out, k.as_str().unwrap_or_default());
+                }
+                Frame::Map(_, _, _, None) => {}
+            }
+        }
+        out
+    }
+
+    fn text_at(&self, pos: Pos) -> &str {
+        self.lines
+            .get(pos.line.wrapping_sub(1))
+            .and_then(|l| l.get(pos.column.saturating_sub(1)..))
+            .unwrap_or_default()
+    }
+
     fn push_node(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
+        }
+        let path = self.path();
+        let complex_at = match self.stack.last() {
+            Some(Frame::Map(map_pos, _, _, None)) if node.as_str().is_none() => Some(*map_pos),
+            _ => None,
+        };
+        if let Some(map_pos) = complex_at {
+            let braces = self.text_at(map_pos).starts_with("{{");
+            let (pos, message, hint) = if braces {
+                let end = self.text_at(map_pos).find("}}").map_or(0, |i| i + 2);
+                let expr = self.text_at(map_pos)[..end].to_string();
+                (
+                    map_pos,
+                    format!(
+                        "`{expr}` at the start of a value is read as a YAML map, not as text"
+                    ),
+                    format!("quote the whole value, e.g. `'{expr}'`"),
+                )
+            } else {
+                (
+                    node.pos,
+                    "a map key must be a scalar".to_string(),
+                    "quote values that start with `{` or `[`".to_string(),
+                )
+            };
+            self.issues.push(YamlIssue {
+                kind: YamlIssueKind::ComplexKey,
+                pos,
+                field: path.clone(),
+                message,
+                hint: Some(hint),
+            });
         }
         match self.stack.last_mut() {
             None => {
@@ -194,29 +306,38 @@ impl Builder {
             Some(Frame::Map(_, _, entries, key)) => match key.take() {
                 None => {
                     if let Some(k) = node.as_str() {
-                        if self.error.is_none()
-                            && entries.iter().any(|(e, _)| e.as_str() == Some(k))
+                        if let Some((first, _)) =
+                            entries.iter().find(|(e, _)| e.as_str() == Some(k))
                         {
-                            self.error = Some(YamlError {
+                            self.issues.push(YamlIssue {
+                                kind: YamlIssueKind::DuplicateKey,
                                 pos: node.pos,
-                                message: format!("duplicate key `{k}` in a map"),
+                                field: join_path(&path, k),
+                                message: format!("duplicate key `{k}`"),
+                                hint: Some(format!(
+                                    "`{k}` is already given on line {}; keep only one of them",
+                                    first.pos.line
+                                )),
                             });
                         }
-                    } else if self.error.is_none() {
-                        self.error = Some(YamlError {
-                            pos: node.pos,
-                            message: "a map key must be a scalar".into(),
-                        });
                     }
                     *key = Some(node);
                 }
-                Some(k) => entries.push((k, node)),
+                Some(k) => {
+                    // a repeated key keeps its first value
+                    let repeated = k
+                        .as_str()
+                        .is_some_and(|ks| entries.iter().any(|(e, _)| e.as_str() == Some(ks)));
+                    if !repeated {
+                        entries.push((k, node));
+                    }
+                }
             },
         }
     }
 }
 
-impl MarkedEventReceiver for Builder {
+impl MarkedEventReceiver for Builder<'_> {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let pos = pos_of(&mark);
         match ev {
@@ -271,31 +392,95 @@ impl MarkedEventReceiver for Builder {
     }
 }
 
-/// Parses the first YAML document of `text` into a node tree.
-pub fn parse(text: &str) -> Result<Node, YamlError> {
-    let mut builder = Builder::default();
+/// A hint for a syntax error message of the YAML scanner.
+fn syntax_hint(message: &str) -> String {
+    if message.contains("tab") {
+        "indent with spaces; YAML does not allow tabs for indentation".into()
+    } else if message.contains("mapping values are not allowed") {
+        "a plain value cannot contain `: `; quote the value, or check the indentation of this line"
+            .into()
+    } else if message.contains("block") || message.contains("indentation") {
+        "check that this line is indented like its siblings".into()
+    } else if message.contains("flow") || message.contains("did not find expected") {
+        "check for an unclosed `[`, `{` or quote; values that start with `{`, `[`, `*`, `&` or `:` must be quoted".into()
+    } else {
+        "check indentation, and quote values that start with `{`, `*`, `&` or `:`".into()
+    }
+}
+
+/// Parses the first YAML document of `text`, reporting every problem found.
+/// The node tree is returned unless a problem is fatal
+/// ([`YamlIssue::is_fatal`]); duplicate keys keep their first value.
+pub fn parse_checked(text: &str) -> (Option<Node>, Vec<YamlIssue>) {
+    let mut builder = Builder::new(text);
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, true) {
-        let m = e.marker();
-        return Err(YamlError {
-            pos: pos_of(m),
-            message: e.info().to_string(),
-        });
+        let mut pos = pos_of(e.marker());
+        let message = e.info().to_string();
+        if message.contains("tab") {
+            // point at the tab itself, not after it
+            if let Some(i) = builder
+                .lines
+                .get(pos.line.wrapping_sub(1))
+                .and_then(|l| l.find('\t'))
+            {
+                pos.column = i + 1;
+            }
+        }
+        return (
+            None,
+            vec![YamlIssue {
+                kind: YamlIssueKind::Syntax,
+                pos,
+                field: String::new(),
+                hint: Some(syntax_hint(&message)),
+                message,
+            }],
+        );
     }
-    if let Some(e) = builder.error {
-        return Err(e);
-    }
+    let mut issues = std::mem::take(&mut builder.issues);
     if builder.documents > 1 {
-        return Err(YamlError {
+        issues.push(YamlIssue {
+            kind: YamlIssueKind::MultipleDocuments,
             pos: Pos { line: 1, column: 1 },
+            field: String::new(),
             message: "the file holds several YAML documents (`---`); a component is one document"
                 .into(),
+            hint: Some("split it into one file per component".into()),
         });
     }
-    builder.root.ok_or(YamlError {
-        pos: Pos { line: 1, column: 1 },
-        message: "the document is empty".into(),
-    })
+    if builder.root.is_none() {
+        issues.push(YamlIssue {
+            kind: YamlIssueKind::Empty,
+            pos: Pos { line: 1, column: 1 },
+            field: String::new(),
+            message: "the document is empty".into(),
+            hint: None,
+        });
+    }
+    if issues.iter().any(YamlIssue::is_fatal) {
+        (None, issues)
+    } else {
+        (builder.root, issues)
+    }
+}
+
+/// Parses the first YAML document of `text` into a node tree. Any problem,
+/// duplicate keys included, is an error (the first one found).
+pub fn parse(text: &str) -> Result<Node, YamlError> {
+    match parse_checked(text) {
+        (Some(root), issues) if issues.is_empty() => Ok(root),
+        (_, issues) => {
+            let first = issues
+                .into_iter()
+                .min_by_key(|i| i.pos)
+                .expect("a failed parse reports a problem");
+            Err(YamlError {
+                pos: first.pos,
+                message: first.message,
+            })
+        }
+    }
 }
 
 #[cfg(test)]

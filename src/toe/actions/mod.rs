@@ -1,9 +1,11 @@
 //! Action modules. `spec` describes every action's inputs; the other files
 //! run them, one family each, through the [`Target`].
 
+pub mod encoding;
 pub mod exec;
 pub mod files;
 pub mod os;
+pub mod paths;
 pub mod spec;
 pub mod transfer;
 

@@ -1,0 +1,80 @@
+//! Command-line interface: one file per subcommand, each thin.
+
+pub mod toe;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code: success.
+pub const EXIT_SUCCESS: u8 = 0;
+/// Exit code: the run or build failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: invalid input (documents, parameters, flags).
+pub const EXIT_INVALID: u8 = 2;
+/// Exit code of `kiln toe run`: a step asked for a reboot; the state is saved
+/// and running the same command again after the reboot resumes the run.
+pub const EXIT_REBOOT: u8 = 194;
+
+/// kiln: a local VM image factory that runs EC2 Image Builder components.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, propagate_version = true, help_expected = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate and run AWSTOE component documents on this host (like `awstoe`).
+    #[command(subcommand)]
+    Toe(toe::ToeCommand),
+}
+
+/// An error that ends the command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The input is invalid (exit code 2).
+    #[error("{0}")]
+    Invalid(String),
+    /// Something failed (exit code 1).
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Invalid(_) => EXIT_INVALID,
+            CliError::Failed(_) => EXIT_FAILED,
+        }
+    }
+}
+
+/// Formats an error with its chain of causes, one per line.
+pub fn render_error(e: &CliError) -> String {
+    match e {
+        CliError::Invalid(msg) => msg.clone(),
+        CliError::Failed(err) => {
+            let mut out = format!("error: {err}");
+            for cause in err.chain().skip(1) {
+                out.push_str(&format!("\n  caused by: {cause}"));
+            }
+            out
+        }
+    }
+}
+
+/// Runs a parsed command line, returning the exit code.
+pub fn run(cli: Cli) -> Result<u8, CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(anyhow::Error::new(e).context("starting the async runtime")))?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Toe(cmd) => toe::run(cmd).await,
+        }
+    })
+}

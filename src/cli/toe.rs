@@ -1,0 +1,249 @@
+//! `kiln toe validate` and `kiln toe run`: AWSTOE's CLI on this host.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use super::{CliError, EXIT_FAILED, EXIT_REBOOT, EXIT_SUCCESS};
+use crate::target::local::LocalTarget;
+use crate::toe::actions::spec::OsPlatform;
+use crate::toe::actions::transfer::Clients;
+use crate::toe::console::{Console, Redactor};
+use crate::toe::diag::Diagnostic;
+use crate::toe::load::{self, LoadError, LoadedDocument};
+use crate::toe::report::Status;
+use crate::toe::runner::{resolve_parameters, DocumentRun, Engine, Outcome, Progress};
+use crate::toe::state::SavedRun;
+
+/// `kiln toe` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ToeCommand {
+    /// Check documents without running them; reports every error in every document.
+    Validate(ValidateArgs),
+    /// Run documents on this host, writing awstoe's log folder and printing its JSON summary.
+    Run(RunArgs),
+}
+
+/// Arguments of `kiln toe validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Comma-separated documents: paths, or AWS-managed component ARNs of kiln's built-ins.
+    #[arg(short = 'd', long, value_delimiter = ',', required = true)]
+    pub documents: Vec<String>,
+    /// Parameter values `name=value,name2=value2`, checked against each document's allowedValues.
+    #[arg(long)]
+    pub parameters: Option<String>,
+    /// The platform whose actions are allowed.
+    #[arg(long, value_enum, default_value_t = OsPlatform::Linux)]
+    pub os_platform: OsPlatform,
+    /// Print the problems as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `kiln toe run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Comma-separated documents (no spaces), run in order: paths, or AWS-managed component ARNs of kiln's built-ins.
+    #[arg(short = 'd', long, value_delimiter = ',', required = true)]
+    pub documents: Vec<String>,
+    /// Phases to run, comma-separated; a filter only: phases always run in document order.
+    #[arg(short = 'p', long, value_delimiter = ',')]
+    pub phases: Option<Vec<String>>,
+    /// Parameter values `name=value,name2=value2`; names a document does not declare are ignored.
+    #[arg(long)]
+    pub parameters: Option<String>,
+    /// The run's id (a new UUID by default).
+    #[arg(short = 'i', long)]
+    pub execution_id: Option<String>,
+    /// Folder in which the run's `TOE_<time>_UTC-0_<id>` log folder is made.
+    #[arg(short = 'l', long, default_value = ".")]
+    pub log_directory: PathBuf,
+    /// Folder for the saved state when a step asks for a reboot (default: `<log-directory>/.kiln-toe-state`).
+    /// If it holds a saved state, the run resumes it instead of starting anew.
+    #[arg(short = 's', long)]
+    pub state_directory: Option<PathBuf>,
+}
+
+/// Runs a `kiln toe` subcommand.
+pub async fn run(cmd: ToeCommand) -> Result<u8, CliError> {
+    match cmd {
+        ToeCommand::Validate(args) => validate(args),
+        ToeCommand::Run(args) => run_documents(args).await,
+    }
+}
+
+/// Parses `name=value,name2=value2`.
+pub fn parse_parameters(text: Option<&str>) -> Result<BTreeMap<String, String>, CliError> {
+    let mut out = BTreeMap::new();
+    let Some(text) = text else { return Ok(out) };
+    for pair in text.split(',') {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !v.is_empty() => {
+                out.insert(k.trim().to_string(), v.to_string());
+            }
+            _ => {
+                return Err(CliError::Invalid(format!(
+                    "error: --parameters: `{pair}` is not `name=value`\n  hint: both the name and the value are required, e.g. --parameters Name=value,Other=x"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn load_all(references: &[String], os: OsPlatform) -> (Vec<LoadedDocument>, Vec<Diagnostic>, Vec<String>) {
+    let mut docs = Vec::new();
+    let mut diags = Vec::new();
+    let mut other = Vec::new();
+    for r in references {
+        match load::load(r, None, os) {
+            Ok(d) => {
+                diags.extend(load::check_nesting(&d, os));
+                docs.push(d);
+            }
+            Err(LoadError::Invalid(d)) => diags.extend(d),
+            Err(e) => other.push(format!("error: {e}")),
+        }
+    }
+    (docs, diags, other)
+}
+
+fn invalid_report(diags: &[Diagnostic], other: &[String]) -> String {
+    let mut lines: Vec<String> = other.to_vec();
+    lines.extend(diags.iter().map(ToString::to_string));
+    let n = diags.len() + other.len();
+    lines.push(format!("{n} problem{} found", if n == 1 { "" } else { "s" }));
+    lines.join("\n")
+}
+
+fn validate(args: ValidateArgs) -> Result<u8, CliError> {
+    let (docs, diags, other) = load_all(&args.documents, args.os_platform);
+    let overrides = parse_parameters(args.parameters.as_deref())?;
+    let mut param_errors: Vec<String> = docs.iter().filter_map(|d| resolve_parameters(&d.doc, &overrides).err().map(|e| format!("error: {}: {e}", d.doc.file))).collect();
+    param_errors.extend(other);
+    if args.json {
+        let out = serde_json::json!({"valid": diags.is_empty() && param_errors.is_empty(), "diagnostics": diags, "errors": param_errors});
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return if diags.is_empty() && param_errors.is_empty() { Ok(EXIT_SUCCESS) } else { Err(CliError::Invalid(String::new())) };
+    }
+    if !diags.is_empty() || !param_errors.is_empty() {
+        return Err(CliError::Invalid(invalid_report(&diags, &param_errors)));
+    }
+    for d in &docs {
+        let phases: Vec<&str> = d.doc.phases.iter().map(|p| p.name.as_str()).collect();
+        let steps: usize = d.doc.phases.iter().map(|p| p.steps.len()).sum();
+        println!("{}: valid ({} phases: {}; {steps} steps)", d.doc.file, phases.len(), phases.join(", "));
+    }
+    Ok(EXIT_SUCCESS)
+}
+
+struct RunSetup {
+    docs: Vec<DocumentRun>,
+    phases: Option<Vec<String>>,
+    log_folder: PathBuf,
+    progress: Progress,
+    resumed: bool,
+}
+
+fn log_folder_name(execution_id: &str) -> String {
+    format!("TOE_{}_UTC-0_{execution_id}", chrono::Utc::now().format("%Y-%m-%d_%H-%M-%S"))
+}
+
+fn fresh_setup(args: &RunArgs) -> Result<RunSetup, CliError> {
+    let os = OsPlatform::Linux;
+    let (loaded, diags, other) = load_all(&args.documents, os);
+    if !diags.is_empty() || !other.is_empty() {
+        return Err(CliError::Invalid(invalid_report(&diags, &other)));
+    }
+    let overrides = parse_parameters(args.parameters.as_deref())?;
+    let mut docs = Vec::new();
+    for l in loaded {
+        let parameters = resolve_parameters(&l.doc, &overrides).map_err(|e| CliError::Invalid(format!("error: {}: {e}", l.doc.file)))?;
+        for p in l.doc.parameters.iter().filter(|p| p.default.is_none() && !overrides.contains_key(&p.name)) {
+            eprintln!("warning: {}: parameter `{}` has no default and no value; it is empty", l.doc.file, p.name);
+        }
+        docs.push(DocumentRun { loaded: l, parameters });
+    }
+    let execution_id = args.execution_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let log_folder = args.log_directory.join(log_folder_name(&execution_id));
+    std::fs::create_dir_all(log_folder.join("scripts"))
+        .with_context(|| format!("creating the log folder {}", log_folder.display()))?;
+    for (i, d) in docs.iter().enumerate() {
+        let name = if docs.len() == 1 { "document.yaml".to_string() } else { format!("document-{}.yaml", i + 1) };
+        std::fs::write(log_folder.join(name), &d.loaded.doc.text).with_context(|| format!("writing a copy of {}", d.loaded.doc.file))?;
+    }
+    let progress = Progress::new(&execution_id, docs.len());
+    Ok(RunSetup { docs, phases: args.phases.clone(), log_folder, progress, resumed: false })
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(&serde_json::to_vec_pretty(value)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+async fn run_documents(args: RunArgs) -> Result<u8, CliError> {
+    let state_dir = args.state_directory.clone().unwrap_or_else(|| args.log_directory.join(".kiln-toe-state"));
+    let setup = match SavedRun::load(&state_dir).context("reading the saved run state")? {
+        Some(saved) => {
+            let docs = saved.documents(OsPlatform::Linux).map_err(|e| CliError::Invalid(format!("error: the saved run state holds an invalid document: {e}")))?;
+            eprintln!(
+                "Resuming execution {} from the state in {} (remove that folder to start anew)",
+                saved.progress.report.execution_id,
+                state_dir.display()
+            );
+            RunSetup { docs, phases: saved.phases, log_folder: saved.log_folder, progress: saved.progress, resumed: true }
+        }
+        None => fresh_setup(&args)?,
+    };
+    let console_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(setup.log_folder.join("console.log"))
+        .with_context(|| format!("opening {}", setup.log_folder.join("console.log").display()))?;
+    let console = Console::new(Some(console_file), true, Redactor::default());
+    if setup.resumed {
+        console.line("Resumed after reboot");
+    }
+    let clients = Clients::default();
+    let log_url = setup.log_folder.display().to_string();
+    let engine = Engine {
+        target: &LocalTarget,
+        console: &console,
+        clients: &clients,
+        env: Vec::new(),
+        scratch_dir: setup.log_folder.join("scripts").display().to_string(),
+        os: OsPlatform::Linux,
+        log_url: log_url.clone(),
+    };
+    let outcome = engine.run(&setup.docs, setup.phases.as_deref(), setup.progress).await;
+    let (progress, deferred) = match outcome {
+        Outcome::Finished(p) => (p, false),
+        Outcome::RebootDeferred(p) => (p, true),
+    };
+    write_json(&setup.log_folder.join("detailedoutput.json"), &progress.report)?;
+    write_json(&setup.log_folder.join("chaining.json"), &progress.chaining)?;
+    if deferred {
+        let saved = SavedRun::new(&setup.log_folder, setup.phases.clone(), &setup.docs, progress);
+        saved.save(&state_dir).with_context(|| format!("saving the run state in {}", state_dir.display()))?;
+        eprintln!(
+            "A step asked for a reboot. The run state is saved in {}.\nkiln never reboots this host: reboot it yourself, then run the same command again to resume.",
+            state_dir.display()
+        );
+        return Ok(EXIT_REBOOT);
+    }
+    SavedRun::clear(&state_dir).with_context(|| format!("removing the finished run's state in {}", state_dir.display()))?;
+    let summary = progress.report.summary(&log_url);
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    serde::Serialize::serialize(&summary, &mut ser).map_err(anyhow::Error::from)?;
+    println!("{}", String::from_utf8_lossy(&out));
+    Ok(if summary.status == Status::Failed { EXIT_FAILED } else { EXIT_SUCCESS })
+}
