@@ -570,7 +570,7 @@ fn invalid_input_exits_2_with_located_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yml:6:17: error[unknown-action]"), "{err}");
     assert!(err.contains("did you mean `ExecuteBash`?"), "{err}");
-    assert!(err.contains("bad.yml:11:22: error[undeclared-variable]"), "{err}");
+    assert!(err.contains("bad.yml:11:23: error[undeclared-variable]"), "{err}");
     assert!(err.contains("2 problems found"), "{err}");
     // run refuses too, and writes no log folder
     let out = kiln(dir.path(), &["toe", "run", "--documents", "bad.yml", "--log-directory", "logs"]);
@@ -608,4 +608,43 @@ fn execute_document_nesting_and_cycles_are_rejected_statically() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("c2.yml:8:21: error[document-cycle]"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_the_run_and_its_processes() {
+    let marker = format!("kiln-sigterm-marker-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.yml"), format!(r#"
+schemaVersion: 1.0
+phases:
+  - name: build
+    steps:
+      - name: Long
+        action: ExecuteBash
+        inputs:
+          commands:
+            - bash -c 'exec -a {marker} sleep 120' &
+            - touch started
+            - sleep 120
+"#)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["toe", "run", "--documents", "d.yml", "--log-directory", "logs"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !dir.path().join("started").exists() {
+        assert!(std::time::Instant::now() < deadline, "the step never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted by SIGTERM"));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let ps = Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "no process of the step may survive: {}", String::from_utf8_lossy(&ps.stdout));
 }

@@ -5,7 +5,7 @@
 use kiln::toe::actions::spec::OsPlatform;
 use kiln::toe::diag::Diagnostic;
 use kiln::toe::document::{parse, Document};
-use kiln::toe::yaml::Pos;
+use kiln::toe::yaml::{Pos, Value};
 
 const FILE: &str = "c.yml";
 
@@ -55,7 +55,10 @@ fn valid_on(text: &str, os: OsPlatform) -> Document {
         Ok(d) => d,
         Err(e) => panic!(
             "expected a valid document:\n{text}\ngot:\n{}",
-            e.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")
+            e.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         ),
     }
 }
@@ -107,10 +110,6 @@ impl Case {
         self.os = OsPlatform::Windows;
         self
     }
-    fn count(mut self, n: usize) -> Case {
-        self.count = n;
-        self
-    }
     fn raw(mut self, text: String) -> Case {
         self.text = text;
         self
@@ -146,10 +145,7 @@ impl Case {
             problems.push(format!("field `{}` (expected `{}`)", d.field, self.field));
         }
         if !d.message.contains(self.message) {
-            problems.push(format!(
-                "message `{}` lacks `{}`",
-                d.message, self.message
-            ));
+            problems.push(format!("message `{}` lacks `{}`", d.message, self.message));
         }
         match (self.hint, &d.hint) {
             (Some(_), None) => problems.push("no hint".into()),
@@ -887,7 +883,7 @@ fn cases() -> Vec<Case> {
         case("parameter name too short", "", "variable-name", (3, 5), "parameters.ab", "invalid name `ab`")
             .raw(with_top("schemaVersion: 1.0\nparameters:\n  - ab:\n      type: string\n"))
             .hint("3 to 128"),
-        case("parameter name too long", "", "variable-name", (3, 5), "", "129 characters")
+        case("parameter name too long", "", "variable-name", (3, 5), Box::leak(format!("parameters.{}", "a".repeat(129)).into_boxed_str()), "it has 129 characters")
             .raw(with_top(&format!(
                 "schemaVersion: 1.0\nparameters:\n  - {}:\n      type: string\n",
                 "a".repeat(129)
@@ -1211,7 +1207,7 @@ fn cases() -> Vec<Case> {
                                 fileExists: /a
                     inputs:
                       commands: [echo]
-            "#, "condition-nesting", (12, 17), "phases[0].steps[0].if.not.not.not.not.not", "5 levels deep; at most 4")
+            "#, "condition-nesting", (12, 19), "phases[0].steps[0].if.not.not.not.not.not", "5 levels deep; at most 4")
             .hint(""),
         case("then with an unknown step action", r#"
             schemaVersion: 1.0
@@ -1269,7 +1265,7 @@ fn cases() -> Vec<Case> {
                     inputs:
                       commands:
                         - echo {{ Verison }}
-            "#, "undeclared-variable", (12, 15), "phases[0].steps[0].inputs.commands[0]", "`{{ Verison }}` refers to no parameter or constant")
+            "#, "undeclared-variable", (12, 20), "phases[0].steps[0].inputs.commands[0]", "`{{ Verison }}` refers to no parameter or constant")
             .hint("did you mean `Version`?"),
         case("undeclared parameter", r#"
             schemaVersion: 1.0
@@ -1281,7 +1277,7 @@ fn cases() -> Vec<Case> {
                     inputs:
                       commands:
                         - echo {{ Region }}
-            "#, "undeclared-variable", (9, 15), "phases[0].steps[0].inputs.commands[0]", "`{{ Region }}` refers to no parameter or constant")
+            "#, "undeclared-variable", (9, 20), "phases[0].steps[0].inputs.commands[0]", "`{{ Region }}` refers to no parameter or constant")
             .hint("parameters:"),
         case("undeclared parameter in an if", r#"
             schemaVersion: 1.0
@@ -1295,7 +1291,7 @@ fn cases() -> Vec<Case> {
                       value: "{{ Enabled }}"
                     inputs:
                       commands: [echo]
-            "#, "undeclared-variable", (9, 18), "phases[0].steps[0].if.value", "`{{ Enabled }}`")
+            "#, "undeclared-variable", (9, 19), "phases[0].steps[0].if.value", "`{{ Enabled }}`")
             .hint("parameters:"),
         case("undeclared parameter in a forEach item", r#"
             schemaVersion: 1.0
@@ -1309,7 +1305,7 @@ fn cases() -> Vec<Case> {
                         - "{{ Pkg }}"
                     inputs:
                       commands: [echo]
-            "#, "undeclared-variable", (9, 15), "phases[0].steps[0].loop.forEach[0]", "`{{ Pkg }}`")
+            "#, "undeclared-variable", (9, 16), "phases[0].steps[0].loop.forEach[0]", "`{{ Pkg }}`")
             .hint("parameters:"),
         case("another step's named loop", r#"
             schemaVersion: 1.0
@@ -1324,7 +1320,7 @@ fn cases() -> Vec<Case> {
                     action: ExecuteBash
                     inputs:
                       commands: ["echo {{ pkgs.value }}"]
-            "#, "undeclared-loop", (12, 22), "phases[0].steps[1].inputs.commands[0]", "`{{ pkgs.value }}` refers to no loop of this step")
+            "#, "undeclared-loop", (12, 28), "phases[0].steps[1].inputs.commands[0]", "`{{ pkgs.value }}` refers to no loop of this step")
             .hint("another step's loop"),
         case("chaining to a missing phase", r#"
             schemaVersion: 1.0
@@ -1335,7 +1331,7 @@ fn cases() -> Vec<Case> {
                     action: ExecuteBash
                     inputs:
                       commands: ["echo {{ biuld.S.outputs.stdout }}"]
-            "#, "chain-missing-phase", (8, 21), "phases[0].steps[0].inputs.commands[0]", "there is no phase `biuld`")
+            "#, "chain-missing-phase", (8, 28), "phases[0].steps[0].inputs.commands[0]", "there is no phase `biuld`")
             .hint("did you mean `build`?"),
         case("chaining to a missing step", r#"
             schemaVersion: 1.0
@@ -1349,7 +1345,7 @@ fn cases() -> Vec<Case> {
                     action: ExecuteBash
                     inputs:
                       commands: ["echo {{ build.Fetc.outputs.stdout }}"]
-            "#, "chain-missing-step", (11, 21), "phases[0].steps[1].inputs.commands[0]", "phase `build` has no step `Fetc`")
+            "#, "chain-missing-step", (11, 28), "phases[0].steps[1].inputs.commands[0]", "phase `build` has no step `Fetc`")
             .hint("did you mean `Fetch`?"),
         case("chaining to a later step", r#"
             schemaVersion: 1.0
@@ -1363,7 +1359,7 @@ fn cases() -> Vec<Case> {
                   - name: Later
                     action: ExecuteBash
                     inputs: {commands: [echo a]}
-            "#, "chain-forward", (8, 21), "phases[0].steps[0].inputs.commands[0]", "refers to a step that has not run yet")
+            "#, "chain-forward", (8, 28), "phases[0].steps[0].inputs.commands[0]", "refers to a step that has not run yet")
             .hint("before"),
         case("chaining to an unknown output", r#"
             schemaVersion: 1.0
@@ -1377,7 +1373,7 @@ fn cases() -> Vec<Case> {
                     action: ExecuteBash
                     inputs:
                       commands: ["echo {{ build.Get.outputs.stdot }}"]
-            "#, "chain-missing-field", (11, 21), "phases[0].steps[1].inputs.commands[0]", "`Get` (ExecuteBash) has no output `stdot`")
+            "#, "chain-missing-field", (11, 28), "phases[0].steps[1].inputs.commands[0]", "`Get` (ExecuteBash) has no output `stdot`")
             .hint("did you mean `stdout`?"),
         case("chaining to an unknown input", r#"
             schemaVersion: 1.0
@@ -1393,7 +1389,7 @@ fn cases() -> Vec<Case> {
                     action: ExecuteBash
                     inputs:
                       commands: ["cat {{ build.Get.inputs[0].destinaton }}"]
-            "#, "chain-missing-field", (13, 21), "phases[0].steps[1].inputs.commands[0]", "has no input `destinaton`")
+            "#, "chain-missing-field", (13, 27), "phases[0].steps[1].inputs.commands[0]", "has no input `destinaton`")
             .hint("did you mean `destination`?"),
         case("chaining to an input index out of range", r#"
             schemaVersion: 1.0
@@ -1409,7 +1405,7 @@ fn cases() -> Vec<Case> {
                     action: ExecuteBash
                     inputs:
                       commands: ["cat {{ build.Get.inputs[1].destination }}"]
-            "#, "chain-missing-field", (13, 21), "phases[0].steps[1].inputs.commands[0]", "has no inputs[1]")
+            "#, "chain-missing-field", (13, 27), "phases[0].steps[1].inputs.commands[0]", "has no inputs[1]")
             .hint("inputs[0]"),
         case("aws:ssm:resolve", r#"
             schemaVersion: 1.0
@@ -1420,7 +1416,7 @@ fn cases() -> Vec<Case> {
                     action: ExecuteBash
                     inputs:
                       commands: ["echo {{ aws:ssm:resolve(/my/param) }}"]
-            "#, "unsupported-expression", (8, 21), "phases[0].steps[0].inputs.commands[0]", "aws:ssm:resolve(/my/param)")
+            "#, "unsupported-expression", (8, 28), "phases[0].steps[0].inputs.commands[0]", "aws:ssm:resolve(/my/param)")
             .hint("parameter"),
     ]
 }
@@ -1449,5 +1445,478 @@ fn every_invalid_document_gets_its_own_diagnostic() {
         failures.len(),
         cases.len(),
         failures.join("\n\n")
+    );
+}
+
+#[test]
+fn every_error_of_a_document_is_reported_sorted_by_position() {
+    let text = dedent(
+        r#"
+        schemaVersion: 1.0
+        descripton: typo
+        parameters:
+          - ab:
+              type: string
+        phases:
+          - name: build
+            steps:
+              - name: Install
+                action: ExecuteBsh
+                inputs:
+                  commands: [echo hi]
+              - name: Write
+                action: CreateFile
+                onfailure: Ignore
+                inputs:
+                  - path: /etc/app.conf
+                    permissions: 999
+                    encoding: latin1
+              - name: Write
+                action: ExecuteBash
+                timeoutSeconds: 0
+                inputs:
+                  commands:
+                    - echo {{ Verison }}
+                    - echo {{ build.Later.outputs.stdout }}
+          - name: test
+            steps:
+              - name: Check
+                action: Assert
+                inputs:
+                  stringEquals: ok
+        "#,
+    );
+    let diags = errors(&text);
+    let got: Vec<(&str, usize, usize)> = diags
+        .iter()
+        .map(|d| (d.code, d.pos.line, d.pos.column))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("unknown-key", 2, 1),
+            ("variable-name", 4, 5),
+            ("unknown-action", 10, 17),
+            ("unknown-step-field", 15, 9),
+            ("input-value", 18, 26),
+            ("input-value", 19, 23),
+            ("duplicate-step", 20, 15),
+            ("timeout-value", 22, 25),
+            ("undeclared-variable", 25, 20),
+            ("chain-missing-step", 26, 20),
+            ("condition-value-missing", 32, 11),
+        ],
+        "{}",
+        diags
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let mut sorted = diags.clone();
+    sorted.sort_by_key(|d| d.pos);
+    assert_eq!(diags, sorted);
+    assert!(diags.iter().all(|d| d.file == FILE));
+}
+
+#[test]
+fn duplicate_keys_are_all_reported_and_validation_goes_on() {
+    let text = dedent(
+        r#"
+        schemaVersion: 1.0
+        phases:
+          - name: build
+            steps:
+              - name: A
+                name: B
+                action: ExecuteBash
+                inputs:
+                  commands: [echo hi]
+                inputs:
+                  commands: [echo again]
+              - name: C
+                action: Reboot
+                timeoutSeconds: 5
+        "#,
+    );
+    let got: Vec<(&str, usize, usize, String)> = errors(&text)
+        .iter()
+        .map(|d| (d.code, d.pos.line, d.pos.column, d.field.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("duplicate-key", 6, 9, "phases[0].steps[0].name".to_string()),
+            (
+                "duplicate-key",
+                10,
+                9,
+                "phases[0].steps[0].inputs".to_string()
+            ),
+            (
+                "reboot-timeout",
+                14,
+                25,
+                "phases[0].steps[1].timeoutSeconds".to_string()
+            ),
+        ]
+    );
+}
+
+// ---- valid documents ------------------------------------------------------
+
+#[test]
+fn raw_scalars_keep_their_text() {
+    let doc = valid(&dedent(
+        r#"
+        name: Raw scalars
+        schemaVersion: 1.0
+        constants:
+          - Level:
+              type: string
+              value: 1
+        phases:
+          - name: build
+            steps:
+              - name: Folder
+                action: CreateFolder
+                inputs:
+                  - path: /opt/app
+                    permissions: 0777
+                    overwrite: true
+              - name: Wait
+                action: Reboot
+                inputs:
+                  delaySeconds: 010
+        "#,
+    ));
+    assert_eq!(doc.schema_version, "1.0");
+    assert_eq!(doc.name.as_deref(), Some("Raw scalars"));
+    assert_eq!(doc.constants[0].value, "1");
+    let step = &doc.phases[0].steps[0];
+    let inputs = step.inputs.as_ref().unwrap().as_seq().unwrap();
+    let perm = inputs[0].get("permissions").unwrap();
+    assert_eq!(perm.as_str(), Some("0777"));
+    assert_eq!(
+        perm.pos,
+        Pos {
+            line: 14,
+            column: 26
+        }
+    );
+    assert!(matches!(&perm.value, Value::Scalar(s, _) if s == "0777"));
+    assert_eq!(inputs[0].to_json()["permissions"], "0777");
+    let delay = doc.phases[0].steps[1].inputs.as_ref().unwrap();
+    assert_eq!(delay.get("delaySeconds").unwrap().as_str(), Some("010"));
+
+    let one = valid(&with_top("schemaVersion: 1\n"));
+    assert_eq!(one.schema_version, "1");
+    let quoted = valid(&with_top("schemaVersion: \"1.0\"\n"));
+    assert_eq!(quoted.schema_version, "1.0");
+}
+
+#[test]
+fn json_documents_parse() {
+    let doc = valid(
+        r#"{
+  "name": "json",
+  "schemaVersion": 1.0,
+  "parameters": [{"Greeting": {"type": "string", "default": "hi"}}],
+  "phases": [
+    {"name": "build", "steps": [
+      {"name": "Say", "action": "ExecuteBash", "timeoutSeconds": 60,
+       "inputs": {"commands": ["echo {{ Greeting }}"]}},
+      {"name": "Dir", "action": "CreateFolder",
+       "inputs": [{"path": "/opt/x", "permissions": "0755"}]}
+    ]},
+    {"name": "validate", "steps": [
+      {"name": "Check", "action": "Assert",
+       "inputs": {"stringEquals": "hi", "value": "{{ build.Say.outputs.stdout }}"}}
+    ]}
+  ]
+}"#,
+    );
+    assert_eq!(doc.schema_version, "1.0");
+    assert_eq!(doc.parameters[0].default.as_deref(), Some("hi"));
+    assert_eq!(doc.phases[0].steps[0].timeout_seconds, 60);
+    assert_eq!(doc.phases.len(), 2);
+
+    // and JSON errors point into the JSON text
+    let diags = errors(
+        r#"{"schemaVersion": "1.0", "phases": [{"name": "build", "steps": [
+  {"name": "S", "action": "ExecuteBash", "inputs": {"commands": "echo"}}]}]}"#,
+    );
+    assert_eq!(diags.len(), 1);
+    assert_eq!(diags[0].code, "input-type");
+    assert_eq!((diags[0].pos.line, diags[0].pos.column), (2, 65));
+    assert_eq!(diags[0].field, "phases[0].steps[0].inputs.commands");
+}
+
+/// §4.3: only a scalar that *starts* with `{` needs quotes.
+#[test]
+fn the_five_quoting_cases() {
+    let step = |commands: &str| {
+        format!(
+            "schemaVersion: 1.0\nparameters:\n  - Greeting:\n      type: string\n      default: hi\nphases:\n  - name: build\n    steps:\n      - name: S\n        action: ExecuteBash\n        inputs:\n          commands:\n{commands}"
+        )
+    };
+    // 1. quoted at the start of a value
+    let d = valid(&step(
+        "            - '{{ Greeting }}'\n            - \"{{Greeting}}\"\n",
+    ));
+    let cmds = d.phases[0].steps[0]
+        .inputs
+        .as_ref()
+        .unwrap()
+        .get("commands")
+        .unwrap();
+    assert_eq!(cmds.as_seq().unwrap()[0].as_str(), Some("{{ Greeting }}"));
+    // 2. unquoted at the start: YAML reads a map; the error says to quote it
+    let e = errors(&step("            - {{ Greeting }}\n"));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].code, "yaml-syntax");
+    assert_eq!((e[0].pos.line, e[0].pos.column), (13, 15));
+    assert!(e[0].hint.as_deref().unwrap().contains("'{{ Greeting }}'"));
+    // 3. inside a longer plain scalar
+    valid(&step(
+        "            - cd /{{ Greeting }} && echo {{Greeting}}\n",
+    ));
+    // 4. several in one plain value
+    let d = valid(&dedent(
+        r#"
+        schemaVersion: 1.0
+        parameters:
+          - Version: {type: string, default: "1"}
+          - FileName: {type: string, default: a.tgz}
+        phases:
+          - name: build
+            steps:
+              - name: Get
+                action: S3Download
+                inputs:
+                  - source: s3://bucket/{{ Version }}/{{ FileName }}
+                    destination: /tmp/{{ FileName }}
+        "#,
+    ));
+    let inputs = d.phases[0].steps[0].inputs.as_ref().unwrap();
+    assert_eq!(
+        inputs.as_seq().unwrap()[0].get("source").unwrap().as_str(),
+        Some("s3://bucket/{{ Version }}/{{ FileName }}")
+    );
+    // 5. inside a block scalar, with chaining
+    valid(&dedent(
+        r#"
+        schemaVersion: 1.0
+        phases:
+          - name: build
+            steps:
+              - name: Fail
+                action: ExecuteBash
+                inputs:
+                  commands: [echo 1]
+          - name: validate
+            steps:
+              - name: Exit
+                action: ExecuteBash
+                inputs:
+                  commands:
+                    - |
+                      echo checking
+                      exit {{ build.Fail.outputs.stdout }}
+        "#,
+    ));
+    // and an undeclared name inside a block scalar is found on its own line
+    let e = errors(&step(
+        "            - |\n              echo ok\n              echo {{ Greting }}\n",
+    ));
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].code, "undeclared-variable");
+    assert_eq!((e[0].pos.line, e[0].pos.column), (15, 20));
+    assert_eq!(e[0].hint.as_deref(), Some("did you mean `Greeting`?"));
+}
+
+#[test]
+fn same_step_name_in_two_phases_is_fine() {
+    let doc = valid(&dedent(
+        r#"
+        schemaVersion: 1.0
+        phases:
+          - name: build
+            steps:
+              - name: Fail
+                action: ExecuteBash
+                inputs:
+                  commands: [echo 1]
+          - name: validate
+            steps:
+              - name: Fail
+                action: ExecuteBash
+                inputs:
+                  commands: ["exit {{ build.Fail.outputs.stdout }}"]
+          - name: test
+            steps:
+              - name: Fail
+                action: ExecuteBash
+                inputs:
+                  commands: ["echo {{ validate.Fail.inputs.commands }}"]
+        "#,
+    ));
+    assert_eq!(doc.phases.len(), 3);
+}
+
+#[test]
+fn loop_variables_outside_a_loop_are_left_alone() {
+    let doc = valid(&dedent(
+        r#"
+        schemaVersion: 1.0
+        phases:
+          - name: build
+            steps:
+              - name: NoLoop
+                action: ExecuteBash
+                inputs:
+                  commands: ["echo {{ loop.value }} {{ loop.index }}"]
+              - name: Named
+                action: ExecuteBash
+                loop:
+                  name: pkgs
+                  forEach:
+                    list: "a b c"
+                    delimiter: " "
+                inputs:
+                  commands: ["echo {{ pkgs.value }} {{ loop.index }}"]
+              - name: Range
+                action: ExecuteBash
+                loop:
+                  for: {start: 3, end: 1, updateBy: -1}
+                inputs:
+                  commands: ["echo {{ loop.value }}"]
+        "#,
+    ));
+    assert!(doc.phases[0].steps[0].looping.is_none());
+}
+
+#[test]
+fn valid_conditions_up_to_four_levels() {
+    valid(&dedent(
+        r#"
+        schemaVersion: 1.0
+        phases:
+          - name: build
+            steps:
+              - name: Probe
+                action: ExecuteBash
+                inputs:
+                  commands: [echo s3]
+              - name: Deep
+                action: ExecuteBash
+                if:
+                  and:
+                    - or:
+                        - not:
+                            and:
+                              - fileExists: /a
+                              - folderExists: /b
+                        - binaryExists: apt-get
+                    - stringEquals: S3
+                      value: "{{ build.Probe.outputs.stdout }}"
+                  then: Execute
+                  else: Abort
+                inputs:
+                  commands: [echo deep]
+              - name: Check
+                action: Assert
+                inputs:
+                  patternMatches: '^s3$'
+                  value: '{{ build.Probe.outputs.stdout }}'
+        "#,
+    ));
+}
+
+#[test]
+fn windows_documents_validate_for_windows() {
+    valid_on(
+        &dedent(
+            r#"
+            schemaVersion: 1.0
+            phases:
+              - name: build
+                steps:
+                  - name: Ps
+                    action: ExecutePowerShell
+                    inputs:
+                      commands: [Write-Host hi]
+                  - name: Reg
+                    action: SetRegistry
+                    inputs:
+                      - path: HKLM:\Software\Kiln
+                        name: Version
+                        value: 1
+                        type: dword
+                  - name: Msi
+                    action: InstallMSI
+                    inputs:
+                      path: C:\setup.msi
+                      reboot: Skip
+                      properties:
+                        FOO: "1"
+                  - name: File
+                    action: CreateFile
+                    inputs:
+                      - path: C:\a.txt
+                        content: hi
+            "#,
+        ),
+        OsPlatform::Windows,
+    );
+}
+
+// ---- how diagnostics look -------------------------------------------------
+
+#[test]
+fn diagnostic_display() {
+    let d = Diagnostic {
+        file: "file.yml".into(),
+        pos: Pos { line: 3, column: 7 },
+        code: "unknown-action",
+        field: "phases[0].steps[0].action".into(),
+        message: "unknown action `ExecuteBsh`".into(),
+        hint: Some("did you mean `ExecuteBash`?".into()),
+    };
+    assert_eq!(
+        d.to_string(),
+        "file.yml:3:7: error[unknown-action]: unknown action `ExecuteBsh`\n  field: phases[0].steps[0].action\n  hint: did you mean `ExecuteBash`?"
+    );
+    let bare = Diagnostic {
+        field: String::new(),
+        hint: None,
+        ..d
+    };
+    assert_eq!(
+        bare.to_string(),
+        "file.yml:3:7: error[unknown-action]: unknown action `ExecuteBsh`"
+    );
+}
+
+#[test]
+fn diagnostic_display_from_a_parse() {
+    let text = dedent(
+        r#"
+        schemaVersion: 1.0
+        phases:
+          - name: build
+            steps:
+              - name: S
+                action: ExecuteBash
+                onfailure: Abort
+                inputs:
+                  commands: [echo hi]
+        "#,
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        e[0].to_string(),
+        "c.yml:7:9: error[unknown-step-field]: unknown step field `onfailure`\n  field: phases[0].steps[0].onfailure\n  hint: did you mean `onFailure`?"
     );
 }

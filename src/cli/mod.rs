@@ -13,6 +13,8 @@ pub const EXIT_INVALID: u8 = 2;
 /// Exit code of `kiln toe run`: a step asked for a reboot; the state is saved
 /// and running the same command again after the reboot resumes the run.
 pub const EXIT_REBOOT: u8 = 194;
+/// Exit code after Ctrl-C or SIGTERM (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// kiln: a local VM image factory that runs EC2 Image Builder components.
 #[derive(Debug, Parser)]
@@ -40,6 +42,9 @@ pub enum CliError {
     /// Something failed (exit code 1).
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
+    /// Ctrl-C or SIGTERM stopped the command (exit code 130).
+    #[error("interrupted by {0}; running steps were stopped")]
+    Interrupted(&'static str),
 }
 
 impl CliError {
@@ -48,6 +53,7 @@ impl CliError {
         match self {
             CliError::Invalid(_) => EXIT_INVALID,
             CliError::Failed(_) => EXIT_FAILED,
+            CliError::Interrupted(_) => EXIT_INTERRUPTED,
         }
     }
 }
@@ -56,6 +62,7 @@ impl CliError {
 pub fn render_error(e: &CliError) -> String {
     match e {
         CliError::Invalid(msg) => msg.clone(),
+        CliError::Interrupted(_) => format!("error: {e}"),
         CliError::Failed(err) => {
             let mut out = format!("error: {err}");
             for cause in err.chain().skip(1) {
@@ -73,8 +80,29 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         .build()
         .map_err(|e| CliError::Failed(anyhow::Error::new(e).context("starting the async runtime")))?;
     runtime.block_on(async move {
-        match cli.command {
-            Command::Toe(cmd) => toe::run(cmd).await,
+        let work = async move {
+            match cli.command {
+                Command::Toe(cmd) => toe::run(cmd).await,
+            }
+        };
+        // Dropping `work` on a signal drops every running step, which kills
+        // the process groups they started: nothing is left running.
+        tokio::select! {
+            result = work => result,
+            signal = interrupted() => Err(CliError::Interrupted(signal)),
         }
     })
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM and names it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        // without signal handlers the default action (termination) applies
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }

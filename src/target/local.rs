@@ -244,7 +244,7 @@ impl Target for LocalTarget {
     ) -> Result<()> {
         let spec = match group {
             Some(g) => format!("{owner}:{g}"),
-            None => format!("{owner}:"),
+            None => owner.to_string(),
         };
         let mut args = Vec::new();
         if recursive {

@@ -165,6 +165,26 @@ impl Cond {
             Cond::Not(inner) => inner.operands(),
         }
     }
+
+    /// Every operand string with the position of its comparison operator.
+    pub fn operands_at(&self) -> Vec<(&str, Pos)> {
+        match self {
+            Cond::Cmp {
+                operand,
+                value,
+                pos,
+                ..
+            } => {
+                let mut v = vec![(operand.as_str(), *pos)];
+                v.extend(value.as_deref().map(|s| (s, *pos)));
+                v
+            }
+            Cond::And(items) | Cond::Or(items) => {
+                items.iter().flat_map(Cond::operands_at).collect()
+            }
+            Cond::Not(inner) => inner.operands_at(),
+        }
+    }
 }
 
 fn op_named(name: &str) -> Option<(CmpOp, Arity)> {
@@ -220,7 +240,12 @@ pub fn parse_if(node: &Node, field: &str, d: &mut Diagnostics) -> Option<IfClaus
                         "`{key}` must be Execute, Skip or Abort, found `{}`",
                         v.as_str().unwrap_or("a non-scalar")
                     ),
-                    None,
+                    v.as_str()
+                        .and_then(|s| did_you_mean(s, ["Execute", "Skip", "Abort"]))
+                        .or(Some(
+                            "Execute runs the step, Skip skips it (a success), Abort fails it"
+                                .into(),
+                        )),
                 ),
             }
         }
@@ -251,7 +276,11 @@ pub fn parse_cond(
                 "a condition must be a map with one operator, found {}",
                 node.kind_name()
             ),
-            None,
+            Some(if node.as_seq().is_some() {
+                "remove the leading `-`: a condition is one map, e.g. `fileExists: /path`".into()
+            } else {
+                "write a map with one operator, e.g. `fileExists: /path`".into()
+            }),
         );
         return None;
     };
@@ -263,6 +292,18 @@ pub fn parse_cond(
         let key = k.as_str().unwrap_or_default();
         match key {
             "then" | "else" if top => {}
+            "then" | "else" => {
+                d.error(
+                    k.pos,
+                    "unknown-operator",
+                    format!("{field}.{key}"),
+                    format!("`{key}` belongs to a step's `if`, not inside a condition"),
+                    Some(format!(
+                        "move `{key}:` beside the top-level operator of the step's `if:`"
+                    )),
+                );
+                ok = false;
+            }
             "value" => value = Some(v),
             "path" => path = Some(v),
             _ if op_named(key).is_some() || LOGICAL.contains(&key) => {
@@ -288,7 +329,10 @@ pub fn parse_cond(
                     "unknown-operator",
                     format!("{field}.{key}"),
                     format!("unknown condition operator or field `{key}`"),
-                    did_you_mean(key, all_names().chain(["value", "then", "else"])),
+                    did_you_mean(key, all_names().chain(["value", "then", "else"])).or(Some(
+                        "operators compare (stringEquals, numberLessThan, fileExists, …) or combine (and, or, not); operator names are case-sensitive"
+                            .into(),
+                    )),
                 );
                 ok = false;
             }
@@ -317,7 +361,10 @@ pub fn parse_cond(
                 format!(
                     "logical operators nest {depth} levels deep; at most {MAX_NESTING} are allowed"
                 ),
-                None,
+                Some(
+                    "flatten the condition: `and`/`or` take several conditions, and `not` of `not` cancels out"
+                        .into(),
+                ),
             );
             return None;
         }
@@ -331,6 +378,16 @@ pub fn parse_cond(
             );
         }
         if name == "not" {
+            if opv.as_seq().is_some() {
+                d.error(
+                    opv.pos,
+                    "condition-shape",
+                    fpath,
+                    "`not` takes one condition, found a list",
+                    Some("write the condition under `not:` without the `-`".into()),
+                );
+                return None;
+            }
             return parse_cond(opv, &fpath, d, depth + 1, false).map(|c| Cond::Not(Box::new(c)));
         }
         let Some(items) = opv.as_seq() else {
@@ -342,7 +399,9 @@ pub fn parse_cond(
                     "`{name}` takes a list of conditions, found {}",
                     opv.kind_name()
                 ),
-                None,
+                Some(format!(
+                    "write each condition as a list item under `{name}:`, e.g. `- fileExists: /a`"
+                )),
             );
             return None;
         };
@@ -379,7 +438,7 @@ pub fn parse_cond(
             "condition-shape",
             fpath,
             format!("`{name}` takes a single value, found {}", opv.kind_name()),
-            None,
+            Some("quote the value if it starts with `{` or `[`".into()),
         );
         return None;
     };
@@ -391,7 +450,9 @@ pub fn parse_cond(
                     "condition-shape",
                     field,
                     format!("`{name}` takes no second operand"),
-                    None,
+                    Some(format!(
+                        "`{name}` checks its own value only; remove this line"
+                    )),
                 );
             }
             None
@@ -403,7 +464,7 @@ pub fn parse_cond(
                     "condition-shape",
                     field,
                     format!("`{name}` compares with `value`, not `path`"),
-                    None,
+                    Some("rename `path:` to `value:`".into()),
                 );
             }
             match value.map(|v| (v, scalar_text(v))) {
@@ -414,7 +475,7 @@ pub fn parse_cond(
                         "condition-shape",
                         format!("{field}.value"),
                         format!("`value` must be a single value, found {}", v.kind_name()),
-                        None,
+                        Some("quote the value if it starts with `{` or `[`".into()),
                     );
                     return None;
                 }
@@ -452,8 +513,14 @@ pub fn parse_cond(
                 opv.pos,
                 "bad-pattern",
                 fpath,
-                format!("invalid regular expression: {e}"),
-                None,
+                format!(
+                    "invalid regular expression: {}",
+                    e.to_string().lines().last().unwrap_or_default().trim()
+                ),
+                Some(
+                    "patternMatches takes an RE2-style regular expression; escape special characters with `\\`"
+                        .into(),
+                ),
             );
         }
     }

@@ -5,7 +5,7 @@ use super::actions::spec::{self, Kind, OsPlatform, Shape};
 use super::condition::{self, IfClause};
 use super::diag::{did_you_mean, Diagnostic, Diagnostics};
 use super::looping::{self, Loop};
-use super::yaml::{self, Node, Pos};
+use super::yaml::{self, Node, Pos, YamlIssueKind};
 
 /// Step timeout when none is given.
 pub const DEFAULT_TIMEOUT_SECONDS: i64 = 7200;
@@ -147,6 +147,8 @@ const STEP_KEYS: &[&str] = &[
     "disableLogging",
 ];
 const STANDARD_PHASES: &[&str] = &["build", "validate", "test"];
+const DOCUMENT_HINT: &str =
+    "a component document is a map: `name:`, `schemaVersion: 1.0` and `phases:` at the top level";
 
 /// True when `name` follows the parameter and constant naming rules.
 pub fn valid_variable_name(name: &str) -> bool {
@@ -159,21 +161,27 @@ pub fn valid_variable_name(name: &str) -> bool {
 /// Parses a document's text. `file` is only used in diagnostics.
 pub fn parse(file: &str, text: &str, os: OsPlatform) -> Result<Document, Vec<Diagnostic>> {
     let mut d = Diagnostics::new(file);
-    let root = match yaml::parse(text) {
-        Ok(n) => n,
-        Err(e) => {
-            d.error(
-                e.pos,
+    let (root, issues) = yaml::parse_checked(text);
+    for issue in issues {
+        let (code, message, hint) = match issue.kind {
+            YamlIssueKind::Syntax => (
                 "yaml-syntax",
-                "",
-                format!("YAML syntax error: {}", e.message),
-                Some(
-                    "check indentation, and quote values that start with `{`, `*`, `&` or `:`"
-                        .into(),
-                ),
-            );
-            return Err(d.into_vec());
-        }
+                format!("YAML syntax error: {}", issue.message),
+                issue.hint,
+            ),
+            YamlIssueKind::ComplexKey => ("yaml-syntax", issue.message, issue.hint),
+            YamlIssueKind::DuplicateKey => ("duplicate-key", issue.message, issue.hint),
+            YamlIssueKind::MultipleDocuments => ("document-shape", issue.message, issue.hint),
+            YamlIssueKind::Empty => (
+                "document-shape",
+                issue.message,
+                Some(DOCUMENT_HINT.to_string()),
+            ),
+        };
+        d.error(issue.pos, code, issue.field, message, hint);
+    }
+    let Some(root) = root else {
+        return Err(d.into_vec());
     };
     let Some(map) = root.as_map() else {
         d.error(
@@ -181,7 +189,7 @@ pub fn parse(file: &str, text: &str, os: OsPlatform) -> Result<Document, Vec<Dia
             "document-shape",
             "",
             format!("a component document is a map, found {}", root.kind_name()),
-            None,
+            Some(DOCUMENT_HINT.to_string()),
         );
         return Err(d.into_vec());
     };
@@ -276,7 +284,7 @@ pub fn parse(file: &str, text: &str, os: OsPlatform) -> Result<Document, Vec<Dia
         constants,
         phases,
     };
-    super::validate::check_document(&doc, &mut d);
+    super::validate::check_document_nodes(&doc, Some(&root), &mut d);
     if d.is_empty() {
         Ok(doc)
     } else {
@@ -301,7 +309,22 @@ fn named_items<'a>(node: &'a Node, what: &str, d: &mut Diagnostics) -> Vec<(&'a 
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item.as_map() {
-            Some([(k, v)]) => out.push((k, v)),
+            Some([(k, v)]) if !(k.as_str() == Some("name") && v.as_map().is_none()) => {
+                out.push((k, v))
+            }
+            Some([(_, v)]) => d.error(
+                item.pos,
+                "variable-shape",
+                format!("{what}[{i}]"),
+                format!(
+                    "`name: {}` declares nothing: each item of `{what}` is a map with one key, the name",
+                    v.as_str().unwrap_or_default()
+                ),
+                Some(format!(
+                    "that is the Image Builder workflow syntax; in a component write `- {}:` with `type: string` indented under it",
+                    v.as_str().filter(|s| !s.is_empty()).unwrap_or("MyName")
+                )),
+            ),
             _ => d.error(item.pos, "variable-shape", format!("{what}[{i}]"),
                 format!("each item of `{what}` is a map with one key, the name; found {}", item.kind_name()),
                 Some(if item.get("name").is_some() {
@@ -377,7 +400,7 @@ fn parse_parameters(node: &Node, d: &mut Diagnostics) -> Vec<Parameter> {
                 items
                     .iter()
                     .filter_map(|i| i.as_str().map(str::to_string))
-                    .collect(),
+                    .collect::<Vec<String>>(),
             ),
             None => {
                 d.error(
@@ -390,14 +413,41 @@ fn parse_parameters(node: &Node, d: &mut Diagnostics) -> Vec<Parameter> {
                 None
             }
         });
+        let default = match body.get("default").filter(|n| !n.is_null()) {
+            None => None,
+            Some(n) => match n.as_str() {
+                Some(s) => Some(s.to_string()),
+                None => {
+                    d.error(
+                        n.pos,
+                        "wrong-type",
+                        format!("{field}.default"),
+                        format!("`default` must be a string, found {}", n.kind_name()),
+                        Some(
+                            "parameters are strings; for several values write one string, e.g. `default: \"a,b\"`, and split it with `forEach: {list: …}`"
+                                .into(),
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        if let (Some(allowed), Some(def)) = (&allowed_values, &default) {
+            if !allowed.contains(def) {
+                let n = body.get("default").unwrap_or(body);
+                d.error(
+                    n.pos,
+                    "variable-value",
+                    format!("{field}.default"),
+                    format!("default `{def}` is not one of `allowedValues`"),
+                    Some(format!("allowed: {}", allowed.join(", "))),
+                );
+            }
+        }
         out.push(Parameter {
             name,
             pos: k.pos,
-            default: body
-                .get("default")
-                .filter(|n| !n.is_null())
-                .and_then(|n| n.as_str())
-                .map(str::to_string),
+            default,
             description: body
                 .get("description")
                 .and_then(|n| n.as_str())
@@ -425,18 +475,30 @@ fn parse_constants(node: &Node, d: &mut Diagnostics) -> Vec<Constant> {
         }
         check_fields(body, &field, &["type", "value", "description"], d);
         check_type_string(body, &field, d);
-        match body.get("value").and_then(|v| v.as_str()) {
-            Some(value) => out.push(Constant {
-                name,
-                pos: k.pos,
-                value: value.to_string(),
-            }),
+        match body.get("value").filter(|v| !v.is_null()) {
+            Some(v) => match v.as_str() {
+                Some(value) => out.push(Constant {
+                    name,
+                    pos: k.pos,
+                    value: value.to_string(),
+                }),
+                None => d.error(
+                    v.pos,
+                    "constant-value",
+                    format!("{field}.value"),
+                    format!(
+                        "the value of constant `{name}` must be a string, found {}",
+                        v.kind_name()
+                    ),
+                    Some("constants are strings".into()),
+                ),
+            },
             None => d.error(
                 body.pos,
                 "constant-value",
                 format!("{field}.value"),
                 format!("constant `{name}` needs a `value`"),
-                None,
+                Some("add `value: …` beside `type: string`".into()),
             ),
         }
     }
@@ -448,24 +510,41 @@ fn check_variable_names(params: &[Parameter], consts: &[Constant], d: &mut Diagn
         .iter()
         .map(|p| (p.name.as_str(), p.pos, "parameters"))
         .chain(consts.iter().map(|c| (c.name.as_str(), c.pos, "constants")));
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: Vec<(&str, Pos)> = Vec::new();
     for (name, pos, what) in all {
         if !valid_variable_name(name) {
-            d.error(pos, "variable-name", format!("{what}.{name}"),
-                format!("invalid name `{name}`: names are 3 to 128 characters of letters, digits, `_` and `-`"), None);
+            let len = name.chars().count();
+            let why = if !(3..=128).contains(&len) {
+                format!("it has {len} characters")
+            } else {
+                let bad: String = name
+                    .chars()
+                    .filter(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+                    .take(1)
+                    .collect();
+                format!("`{bad}` is not allowed")
+            };
+            d.error(
+                pos,
+                "variable-name",
+                format!("{what}.{name}"),
+                format!("invalid name `{name}`: {why}"),
+                Some("names are 3 to 128 characters of letters, digits, `_` and `-`".into()),
+            );
         }
-        if seen.contains(&name) {
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
             d.error(
                 pos,
                 "duplicate-variable",
                 format!("{what}.{name}"),
-                format!(
-                    "`{name}` is declared twice; names are unique across parameters and constants"
-                ),
-                None,
+                format!("`{name}` is declared twice"),
+                Some(format!(
+                    "`{name}` is first declared on line {}; names are unique across parameters and constants",
+                    first.line
+                )),
             );
         }
-        seen.push(name);
+        seen.push((name, pos));
     }
 }
 
@@ -476,7 +555,7 @@ fn parse_phases(node: &Node, os: OsPlatform, d: &mut Diagnostics) -> Vec<Phase> 
             "wrong-type",
             "phases",
             format!("`phases` must be a list, found {}", node.kind_name()),
-            None,
+            Some("write each phase as a list item: `- name: build` with `steps:` under it".into()),
         );
         return Vec::new();
     };
@@ -501,7 +580,7 @@ fn parse_phases(node: &Node, os: OsPlatform, d: &mut Diagnostics) -> Vec<Phase> 
                     "a phase is a map with `name` and `steps`, found {}",
                     item.kind_name()
                 ),
-                None,
+                Some("write `- name: build` with `steps:` indented under it".into()),
             );
             continue;
         }
@@ -523,7 +602,7 @@ fn parse_phases(node: &Node, os: OsPlatform, d: &mut Diagnostics) -> Vec<Phase> 
                     "steps-missing",
                     format!("{field}.steps"),
                     format!("phase `{name}` has no `steps`"),
-                    None,
+                    Some("add `steps:` with a list of steps under the phase".into()),
                 );
                 Vec::new()
             }
@@ -539,7 +618,10 @@ fn parse_phases(node: &Node, os: OsPlatform, d: &mut Diagnostics) -> Vec<Phase> 
                         "wrong-type",
                         format!("{field}.steps"),
                         format!("`steps` must be a list, found {}", s.kind_name()),
-                        None,
+                        Some(
+                            "write each step as a list item: `- name: MyStep` with `action:` and `inputs:` under it"
+                                .into(),
+                        ),
                     );
                     Vec::new()
                 }
@@ -557,25 +639,30 @@ fn parse_phases(node: &Node, os: OsPlatform, d: &mut Diagnostics) -> Vec<Phase> 
             .any(|p| STANDARD_PHASES.contains(&p.name.as_str()))
         && !phases.is_empty()
     {
+        let suggestion = phases
+            .iter()
+            .find_map(|p| did_you_mean(&p.name, STANDARD_PHASES.iter().copied()));
         d.error(
             node.pos,
             "phases-missing",
             "phases",
-            "the document has none of the phases build, validate or test",
-            Some(format!(
-                "found: {}",
+            format!(
+                "the document has none of the phases build, validate or test (found: {})",
                 phases
                     .iter()
                     .map(|p| p.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
-            )),
+            ),
+            Some(suggestion.unwrap_or_else(|| {
+                "Image Builder only runs the phases build, validate and test".into()
+            })),
         );
     }
     phases
 }
 
-fn int_value(node: &Node, field: &str, d: &mut Diagnostics) -> Option<i64> {
+fn int_value(node: &Node, field: &str, hint: &str, d: &mut Diagnostics) -> Option<i64> {
     match node.as_str().map(str::parse::<i64>) {
         Some(Ok(n)) => Some(n),
         _ => {
@@ -588,7 +675,7 @@ fn int_value(node: &Node, field: &str, d: &mut Diagnostics) -> Option<i64> {
                     field.rsplit('.').next().unwrap_or(field),
                     node.as_str().unwrap_or("a non-scalar")
                 ),
-                None,
+                Some(hint.to_string()),
             );
             None
         }
@@ -605,7 +692,7 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
                 "a step is a map with `name`, `action` and `inputs`, found {}",
                 node.kind_name()
             ),
-            None,
+            Some("write `- name: MyStep` with `action:` and `inputs:` indented under it".into()),
         );
         return None;
     }
@@ -630,7 +717,7 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
                 "step-name",
                 format!("{field}.name"),
                 "the step has no `name`",
-                None,
+                Some("add `name: MyStep`; chaining refers to steps as `phase.step`".into()),
             );
             String::new()
         }
@@ -670,16 +757,20 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
                     _ => "Linux-only",
                 }
             ),
-            Some(
-                "use an action of this platform, or validate with `--os-platform` for the other"
-                    .into(),
-            ),
+            Some(platform_hint(&action, os)),
         ),
         Some(_) => {}
     }
     let timeout_node = node.get("timeoutSeconds");
     let mut timeout_seconds = timeout_node
-        .and_then(|n| int_value(n, &format!("{field}.timeoutSeconds"), d))
+        .and_then(|n| {
+            int_value(
+                n,
+                &format!("{field}.timeoutSeconds"),
+                "a whole number of seconds, e.g. `timeoutSeconds: 3600`, or -1 for no limit",
+                d,
+            )
+        })
         .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
     if let Some(n) = timeout_node {
         if timeout_seconds == 0 || timeout_seconds < -1 {
@@ -694,7 +785,14 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
     }
     let attempts_node = node.get("maxAttempts");
     let max_attempts = attempts_node
-        .and_then(|n| int_value(n, &format!("{field}.maxAttempts"), d))
+        .and_then(|n| {
+            int_value(
+                n,
+                &format!("{field}.maxAttempts"),
+                "the total number of attempts, e.g. `maxAttempts: 3`",
+                d,
+            )
+        })
         .unwrap_or(1);
     if let Some(n) = attempts_node {
         if max_attempts < 1 {
@@ -710,8 +808,13 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
     match action.as_str() {
         "ExecuteDocument" => {
             if let Some(n) = timeout_node.filter(|_| timeout_seconds != -1) {
-                d.error(n.pos, "execute-document-limits", format!("{field}.timeoutSeconds"),
-                    "ExecuteDocument runs without a timeout; `timeoutSeconds` must be -1 or left out", None);
+                d.error(
+                    n.pos,
+                    "execute-document-limits",
+                    format!("{field}.timeoutSeconds"),
+                    "ExecuteDocument runs without a timeout; `timeoutSeconds` must be -1 or left out",
+                    Some("remove `timeoutSeconds`; set timeouts on the steps of the called document".into()),
+                );
             }
             if let Some(n) = attempts_node.filter(|_| max_attempts != 1) {
                 d.error(
@@ -719,7 +822,10 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
                     "execute-document-limits",
                     format!("{field}.maxAttempts"),
                     "ExecuteDocument runs once; `maxAttempts` must be 1 or left out",
-                    None,
+                    Some(
+                        "remove `maxAttempts`; set retries on the steps of the called document"
+                            .into(),
+                    ),
                 );
             }
             timeout_seconds = -1;
@@ -752,7 +858,12 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
                         "`onFailure` must be Abort, Continue or Ignore, found `{}`",
                         other.unwrap_or("a non-scalar")
                     ),
-                    other.and_then(|o| did_you_mean(o, ["Abort", "Continue", "Ignore"])),
+                    other
+                        .and_then(|o| did_you_mean(o, ["Abort", "Continue", "Ignore"]))
+                        .or(Some(
+                            "Abort stops the run; Continue goes on but the run still fails; Ignore goes on and tolerates the failure"
+                                .into(),
+                        )),
                 );
                 OnFailure::Abort
             }
@@ -769,7 +880,7 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
                     "wrong-type",
                     format!("{field}.disableLogging"),
                     "`disableLogging` must be true or false",
-                    None,
+                    Some("write `disableLogging: true`".into()),
                 );
                 false
             }
@@ -788,6 +899,7 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
             inputs.as_ref(),
             node.pos,
             &format!("{field}.inputs"),
+            os,
             d,
         );
     }
@@ -805,11 +917,38 @@ fn parse_step(node: &Node, field: &str, os: OsPlatform, d: &mut Diagnostics) -> 
     })
 }
 
+fn platform_hint(action: &str, os: OsPlatform) -> String {
+    let other = match (action, os) {
+        ("ExecuteBash", OsPlatform::Windows) => Some("ExecutePowerShell"),
+        ("ExecutePowerShell", OsPlatform::Linux) => Some("ExecuteBash"),
+        _ => None,
+    };
+    let flag = match os {
+        OsPlatform::Linux => "windows",
+        OsPlatform::Windows => "linux",
+    };
+    match other {
+        Some(o) => format!(
+            "use `{o}` on {os}, or validate for the other platform (`--os-platform {flag}`)"
+        ),
+        None => format!(
+            "use an action of {os}, or validate for the other platform (`--os-platform {flag}`)"
+        ),
+    }
+}
+
+/// Inputs that exist only on Linux, by action.
+const LINUX_ONLY_INPUTS: &[(&str, &[&str])] = &[
+    ("CreateFile", &["owner", "group", "permissions"]),
+    ("CreateFolder", &["owner", "group", "permissions"]),
+];
+
 fn check_inputs(
     spec: &spec::ActionSpec,
     inputs: Option<&Node>,
     step_pos: Pos,
     field: &str,
+    os: OsPlatform,
     d: &mut Diagnostics,
 ) {
     let name = spec.name;
@@ -828,7 +967,7 @@ fn check_inputs(
         }
         (Shape::Map | Shape::OptionalMap, Some(n)) => {
             if n.as_map().is_some() {
-                check_input_map(spec, n, field, d);
+                check_input_map(spec, n, field, os, d);
             } else {
                 d.error(
                     n.pos,
@@ -857,7 +996,7 @@ fn check_inputs(
                 for (i, item) in items.iter().enumerate() {
                     let f = format!("{field}[{i}]");
                     if item.as_map().is_some() {
-                        check_input_map(spec, item, &f, d);
+                        check_input_map(spec, item, &f, os, d);
                     } else {
                         d.error(
                             item.pos,
@@ -867,7 +1006,11 @@ fn check_inputs(
                                 "each input of `{name}` is a map, found {}",
                                 item.kind_name()
                             ),
-                            None,
+                            Some(format!(
+                                "write each item as a map of fields, e.g. `- {}: …`; {}",
+                                spec.fields.first().map_or("path", |f| f.name),
+                                input_hint(spec)
+                            )),
                         );
                     }
                 }
@@ -909,10 +1052,30 @@ fn input_hint(spec: &spec::ActionSpec) -> String {
     )
 }
 
-fn check_input_map(spec: &spec::ActionSpec, map: &Node, field: &str, d: &mut Diagnostics) {
+fn check_input_map(
+    spec: &spec::ActionSpec,
+    map: &Node,
+    field: &str,
+    os: OsPlatform,
+    d: &mut Diagnostics,
+) {
     let name = spec.name;
     for (k, v) in map.as_map().unwrap_or_default() {
         let key = k.as_str().unwrap_or_default();
+        if os == OsPlatform::Windows
+            && LINUX_ONLY_INPUTS
+                .iter()
+                .any(|(a, keys)| *a == name && keys.contains(&key))
+        {
+            d.error(
+                k.pos,
+                "input-platform",
+                format!("{field}.{key}"),
+                format!("`{name}.{key}`: `{key}` is not supported on Windows"),
+                Some("remove it; set Windows ACLs with ExecutePowerShell instead".into()),
+            );
+            continue;
+        }
         let Some(f) = spec.field(key) else {
             d.error(
                 k.pos,
@@ -942,14 +1105,14 @@ fn check_input_map(spec: &spec::ActionSpec, map: &Node, field: &str, d: &mut Dia
             "input-missing",
             field,
             "ExecutePowerShell takes exactly one of `commands` or `file`",
-            None,
+            Some("give `commands:` (a list of lines) or `file:` (a .ps1 path), not both".into()),
         );
     }
 }
 
 fn check_kind(action: &str, f: &spec::Field, v: &Node, field: &str, d: &mut Diagnostics) {
     let is_expr = |n: &Node| n.as_str().is_some_and(|s| s.contains("{{"));
-    let bad = |d: &mut Diagnostics, what: &str| {
+    let bad = |d: &mut Diagnostics, what: &str, hint: Option<String>| {
         d.error(
             v.pos,
             "input-type",
@@ -959,13 +1122,17 @@ fn check_kind(action: &str, f: &spec::Field, v: &Node, field: &str, d: &mut Diag
                 f.name,
                 v.kind_name()
             ),
-            None,
+            hint,
         );
     };
     match f.kind {
         Kind::Any => {}
         Kind::Str => match v.as_str() {
-            None => bad(d, "a string"),
+            None => bad(
+                d,
+                "a string",
+                Some("quote the value if it should be text, e.g. `'{…}'`".into()),
+            ),
             Some(s)
                 if !f.one_of.is_empty()
                     && !s.contains("{{")
@@ -976,7 +1143,10 @@ fn check_kind(action: &str, f: &spec::Field, v: &Node, field: &str, d: &mut Diag
                     "input-value",
                     field,
                     format!("`{s}` is not a valid `{}`", f.name),
-                    Some(format!("one of: {}", f.one_of.join(", "))),
+                    Some(match did_you_mean(s, f.one_of.iter().copied()) {
+                        Some(dym) => format!("{dym} (one of: {})", f.one_of.join(", ")),
+                        None => format!("one of: {}", f.one_of.join(", ")),
+                    }),
                 );
             }
             Some(s)
@@ -1004,9 +1174,9 @@ fn check_kind(action: &str, f: &spec::Field, v: &Node, field: &str, d: &mut Diag
                 "input-type",
                 field,
                 format!("`{}` must be true or false, found `{s}`", f.name),
-                None,
+                Some(format!("write `{}: true` or `{}: false`", f.name, f.name)),
             ),
-            None => bad(d, "true or false"),
+            None => bad(d, "true or false", None),
         },
         Kind::Int => match v.as_str() {
             Some(s) if s.parse::<i64>().is_ok() || s.contains("{{") => {}
@@ -1015,9 +1185,9 @@ fn check_kind(action: &str, f: &spec::Field, v: &Node, field: &str, d: &mut Diag
                 "input-type",
                 field,
                 format!("`{}` must be an integer, found `{s}`", f.name),
-                None,
+                Some(format!("write a whole number, e.g. `{}: 10`", f.name)),
             ),
-            None => bad(d, "an integer"),
+            None => bad(d, "an integer", None),
         },
         Kind::StrList => match v.as_seq() {
             Some(items) => {
@@ -1037,11 +1207,29 @@ fn check_kind(action: &str, f: &spec::Field, v: &Node, field: &str, d: &mut Diag
                     }
                 }
             }
-            None => bad(d, "a list of strings"),
+            None => bad(
+                d,
+                "a list of strings",
+                Some(match v.as_str() {
+                    Some(s) => format!(
+                        "write one item per line under `{}:`, e.g. `- {}`",
+                        f.name,
+                        s.lines().next().unwrap_or_default()
+                    ),
+                    None => format!("write one item per line under `{}:`, e.g. `- …`", f.name),
+                }),
+            ),
         },
         Kind::StrMap => {
             if v.as_map().is_none() {
-                bad(d, "a map");
+                bad(
+                    d,
+                    "a map",
+                    Some(format!(
+                        "write `{}:` with `KEY: value` lines under it",
+                        f.name
+                    )),
+                );
             }
         }
         Kind::NameValueList => match v.as_seq() {
@@ -1057,12 +1245,16 @@ fn check_kind(action: &str, f: &spec::Field, v: &Node, field: &str, d: &mut Diag
                             "input-type",
                             format!("{field}[{i}]"),
                             "each parameter is a map of `name` and `value`",
-                            None,
+                            Some("write `- name: Param` and `value: x`".into()),
                         );
                     }
                 }
             }
-            None => bad(d, "a list of `{name, value}` maps"),
+            None => bad(
+                d,
+                "a list of `{name, value}` maps",
+                Some("write `- name: Param` and `value: x` under `parameters:`".into()),
+            ),
         },
     }
 }

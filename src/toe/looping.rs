@@ -1,6 +1,6 @@
 //! Step loops: `for` ranges, `forEach` lists and delimited strings.
 
-use super::diag::Diagnostics;
+use super::diag::{did_you_mean, Diagnostics};
 use super::yaml::{Node, Pos};
 
 /// Delimiters a `forEach.list` may be split on.
@@ -96,12 +96,20 @@ fn int_field(map: &Node, key: &str, field: &str, d: &mut Diagnostics) -> Option<
                 v.pos,
                 "loop-for",
                 format!("{field}.{key}"),
-                format!("`{key}` must be an integer, found `{text}`"),
-                None,
+                format!(
+                    "`{key}` must be an integer, found `{}`",
+                    v.as_str().unwrap_or(v.kind_name())
+                ),
+                Some("`for` bounds are whole numbers, e.g. `start: 1`".into()),
             );
             None
         }
     }
+}
+
+/// True when `name` can be used as a loop name (`{{ name.value }}`).
+pub fn valid_loop_name(name: &str) -> bool {
+    !name.trim().is_empty() && !name.contains(['.', '[', ']', '{', '}'])
 }
 
 /// Parses a step's `loop` block.
@@ -112,40 +120,68 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
             "loop-shape",
             field,
             format!("`loop` must be a map, found {}", node.kind_name()),
-            None,
+            Some("write `loop:` with `forEach: [a, b]` or `for: {start: 1, end: 3, updateBy: 1}` under it".into()),
         );
         return None;
     };
     let mut name = None;
     let mut name_pos = node.pos;
     let mut kinds = Vec::new();
+    let mut unknown = false;
     for (k, v) in map {
         match k.as_str().unwrap_or_default() {
             "name" => {
                 name = v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
                 name_pos = v.pos;
+                if v.as_str().is_none() || v.as_str().is_some_and(|s| !valid_loop_name(s)) {
+                    d.error(
+                        v.pos,
+                        "loop-shape",
+                        format!("{field}.name"),
+                        format!(
+                            "invalid loop name `{}`",
+                            v.as_str().unwrap_or(v.kind_name())
+                        ),
+                        Some("a loop name is used as `{{ name.value }}`, so it cannot contain `.`, `[`, `]`, `{` or `}`".into()),
+                    );
+                }
             }
             "for" | "forEach" => kinds.push((k, v)),
-            other => d.error(
-                k.pos,
-                "loop-shape",
-                format!("{field}.{other}"),
-                format!("unknown loop field `{other}`"),
-                Some("a loop has `name` and one of `for` or `forEach`".into()),
-            ),
+            other => {
+                unknown = true;
+                d.error(
+                    k.pos,
+                    "loop-shape",
+                    format!("{field}.{other}"),
+                    format!("unknown loop field `{other}`"),
+                    did_you_mean(other, ["name", "for", "forEach"]).or(Some(
+                        "a loop has `name` and one of `for` or `forEach`".into(),
+                    )),
+                );
+            }
         }
     }
-    if kinds.len() != 1 {
+    if kinds.len() > 1 {
+        let (second, _) = kinds[1];
         d.error(
-            node.pos,
+            second.pos,
             "loop-shape",
-            field,
-            format!(
-                "a loop needs exactly one of `for` or `forEach`, found {}",
-                kinds.len()
-            ),
-            None,
+            format!("{field}.{}", second.as_str().unwrap_or_default()),
+            "the loop has both `for` and `forEach`",
+            Some("a step has one loop: keep one of them, or split the step in two".into()),
         );
+        return None;
+    }
+    if kinds.is_empty() {
+        if !unknown {
+            d.error(
+                node.pos,
+                "loop-shape",
+                field,
+                "a loop needs `for` or `forEach`",
+                Some("add `forEach: [a, b]` or `for: {start: 1, end: 3, updateBy: 1}`".into()),
+            );
+        }
         return None;
     }
     let (k, v) = kinds[0];
@@ -157,7 +193,7 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
                 "loop-for",
                 kfield,
                 "`for` must be a map of start, end and updateBy",
-                None,
+                Some("write `for: {start: 1, end: 3, updateBy: 1}`".into()),
             );
             return None;
         }
@@ -169,7 +205,9 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
                     "loop-for",
                     format!("{kfield}.{key}"),
                     format!("unknown `for` field `{key}`"),
-                    None,
+                    did_you_mean(key, ["start", "end", "updateBy"]).or(Some(
+                        "a `for` loop has `start`, `end` and `updateBy`".into(),
+                    )),
                 );
             }
         }
@@ -186,7 +224,11 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
                 "loop-update-zero",
                 format!("{kfield}.updateBy"),
                 "`updateBy` is 0, so the loop would never end",
-                None,
+                Some(if end >= start {
+                    "use `updateBy: 1` (or a larger step)".to_string()
+                } else {
+                    "use `updateBy: -1` to count down".to_string()
+                }),
             );
             return None;
         }
@@ -225,7 +267,9 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
                     "loop-foreach",
                     format!("{kfield}.{key}"),
                     format!("unknown `forEach` field `{key}`"),
-                    Some("a delimited `forEach` has `list` and `delimiter`".into()),
+                    did_you_mean(key, ["list", "delimiter"]).or(Some(
+                        "a delimited `forEach` has `list` and `delimiter`".into(),
+                    )),
                 );
             }
         }
@@ -235,7 +279,7 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
                 "loop-foreach",
                 format!("{kfield}.list"),
                 "`forEach` needs `list`: a delimited string",
-                None,
+                Some("write `list: \"a,b,c\"` (and `delimiter:` if it is not a comma)".into()),
             );
             return None;
         };
@@ -252,7 +296,10 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
                             "loop-delimiter",
                             format!("{kfield}.delimiter"),
                             "`delimiter` cannot hold an expression",
-                            None,
+                            Some(
+                                "write the delimiter character itself, e.g. `delimiter: ';'`"
+                                    .into(),
+                            ),
                         );
                         return None;
                     }
@@ -275,7 +322,7 @@ pub fn parse_loop(node: &Node, field: &str, d: &mut Diagnostics) -> Option<Loop>
             "loop-foreach",
             kfield,
             "`forEach` must be a list, or a map with `list` and `delimiter`",
-            None,
+            Some("write `forEach: [a, b]` or `forEach: {list: \"a,b\", delimiter: \",\"}`".into()),
         );
         return None;
     };

@@ -276,9 +276,7 @@ impl<'t> Builder<'t> {
                 let expr = self.text_at(map_pos)[..end].to_string();
                 (
                     map_pos,
-                    format!(
-                        "`{expr}` at the start of a value is read as a YAML map, not as text"
-                    ),
+                    format!("`{expr}` at the start of a value is read as a YAML map, not as text"),
                     format!("quote the whole value, e.g. `'{expr}'`"),
                 )
             } else {
@@ -303,8 +301,13 @@ impl<'t> Builder<'t> {
                 }
             }
             Some(Frame::Seq(_, _, items)) => items.push(node),
-            Some(Frame::Map(_, _, entries, key)) => match key.take() {
+            Some(Frame::Map(map_pos, _, entries, key)) => match key.take() {
                 None => {
+                    // yaml-rust2 marks a block map at the `:` of its first
+                    // key; the map starts at the key itself
+                    if entries.is_empty() && node.pos < *map_pos {
+                        *map_pos = node.pos;
+                    }
                     if let Some(k) = node.as_str() {
                         if let Some((first, _)) =
                             entries.iter().find(|(e, _)| e.as_str() == Some(k))

@@ -97,7 +97,8 @@ fn answers(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let req = format!("GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let req =
+        format!("GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if s.write_all(req.as_bytes()).is_err() {
         return false;
     }
@@ -171,7 +172,9 @@ impl MotoServer {
             }
             if Instant::now() > deadline {
                 let text = server.log_text();
-                return Err(format!("(no answer on port {port} within {START_TIMEOUT:?})\n{text}"));
+                return Err(format!(
+                    "(no answer on port {port} within {START_TIMEOUT:?})\n{text}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -227,7 +230,10 @@ impl MotoServer {
         s.write_all(req.as_bytes()).expect("send reset");
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
-        assert!(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"), "moto reset failed: {resp}");
+        assert!(
+            resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"),
+            "moto reset failed: {resp}"
+        );
     }
 }
 

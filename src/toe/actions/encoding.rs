@@ -137,10 +137,7 @@ fn utf16_units(c: char) -> impl Iterator<Item = u16> {
         (v as u16, None)
     } else {
         let v = v - 0x1_0000;
-        (
-            0xD800 | (v >> 10) as u16,
-            Some(0xDC00 | (v & 0x3FF) as u16),
-        )
+        (0xD800 | (v >> 10) as u16, Some(0xDC00 | (v & 0x3FF) as u16))
     };
     std::iter::once(first).chain(second)
 }
@@ -158,9 +155,7 @@ fn decode_utf16(units: impl Iterator<Item = u16>) -> Result<String, String> {
                 }
                 _ => return Err(format!("unpaired UTF-16 surrogate at byte {}", i * 2)),
             },
-            0xDC00..=0xDFFF => {
-                return Err(format!("unpaired UTF-16 surrogate at byte {}", i * 2))
-            }
+            0xDC00..=0xDFFF => return Err(format!("unpaired UTF-16 surrogate at byte {}", i * 2)),
             _ => u as u32,
         };
         // every value built above is a valid scalar value
@@ -240,7 +235,10 @@ mod tests {
             Encoding::Utf16Le.decode(&[0xff, 0xfe, b'h', 0]).unwrap(),
             "h"
         );
-        assert!(Encoding::Utf8.decode(b"a\xffb").unwrap_err().contains("byte 1"));
+        assert!(Encoding::Utf8
+            .decode(b"a\xffb")
+            .unwrap_err()
+            .contains("byte 1"));
         assert!(Encoding::Utf16Le.decode(&[1, 2, 3]).is_err());
         // lone low surrogate, then a high surrogate not followed by a low one
         assert!(Encoding::Utf16Le.decode(&[0x00, 0xdc]).is_err());

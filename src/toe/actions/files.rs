@@ -190,7 +190,8 @@ impl Fs<'_, '_> {
         }
     }
 
-    /// Sets owner and/or group; an absent owner keeps the current one.
+    /// Sets owner and/or group; an absent owner keeps the current one, an
+    /// absent group becomes the owner's login group.
     async fn chown(
         &self,
         path: &str,
@@ -198,19 +199,49 @@ impl Fs<'_, '_> {
         group: Option<&str>,
         recursive: bool,
     ) -> Result<(), ActionError> {
-        let owner = match (owner, group) {
-            (None, None) => return Ok(()),
-            (Some(o), _) => o.to_string(),
-            (None, Some(_)) => match self.stat(path, true).await? {
-                Some(st) => st.uid.to_string(),
-                None => return self.fail(format!("{path} does not exist")),
+        if owner.is_none() && group.is_none() {
+            return Ok(());
+        }
+        let current = match self.stat(path, true).await? {
+            Some(st) => st,
+            None => return self.fail(format!("{path} does not exist")),
+        };
+        let owner = owner.map_or_else(|| current.uid.to_string(), str::to_string);
+        // the default group is the owner's login group, else the current one
+        let group = match group {
+            Some(g) => g.to_string(),
+            None => match self.login_group(&owner).await? {
+                Some(g) => g,
+                None => current.gid.to_string(),
             },
         };
         self.ctx
             .target
-            .chown(path, &owner, group, recursive)
+            .chown(path, &owner, Some(&group), recursive)
             .await
             .map_err(|e| self.target_err(e))
+    }
+
+    /// The login group id of a user (by name or number), if it has one.
+    async fn login_group(&self, user: &str) -> Result<Option<String>, ActionError> {
+        let args = ["-g".to_string(), "--".to_string(), user.to_string()];
+        let out = self
+            .ctx
+            .target
+            .exec(crate::target::ExecRequest {
+                program: "id",
+                args: &args,
+                env: &[],
+                cwd: None,
+                on_output: None,
+            })
+            .await
+            .map_err(|e| self.target_err(e))?;
+        let gid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(
+            (out.code == Some(0) && !gid.is_empty() && gid.bytes().all(|b| b.is_ascii_digit()))
+                .then_some(gid),
+        )
     }
 
     /// Every entry below `root`, as paths relative to it, each folder before
@@ -312,7 +343,11 @@ fn opt_str<'a>(inputs: &'a Inputs, key: &str) -> Option<&'a str> {
 }
 
 /// A required path input, which may not be blank.
-fn required_path<'a>(fs: &Fs<'_, '_>, inputs: &'a Inputs, key: &str) -> Result<&'a str, ActionError> {
+fn required_path<'a>(
+    fs: &Fs<'_, '_>,
+    inputs: &'a Inputs,
+    key: &str,
+) -> Result<&'a str, ActionError> {
     match inputs.str(key) {
         Some(s) if !s.trim().is_empty() => Ok(s),
         Some(_) => fs.fail(format!("input `{key}` is empty")),
@@ -367,7 +402,9 @@ async fn create_file(fs: &Fs<'_, '_>, inputs: &Inputs) -> Outcome {
     let mode = permissions(fs, inputs)?;
     let overwrite = inputs.bool("overwrite", true)?;
     if paths::ends_with_separator(path) {
-        return fs.fail(format!("path {path} ends with a separator: it must name a file"));
+        return fs.fail(format!(
+            "path {path} ends with a separator: it must name a file"
+        ));
     }
     match fs.kind(path, true).await? {
         Some(FileKind::Dir) => return fs.fail(format!("{path} is a folder")),
@@ -381,8 +418,13 @@ async fn create_file(fs: &Fs<'_, '_>, inputs: &Inputs) -> Outcome {
     if let Some(mode) = mode {
         fs.chmod(path, mode).await?;
     }
-    fs.chown(path, opt_str(inputs, "owner"), opt_str(inputs, "group"), false)
-        .await?;
+    fs.chown(
+        path,
+        opt_str(inputs, "owner"),
+        opt_str(inputs, "group"),
+        false,
+    )
+    .await?;
     fs.log(format!("created {path}"));
     done()
 }
@@ -411,7 +453,9 @@ async fn create_folder(fs: &Fs<'_, '_>, inputs: &Inputs) -> Outcome {
     let overwrite = inputs.bool("overwrite", true)?;
     match fs.kind(path, true).await? {
         Some(FileKind::Dir) if !overwrite => {
-            return fs.fail(format!("folder {path} already exists and overwrite is false"))
+            return fs.fail(format!(
+                "folder {path} already exists and overwrite is false"
+            ))
         }
         Some(FileKind::Dir) => {}
         Some(_) => return fs.fail(format!("{path} exists and is not a folder")),
@@ -420,8 +464,13 @@ async fn create_folder(fs: &Fs<'_, '_>, inputs: &Inputs) -> Outcome {
     if let Some(mode) = mode {
         fs.chmod(path, mode).await?;
     }
-    fs.chown(path, opt_str(inputs, "owner"), opt_str(inputs, "group"), false)
-        .await?;
+    fs.chown(
+        path,
+        opt_str(inputs, "owner"),
+        opt_str(inputs, "group"),
+        false,
+    )
+    .await?;
     fs.log(format!("created folder {path}"));
     done()
 }
@@ -433,7 +482,11 @@ async fn resolve_sources(
     source: &str,
     folder: bool,
 ) -> Result<Vec<String>, ActionError> {
-    let wanted = if folder { FileKind::Dir } else { FileKind::File };
+    let wanted = if folder {
+        FileKind::Dir
+    } else {
+        FileKind::File
+    };
     let other_action = if folder {
         fs.action.replace("Folder", "File")
     } else {
@@ -499,12 +552,20 @@ async fn copy_or_move(fs: &Fs<'_, '_>, inputs: &Inputs, folder: bool, mv: bool) 
             (true, false) => copy_folder_to(fs, src, &dst, overwrite).await?,
             (true, true) => move_folder_to(fs, src, &dst, overwrite).await?,
         }
-        fs.log(format!("{} {src} to {dst}", if mv { "moved" } else { "copied" }));
+        fs.log(format!(
+            "{} {src} to {dst}",
+            if mv { "moved" } else { "copied" }
+        ));
     }
     done()
 }
 
-async fn copy_file_to(fs: &Fs<'_, '_>, src: &str, dst: &str, overwrite: bool) -> Result<(), ActionError> {
+async fn copy_file_to(
+    fs: &Fs<'_, '_>,
+    src: &str,
+    dst: &str,
+    overwrite: bool,
+) -> Result<(), ActionError> {
     if paths::normalize(src) == paths::normalize(dst) {
         return fs.fail(format!("source and destination are the same file: {src}"));
     }
@@ -515,7 +576,9 @@ async fn copy_file_to(fs: &Fs<'_, '_>, src: &str, dst: &str, overwrite: bool) ->
             ))
         }
         Some(_) if !overwrite => {
-            return fs.fail(format!("destination {dst} already exists and overwrite is false"))
+            return fs.fail(format!(
+                "destination {dst} already exists and overwrite is false"
+            ))
         }
         Some(_) => {}
         None => fs.create_parent(dst).await?,
@@ -523,7 +586,12 @@ async fn copy_file_to(fs: &Fs<'_, '_>, src: &str, dst: &str, overwrite: bool) ->
     fs.copy_file(src, dst).await
 }
 
-async fn move_file_to(fs: &Fs<'_, '_>, src: &str, dst: &str, overwrite: bool) -> Result<(), ActionError> {
+async fn move_file_to(
+    fs: &Fs<'_, '_>,
+    src: &str,
+    dst: &str,
+    overwrite: bool,
+) -> Result<(), ActionError> {
     if paths::normalize(src) == paths::normalize(dst) {
         return fs.fail(format!("source and destination are the same file: {src}"));
     }
@@ -534,7 +602,9 @@ async fn move_file_to(fs: &Fs<'_, '_>, src: &str, dst: &str, overwrite: bool) ->
             ))
         }
         Some(_) if !overwrite => {
-            return fs.fail(format!("destination {dst} already exists and overwrite is false"))
+            return fs.fail(format!(
+                "destination {dst} already exists and overwrite is false"
+            ))
         }
         Some(_) => {}
         None => fs.create_parent(dst).await?,
@@ -542,13 +612,20 @@ async fn move_file_to(fs: &Fs<'_, '_>, src: &str, dst: &str, overwrite: bool) ->
     fs.rename(src, dst, false).await
 }
 
-async fn copy_folder_to(fs: &Fs<'_, '_>, src: &str, dst: &str, overwrite: bool) -> Result<(), ActionError> {
+async fn copy_folder_to(
+    fs: &Fs<'_, '_>,
+    src: &str,
+    dst: &str,
+    overwrite: bool,
+) -> Result<(), ActionError> {
     if paths::is_within(dst, src) {
         return fs.fail(format!("cannot copy folder {src} into itself ({dst})"));
     }
     match fs.kind(dst, true).await? {
         Some(FileKind::Dir) if !overwrite => {
-            return fs.fail(format!("destination {dst} already exists and overwrite is false"))
+            return fs.fail(format!(
+                "destination {dst} already exists and overwrite is false"
+            ))
         }
         Some(FileKind::Dir) | None => {}
         Some(_) => return fs.fail(format!("destination {dst} exists and is not a folder")),
@@ -556,14 +633,19 @@ async fn copy_folder_to(fs: &Fs<'_, '_>, src: &str, dst: &str, overwrite: bool) 
     fs.copy_tree(src, dst).await
 }
 
-async fn move_folder_to(fs: &Fs<'_, '_>, src: &str, dst: &str, overwrite: bool) -> Result<(), ActionError> {
+async fn move_folder_to(
+    fs: &Fs<'_, '_>,
+    src: &str,
+    dst: &str,
+    overwrite: bool,
+) -> Result<(), ActionError> {
     if paths::is_within(dst, src) {
         return fs.fail(format!("cannot move folder {src} into itself ({dst})"));
     }
     match fs.kind(dst, true).await? {
-        Some(FileKind::Dir) if !overwrite => {
-            fs.fail(format!("destination {dst} already exists and overwrite is false"))
-        }
+        Some(FileKind::Dir) if !overwrite => fs.fail(format!(
+            "destination {dst} already exists and overwrite is false"
+        )),
         // merge into the existing folder, replacing files of the same name
         Some(FileKind::Dir) => {
             fs.copy_tree(src, dst).await?;
@@ -654,8 +736,7 @@ async fn absolute(fs: &Fs<'_, '_>, path: &str) -> Result<String, ActionError> {
     if out.code != Some(0) || !cwd.starts_with('/') {
         return fs.fail(format!("cannot find the working folder to resolve {path}"));
     }
-    let rel = path.strip_prefix("./").unwrap_or(path);
-    Ok(paths::join(&cwd, rel))
+    Ok(paths::clean_absolute(&paths::join(&cwd, path)))
 }
 
 async fn create_symlink(fs: &Fs<'_, '_>, inputs: &Inputs) -> Outcome {
@@ -667,7 +748,8 @@ async fn create_symlink(fs: &Fs<'_, '_>, inputs: &Inputs) -> Outcome {
     let resolved = if target.starts_with('/') {
         target.to_string()
     } else {
-        paths::join(paths::parent(&link).unwrap_or("/"), target)
+        // lexically: the link's folder may not exist yet
+        paths::clean_absolute(&paths::join(paths::parent(&link).unwrap_or("/"), target))
     };
     if fs.kind(&resolved, true).await?.is_none() {
         return fs.fail(if resolved == target {

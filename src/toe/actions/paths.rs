@@ -126,6 +126,22 @@ pub fn normalize(path: &str) -> String {
     }
 }
 
+/// An absolute path with `.` and `..` segments folded away lexically, as
+/// Go's `filepath.Abs` does (`/a/b/../c` is `/a/c`; `..` stops at `/`).
+pub fn clean_absolute(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 /// Whether `path` is `ancestor` or lies inside it (lexically).
 pub fn is_within(path: &str, ancestor: &str) -> bool {
     let (p, a) = (normalize(path), normalize(ancestor));
@@ -221,6 +237,14 @@ mod tests {
         assert_eq!(normalize("./a/"), "a");
         assert_eq!(normalize("."), ".");
         assert_eq!(normalize("/a/../b"), "/a/../b");
+    }
+
+    #[test]
+    fn cleans_absolute_paths() {
+        assert_eq!(clean_absolute("/work/main/../../tmp/x"), "/tmp/x");
+        assert_eq!(clean_absolute("/a/./b//c/"), "/a/b/c");
+        assert_eq!(clean_absolute("/../x"), "/x");
+        assert_eq!(clean_absolute("/"), "/");
     }
 
     #[test]

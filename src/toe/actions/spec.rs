@@ -421,12 +421,12 @@ pub fn find(name: &str) -> Option<&'static ActionSpec> {
 impl ActionSpec {
     /// Whether it runs on `os` (`linux` or `windows`).
     pub fn runs_on(&self, os: OsPlatform) -> bool {
-        match (self.platform, os) {
-            (Platform::Any, _) => true,
-            (Platform::Linux, OsPlatform::Linux) => true,
-            (Platform::Windows, OsPlatform::Windows) => true,
-            _ => false,
-        }
+        matches!(
+            (self.platform, os),
+            (Platform::Any, _)
+                | (Platform::Linux, OsPlatform::Linux)
+                | (Platform::Windows, OsPlatform::Windows)
+        )
     }
 
     /// The field named `name`.

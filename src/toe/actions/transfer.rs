@@ -218,7 +218,11 @@ fn folder(path: &str) -> String {
 }
 
 /// Fails unless `path` is an existing folder on the target.
-async fn require_folder(ctx: &ActionContext<'_>, path: &str, role: &str) -> Result<(), ActionError> {
+async fn require_folder(
+    ctx: &ActionContext<'_>,
+    path: &str,
+    role: &str,
+) -> Result<(), ActionError> {
     match ctx.target.stat(path, true).await? {
         Some(s) if s.kind == FileKind::Dir => Ok(()),
         Some(_) => fail(format!("{role} `{path}` is not a folder")),
@@ -823,10 +827,21 @@ fn display_url(url: &reqwest::Url) -> String {
             .query_pairs()
             .map(|(k, v)| {
                 let lower = k.to_ascii_lowercase();
-                let secret = ["signature", "credential", "token", "secret", "password", "sig"]
-                    .iter()
-                    .any(|w| lower.contains(w));
-                let v = if secret { "***".to_string() } else { v.into_owned() };
+                let secret = [
+                    "signature",
+                    "credential",
+                    "token",
+                    "secret",
+                    "password",
+                    "sig",
+                ]
+                .iter()
+                .any(|w| lower.contains(w));
+                let v = if secret {
+                    "***".to_string()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();
@@ -885,7 +900,11 @@ async fn web_download(
         .str("checksum")
         .map(str::trim)
         .filter(|s| !s.is_empty());
-    let algorithm = match inputs.str("algorithm").map(str::trim).filter(|s| !s.is_empty()) {
+    let algorithm = match inputs
+        .str("algorithm")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         Some(a) => Some(Algorithm::parse(a).ok_or_else(|| {
             ActionError::Failed(format!(
                 "input `algorithm` must be one of MD5, SHA1, SHA256, SHA512, found `{a}`"
@@ -1014,10 +1033,14 @@ async fn fetch_once(
         message,
         retry: false,
     };
-    let mut resp = client.get(url.clone()).send().await.map_err(|e| AttemptError {
-        message: format!("GET {shown} failed: {}", reqwest_detail(&e)),
-        retry: !(e.is_redirect() || e.is_builder()),
-    })?;
+    let mut resp = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| AttemptError {
+            message: format!("GET {shown} failed: {}", reqwest_detail(&e)),
+            retry: !(e.is_redirect() || e.is_builder()),
+        })?;
     let status = resp.status();
     if status != reqwest::StatusCode::OK {
         let code = status.as_u16();
