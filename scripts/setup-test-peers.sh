@@ -56,7 +56,8 @@ venv_works() {
     return 1
 }
 
-if [ ! -x "$VENV/bin/pip" ]; then
+# A venv whose interpreter is gone or has no pip (e.g. made by another python) is rebuilt.
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
     if ! venv_works; then
         log "python3 -m venv does not work; installing python3-venv with apt-get"
         if [ "$(id -u)" -ne 0 ]; then

@@ -627,7 +627,7 @@ phases:
             - touch started
             - sleep 120
 "#)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["toe", "run", "--documents", "d.yml", "--log-directory", "logs"])
         .current_dir(dir.path())
         .stdout(std::process::Stdio::piped())

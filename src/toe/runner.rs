@@ -135,7 +135,7 @@ pub struct Engine<'a> {
 }
 
 enum StepEnd {
-    Done(StepReport, Option<StepRecord>),
+    Done(Box<StepReport>, Option<StepRecord>),
     Deferred(Position),
 }
 
@@ -305,6 +305,7 @@ impl Engine<'_> {
                                 return true;
                             }
                             StepEnd::Done(report, record) => {
+                                let report = *report;
                                 let failed_abort = report.status == Status::Failed && step.on_failure == super::document::OnFailure::Abort;
                                 if let Some(rec) = record {
                                     progress.records[di].insert(record_key(&phase.name, &step.name), rec);
@@ -397,19 +398,19 @@ impl Engine<'_> {
                     Err(e) => {
                         self.console.line(&format!("Step {label}: condition failed: {e}"));
                         let r = finish(report, Status::Failed, format!("condition: {e}"), progress, chain_log);
-                        return StepEnd::Done(r, None);
+                        return StepEnd::Done(Box::new(r), None);
                     }
                 };
                 match choice {
                     StepAction::Execute => {}
                     StepAction::Skip => {
                         self.console.line(&format!("Step {label}: skipped by its condition"));
-                        return StepEnd::Done(finish(report, Status::Skipped, String::new(), progress, chain_log), None);
+                        return StepEnd::Done(Box::new(finish(report, Status::Skipped, String::new(), progress, chain_log)), None);
                     }
                     StepAction::Abort => {
                         self.console.line(&format!("Step {label}: the condition chose Abort"));
                         let r = finish(report, Status::Failed, "the step's `if` chose Abort".into(), progress, chain_log);
-                        return StepEnd::Done(r, None);
+                        return StepEnd::Done(Box::new(r), None);
                     }
                 }
             }
@@ -452,7 +453,7 @@ impl Engine<'_> {
                     }
                     self.console.line(&format!("Step {label}: success ({})", secs(started)));
                     let record = StepRecord { inputs, outputs };
-                    return StepEnd::Done(finish(report, Status::Success, String::new(), progress, chain_log), Some(record));
+                    return StepEnd::Done(Box::new(finish(report, Status::Success, String::new(), progress, chain_log)), Some(record));
                 }
                 AttemptEnd::Reboot { request, iteration: at, inputs, outputs } => {
                     let (delay, next_iteration) = match request {
@@ -481,11 +482,11 @@ impl Engine<'_> {
                         }
                         Ok(RebootOutcome::Deferred) => {
                             let msg = "a reboot requested inside ExecuteDocument cannot be resumed on this target".to_string();
-                            return StepEnd::Done(finish(report, Status::Failed, msg, progress, chain_log), None);
+                            return StepEnd::Done(Box::new(finish(report, Status::Failed, msg, progress, chain_log)), None);
                         }
                         Err(e) => {
                             let msg = format!("reboot failed: {e}");
-                            return StepEnd::Done(finish(report, Status::Failed, msg, progress, chain_log), None);
+                            return StepEnd::Done(Box::new(finish(report, Status::Failed, msg, progress, chain_log)), None);
                         }
                     }
                 }
@@ -500,7 +501,7 @@ impl Engine<'_> {
                         continue;
                     }
                     self.console.line(&format!("Step {label}: failed ({}): {message}", secs(started)));
-                    return StepEnd::Done(finish(report, Status::Failed, message, progress, chain_log), None);
+                    return StepEnd::Done(Box::new(finish(report, Status::Failed, message, progress, chain_log)), None);
                 }
             }
         }

@@ -265,6 +265,8 @@ fn check_references(
         let f = format!("{}.{sub}", raw.field);
         let mut cursor = node_pos;
         for occ in expr::occurrences(&text) {
+            // point at the `{{` itself; at the value when it cannot be found
+            // verbatim (YAML escapes)
             let pos =
                 locate(&lines, &mut cursor, &text[occ.range.clone()], &text).unwrap_or(node_pos);
             let shown = format!("`{{{{ {} }}}}`", occ.text);

@@ -396,11 +396,10 @@ async fn s3_download(
         check_overwrite(ctx, dest, overwrite).await?;
     }
     for (object, dest) in &plan {
-        if let Some(sub) = Some(parent(dest)).filter(|p| p != ".") {
-            if ctx.target.stat(&sub, true).await?.is_none() {
-                // Sub-folders below the (existing) destination of a prefix download.
-                ctx.target.create_dir_all(&sub).await?;
-            }
+        // Sub-folders below the (existing) destination of a prefix download.
+        let sub = parent(dest);
+        if ctx.target.stat(&sub, true).await?.is_none() {
+            ctx.target.create_dir_all(&sub).await?;
         }
         let size = download_object(client, object, owner.as_deref(), dest, ctx).await?;
         ctx.log(&format!("S3Download: {object} -> {dest} ({size} bytes)"));
