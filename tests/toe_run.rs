@@ -17,19 +17,32 @@ impl Run {
         self.out.status.code().unwrap_or(-1)
     }
     fn summary(&self) -> Value {
-        serde_json::from_slice(&self.out.stdout).unwrap_or_else(|e| panic!("summary is not JSON ({e}): {}\nstderr: {}", String::from_utf8_lossy(&self.out.stdout), self.stderr()))
+        serde_json::from_slice(&self.out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "summary is not JSON ({e}): {}\nstderr: {}",
+                String::from_utf8_lossy(&self.out.stdout),
+                self.stderr()
+            )
+        })
     }
     fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.out.stderr).into_owned()
     }
     fn log_folder(&self) -> PathBuf {
         let logs = self.dir.path().join("logs");
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&logs).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("TOE_")).collect();
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("TOE_"))
+            .collect();
         assert_eq!(found.len(), 1, "one TOE_ folder in {}", logs.display());
         found.remove(0)
     }
     fn detailed(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.log_folder().join("detailedoutput.json")).unwrap()).unwrap()
+        serde_json::from_slice(
+            &std::fs::read(self.log_folder().join("detailedoutput.json")).unwrap(),
+        )
+        .unwrap()
     }
     /// (phase, step) -> step object, across documents.
     fn step(&self, doc: usize, phase: &str, step: &str) -> Value {
@@ -45,8 +58,12 @@ impl Run {
         panic!("no step {phase}.{step} in document {doc}: {d:#}");
     }
     fn output(&self, doc: usize, phase: &str, step: &str, key: &str) -> String {
-        let outputs: Value = serde_json::from_str(self.step(doc, phase, step)["outputs"].as_str().unwrap()).unwrap();
-        outputs[0][key].as_str().unwrap_or_else(|| panic!("no output {key} in {outputs}")).to_string()
+        let outputs: Value =
+            serde_json::from_str(self.step(doc, phase, step)["outputs"].as_str().unwrap()).unwrap();
+        outputs[0][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no output {key} in {outputs}"))
+            .to_string()
     }
 }
 
@@ -72,7 +89,14 @@ fn run_in(dir: tempfile::TempDir, docs: &[(&str, &str)], extra: &[&str]) -> Run 
         names.push(name.to_string());
     }
     let list = names.join(",");
-    let mut args = vec!["toe", "run", "--documents", &list, "--log-directory", "logs"];
+    let mut args = vec![
+        "toe",
+        "run",
+        "--documents",
+        &list,
+        "--log-directory",
+        "logs",
+    ];
     args.extend_from_slice(extra);
     let out = kiln(dir.path(), &args);
     Run { out, dir }
@@ -80,7 +104,10 @@ fn run_in(dir: tempfile::TempDir, docs: &[(&str, &str)], extra: &[&str]) -> Run 
 
 #[test]
 fn statuses_roll_up_like_awstoe() {
-    let r = run_docs(&[("d.yml", r#"
+    let r = run_docs(
+        &[(
+            "d.yml",
+            r#"
 name: statuses
 schemaVersion: 1.0
 phases:
@@ -111,7 +138,10 @@ phases:
         inputs:
           commands:
             - exit 9
-"#)], &[]);
+"#,
+        )],
+        &[],
+    );
     assert_eq!(r.code(), 0, "{}", r.stderr());
     let s = r.summary();
     assert_eq!(s["status"], "successwithignoredfailure");
@@ -119,27 +149,59 @@ phases:
     assert_eq!(s["ignoredFailedStepCount"], 1);
     assert_eq!(s["failedStepCount"], 0);
     assert_eq!(r.output(0, "build", "Hello", "stdout"), "hello");
-    assert_eq!(r.output(0, "build", "NoImplicitSetE", "stdout"), "still-ran");
+    assert_eq!(
+        r.output(0, "build", "NoImplicitSetE", "stdout"),
+        "still-ran"
+    );
     assert_eq!(r.step(0, "build", "Ignored")["status"], "ignoredfailure");
-    assert!(r.step(0, "build", "Ignored")["failureMessage"].as_str().unwrap().contains("status 3"));
+    assert!(r.step(0, "build", "Ignored")["failureMessage"]
+        .as_str()
+        .unwrap()
+        .contains("status 3"));
     assert_eq!(r.step(0, "build", "SkippedByIf")["status"], "skipped");
     let d = r.detailed();
-    assert_eq!(d["documents"][0]["phases"][0]["status"], "successwithignoredfailure");
+    assert_eq!(
+        d["documents"][0]["phases"][0]["status"],
+        "successwithignoredfailure"
+    );
     // awstoe's log layout
     let folder = r.log_folder();
-    for f in ["console.log", "detailedoutput.json", "chaining.json", "document.yaml"] {
-        assert!(folder.join(f).is_file(), "{f} missing in {}", folder.display());
+    for f in [
+        "console.log",
+        "detailedoutput.json",
+        "chaining.json",
+        "document.yaml",
+    ] {
+        assert!(
+            folder.join(f).is_file(),
+            "{f} missing in {}",
+            folder.display()
+        );
     }
     let console = std::fs::read_to_string(folder.join("console.log")).unwrap();
-    assert!(console.contains("hello\n") && console.contains("still-ran"), "{console}");
-    assert_eq!(s["logUrl"].as_str().unwrap(), folder.strip_prefix(r.dir.path()).unwrap().display().to_string());
-    let chaining: Value = serde_json::from_slice(&std::fs::read(folder.join("chaining.json")).unwrap()).unwrap();
+    assert!(
+        console.contains("hello\n") && console.contains("still-ran"),
+        "{console}"
+    );
+    assert_eq!(
+        s["logUrl"].as_str().unwrap(),
+        folder
+            .strip_prefix(r.dir.path())
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    let chaining: Value =
+        serde_json::from_slice(&std::fs::read(folder.join("chaining.json")).unwrap()).unwrap();
     assert_eq!(chaining[0]["value"], "hello");
 }
 
 #[test]
 fn continue_fails_the_run_and_abort_stops_it() {
-    let cont = run_docs(&[("d.yml", r#"
+    let cont = run_docs(
+        &[(
+            "d.yml",
+            r#"
 schemaVersion: 1.0
 phases:
   - name: build
@@ -153,17 +215,26 @@ phases:
         action: ExecuteBash
         inputs:
           commands: ["touch @DIR@/after-continue"]
-"#)], &[]);
+"#,
+        )],
+        &[],
+    );
     assert_eq!(cont.code(), 1);
     let s = cont.summary();
     assert_eq!(s["status"], "failed");
     assert_eq!(s["failedStepCount"], 1);
     assert_eq!(s["executedStepCount"], 2);
-    assert!(cont.dir.path().join("after-continue").exists(), "Continue runs the next step");
+    assert!(
+        cont.dir.path().join("after-continue").exists(),
+        "Continue runs the next step"
+    );
     assert!(s["failureMessage"].as_str().unwrap().contains("failed"));
 
-    let abort = run_docs(&[
-        ("a.yml", r#"
+    let abort = run_docs(
+        &[
+            (
+                "a.yml",
+                r#"
 schemaVersion: 1.0
 phases:
   - name: build
@@ -182,8 +253,11 @@ phases:
         action: ExecuteBash
         inputs:
           commands: ["touch @DIR@/later-phase"]
-"#),
-        ("b.yml", r#"
+"#,
+            ),
+            (
+                "b.yml",
+                r#"
 schemaVersion: 1.0
 phases:
   - name: build
@@ -192,18 +266,27 @@ phases:
         action: ExecuteBash
         inputs:
           commands: ["touch @DIR@/other-doc"]
-"#),
-    ], &[]);
+"#,
+            ),
+        ],
+        &[],
+    );
     assert_eq!(abort.code(), 1);
     assert_eq!(abort.summary()["executedStepCount"], 1);
     for f in ["after-abort", "later-phase", "other-doc"] {
-        assert!(!abort.dir.path().join(f).exists(), "{f} must not run after Abort");
+        assert!(
+            !abort.dir.path().join(f).exists(),
+            "{f} must not run after Abort"
+        );
     }
 }
 
 #[test]
 fn loops_chaining_and_loop_outputs() {
-    let r = run_docs(&[("d.yml", r#"
+    let r = run_docs(
+        &[(
+            "d.yml",
+            r#"
 schemaVersion: 1.0
 parameters:
   - Greeting:
@@ -270,23 +353,42 @@ phases:
         inputs:
           commands:
             - echo "{{ build.Binary.inputs.path }} {{ build.Down.outputs.stdout }}"
-"#)], &["--parameters", "Greeting=hey,Undeclared=ignored"]);
+"#,
+        )],
+        &["--parameters", "Greeting=hey,Undeclared=ignored"],
+    );
     assert_eq!(r.code(), 0, "{}", r.stderr());
     assert_eq!(r.output(0, "build", "Range", "stdout"), "0:1\n1:3\n2:5");
     assert_eq!(r.output(0, "build", "Down", "stdout"), "3\n2\n1");
     assert_eq!(r.output(0, "build", "Items", "stdout"), "item-a\nitem-hey");
     // the delimited list is split after substitution; the chained value holds a newline, kept inside an item
-    assert_eq!(r.output(0, "build", "Split", "stdout"), "x|\ny|\nitem-a\nitem-hey|");
-    assert_eq!(r.output(0, "build", "Literal", "stdout"), "{{ loop.value }} 1");
+    assert_eq!(
+        r.output(0, "build", "Split", "stdout"),
+        "x|\ny|\nitem-a\nitem-hey|"
+    );
+    assert_eq!(
+        r.output(0, "build", "Literal", "stdout"),
+        "{{ loop.value }} 1"
+    );
     assert_eq!(r.output(0, "build", "Binary", "stdout"), "0:1\n1:3\n2:5");
-    assert_eq!(r.output(0, "validate", "CrossPhase", "stdout"), "/bin/echo 3\n2\n1");
-    let inputs: Value = serde_json::from_str(r.step(0, "build", "Items")["inputs"].as_str().unwrap()).unwrap();
-    assert_eq!(inputs[0]["commands"][0], "echo \"item-hey\"", "inputs of the last iteration, resolved");
+    assert_eq!(
+        r.output(0, "validate", "CrossPhase", "stdout"),
+        "/bin/echo 3\n2\n1"
+    );
+    let inputs: Value =
+        serde_json::from_str(r.step(0, "build", "Items")["inputs"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        inputs[0]["commands"][0], "echo \"item-hey\"",
+        "inputs of the last iteration, resolved"
+    );
 }
 
 #[test]
 fn conditions_and_assert() {
-    let r = run_docs(&[("d.yml", r#"
+    let r = run_docs(
+        &[(
+            "d.yml",
+            r#"
 schemaVersion: 1.0
 phases:
   - name: build
@@ -358,7 +460,10 @@ phases:
           then: Abort
         inputs:
           commands: ["touch @DIR@/abort-ran"]
-"#)], &[]);
+"#,
+        )],
+        &[],
+    );
     assert_eq!(r.code(), 1, "{}", r.stderr());
     assert_eq!(r.step(0, "build", "AllTrue")["status"], "success");
     let nan = r.step(0, "build", "NotANumberIsFalse");
@@ -410,17 +515,52 @@ phases:
     let started = std::time::Instant::now();
     let r = run_docs(&[("d.yml", &doc)], &[]);
     assert_eq!(r.code(), 0, "{}", r.stderr());
-    assert!(started.elapsed().as_secs() < 30, "timeouts must stop the steps");
-    assert_eq!(std::fs::read_to_string(r.dir.path().join("attempts")).unwrap().lines().count(), 3);
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "timeouts must stop the steps"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.dir.path().join("attempts"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
     assert_eq!(r.step(0, "build", "Flaky")["status"], "success");
     let slow = r.step(0, "build", "Slow");
     assert_eq!(slow["status"], "ignoredfailure");
-    assert!(slow["failureMessage"].as_str().unwrap().contains("timed out after 2 seconds"), "{slow}");
-    assert_eq!(std::fs::read_to_string(r.dir.path().join("slow-attempts")).unwrap().lines().count(), 2, "each attempt restarts the timeout");
-    let ps = Command::new("pgrep").args(["-f", &marker]).output().unwrap();
-    assert!(ps.stdout.is_empty(), "the step's background child must be killed: {}", String::from_utf8_lossy(&ps.stdout));
+    assert!(
+        slow["failureMessage"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 2 seconds"),
+        "{slow}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.dir.path().join("slow-attempts"))
+            .unwrap()
+            .lines()
+            .count(),
+        2,
+        "each attempt restarts the timeout"
+    );
+    let ps = Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "the step's background child must be killed: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
     let lp = r.step(0, "build", "SlowLoop");
-    assert!(lp["failureMessage"].as_str().unwrap().contains("loop timed out"), "the timeout covers all iterations: {lp}");
+    assert!(
+        lp["failureMessage"]
+            .as_str()
+            .unwrap()
+            .contains("loop timed out"),
+        "the timeout covers all iterations: {lp}"
+    );
 }
 
 #[test]
@@ -454,22 +594,73 @@ phases:
 "#;
     let dir = tempfile::tempdir().unwrap();
     let first = run_in(dir, &[("d.yml", doc)], &["--execution-id", "exec-1"]);
-    assert_eq!(first.code(), 194, "exit 194 = reboot requested: {}", first.stderr());
-    assert!(first.dir.path().join("logs/.kiln-toe-state/executionstate.json").is_file());
+    assert_eq!(
+        first.code(),
+        194,
+        "exit 194 = reboot requested: {}",
+        first.stderr()
+    );
+    assert!(first
+        .dir
+        .path()
+        .join("logs/.kiln-toe-state/executionstate.json")
+        .is_file());
     assert!(first.stderr().contains("run the same command again"));
     let dir = first.dir;
-    let second = kiln(dir.path(), &["toe", "run", "--documents", "d.yml", "--log-directory", "logs"]);
-    assert_eq!(second.status.code(), Some(194), "the Reboot action asks again: {}", String::from_utf8_lossy(&second.stderr));
-    let third = kiln(dir.path(), &["toe", "run", "--documents", "d.yml", "--log-directory", "logs"]);
-    assert_eq!(third.status.code(), Some(0), "{}", String::from_utf8_lossy(&third.stderr));
+    let second = kiln(
+        dir.path(),
+        &[
+            "toe",
+            "run",
+            "--documents",
+            "d.yml",
+            "--log-directory",
+            "logs",
+        ],
+    );
+    assert_eq!(
+        second.status.code(),
+        Some(194),
+        "the Reboot action asks again: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let third = kiln(
+        dir.path(),
+        &[
+            "toe",
+            "run",
+            "--documents",
+            "d.yml",
+            "--log-directory",
+            "logs",
+        ],
+    );
+    assert_eq!(
+        third.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
     let trace = std::fs::read_to_string(dir.path().join("trace")).unwrap();
-    assert_eq!(trace, "before\nasking\nresumed\nafter\n", "194 reruns the same step; Reboot goes on with the next");
+    assert_eq!(
+        trace, "before\nasking\nresumed\nafter\n",
+        "194 reruns the same step; Reboot goes on with the next"
+    );
     let summary: Value = serde_json::from_slice(&third.stdout).unwrap();
     assert_eq!(summary["executionId"], "exec-1");
     assert_eq!(summary["executedStepCount"], 4);
-    assert!(!dir.path().join("logs/.kiln-toe-state/executionstate.json").exists(), "state removed when the run ends");
+    assert!(
+        !dir.path()
+            .join("logs/.kiln-toe-state/executionstate.json")
+            .exists(),
+        "state removed when the run ends"
+    );
     let r = Run { out: third, dir };
-    assert_eq!(r.output(0, "build", "After", "stdout"), "first", "chaining survives the reboot");
+    assert_eq!(
+        r.output(0, "build", "After", "stdout"),
+        "first",
+        "chaining survives the reboot"
+    );
     assert_eq!(r.output(0, "build", "NeedsReboot", "stdout"), "done194");
 }
 
@@ -495,7 +686,10 @@ phases:
     steps:
       - {name: B1, action: ExecuteBash, inputs: {commands: ["echo b-build >> @DIR@/order"]}}
 "#;
-    let r = run_docs(&[("a.yml", a), ("b.yml", b)], &["--phases", "validate,build"]);
+    let r = run_docs(
+        &[("a.yml", a), ("b.yml", b)],
+        &["--phases", "validate,build"],
+    );
     assert_eq!(r.code(), 0, "{}", r.stderr());
     let order = std::fs::read_to_string(r.dir.path().join("order")).unwrap();
     assert_eq!(order, "a-build\na-validate\nb-build\n");
@@ -508,7 +702,9 @@ phases:
 fn execute_document_runs_children_with_parameters() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    std::fs::write(dir.path().join("sub/child.yml"), r#"
+    std::fs::write(
+        dir.path().join("sub/child.yml"),
+        r#"
 schemaVersion: 1.0
 parameters:
   - Who:
@@ -526,8 +722,14 @@ phases:
         action: ExecuteBash
         inputs:
           commands: ["exit 1"]
-"#).unwrap();
-    let r = run_in(dir, &[("p.yml", r#"
+"#,
+    )
+    .unwrap();
+    let r = run_in(
+        dir,
+        &[(
+            "p.yml",
+            r#"
 schemaVersion: 1.0
 phases:
   - name: build
@@ -549,14 +751,25 @@ phases:
         inputs:
           document: arn:aws:imagebuilder:us-east-1:aws:component/hello-world-linux/x.x.x
           phases: validate
-"#)], &[]);
+"#,
+        )],
+        &[],
+    );
     assert_eq!(r.code(), 0, "{}", r.stderr());
     assert_eq!(r.output(0, "build", "UseIt", "stdout"), "success/1");
     let child = r.step(0, "build", "Child");
     assert_eq!(child["timeoutSeconds"], -1);
     let detailed = &child["detailedOutput"];
-    assert_eq!(detailed["documents"][0]["phases"][0]["steps"][0]["name"], "Greet");
-    let greet_out: Value = serde_json::from_str(detailed["documents"][0]["phases"][0]["steps"][0]["outputs"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        detailed["documents"][0]["phases"][0]["steps"][0]["name"],
+        "Greet"
+    );
+    let greet_out: Value = serde_json::from_str(
+        detailed["documents"][0]["phases"][0]["steps"][0]["outputs"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(greet_out[0]["stdout"], "hello-kiln");
     assert_eq!(r.output(0, "build", "Managed", "executedStepCount"), "1");
 }
@@ -570,19 +783,48 @@ fn invalid_input_exits_2_with_located_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yml:6:17: error[unknown-action]"), "{err}");
     assert!(err.contains("did you mean `ExecuteBash`?"), "{err}");
-    assert!(err.contains("bad.yml:11:23: error[undeclared-variable]"), "{err}");
+    assert!(
+        err.contains("bad.yml:11:23: error[undeclared-variable]"),
+        "{err}"
+    );
     assert!(err.contains("2 problems found"), "{err}");
     // run refuses too, and writes no log folder
-    let out = kiln(dir.path(), &["toe", "run", "--documents", "bad.yml", "--log-directory", "logs"]);
+    let out = kiln(
+        dir.path(),
+        &[
+            "toe",
+            "run",
+            "--documents",
+            "bad.yml",
+            "--log-directory",
+            "logs",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(!dir.path().join("logs").exists(), "nothing written for invalid input");
+    assert!(
+        !dir.path().join("logs").exists(),
+        "nothing written for invalid input"
+    );
     // empty parameter values are invalid
     std::fs::write(dir.path().join("ok.yml"), "schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - {name: A, action: ExecuteBash, inputs: {commands: [true]}}\n").unwrap();
-    let out = kiln(dir.path(), &["toe", "run", "--documents", "ok.yml", "--parameters", "ntp-server="]);
+    let out = kiln(
+        dir.path(),
+        &[
+            "toe",
+            "run",
+            "--documents",
+            "ok.yml",
+            "--parameters",
+            "ntp-server=",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not `name=value`"));
     // a missing file
-    let out = kiln(dir.path(), &["toe", "validate", "--documents", "missing.yml"]);
+    let out = kiln(
+        dir.path(),
+        &["toe", "validate", "--documents", "missing.yml"],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read document missing.yml"));
 }
@@ -590,7 +832,9 @@ fn invalid_input_exits_2_with_located_errors() {
 #[test]
 fn execute_document_nesting_and_cycles_are_rejected_statically() {
     let dir = tempfile::tempdir().unwrap();
-    let call = |target: &str| format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: Call\n        action: ExecuteDocument\n        inputs:\n          document: {target}\n");
+    let call = |target: &str| {
+        format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: Call\n        action: ExecuteDocument\n        inputs:\n          document: {target}\n")
+    };
     std::fs::write(dir.path().join("l0.yml"), call("l1.yml")).unwrap();
     std::fs::write(dir.path().join("l1.yml"), call("l2.yml")).unwrap();
     std::fs::write(dir.path().join("l2.yml"), call("l3.yml")).unwrap();
@@ -599,8 +843,16 @@ fn execute_document_nesting_and_cycles_are_rejected_statically() {
     let out = kiln(dir.path(), &["toe", "validate", "--documents", "l0.yml"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("l3.yml:8:21: error[document-nesting]"), "{err}");
-    assert!(kiln(dir.path(), &["toe", "validate", "--documents", "l1.yml"]).status.success(), "three levels are fine");
+    assert!(
+        err.contains("l3.yml:8:21: error[document-nesting]"),
+        "{err}"
+    );
+    assert!(
+        kiln(dir.path(), &["toe", "validate", "--documents", "l1.yml"])
+            .status
+            .success(),
+        "three levels are fine"
+    );
 
     std::fs::write(dir.path().join("c1.yml"), call("c2.yml")).unwrap();
     std::fs::write(dir.path().join("c2.yml"), call("./c1.yml")).unwrap();
@@ -614,7 +866,10 @@ fn execute_document_nesting_and_cycles_are_rejected_statically() {
 fn sigterm_stops_the_run_and_its_processes() {
     let marker = format!("kiln-sigterm-marker-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("d.yml"), format!(r#"
+    std::fs::write(
+        dir.path().join("d.yml"),
+        format!(
+            r#"
 schemaVersion: 1.0
 phases:
   - name: build
@@ -626,9 +881,19 @@ phases:
             - bash -c 'exec -a {marker} sleep 120' &
             - touch started
             - sleep 120
-"#)).unwrap();
+"#
+        ),
+    )
+    .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["toe", "run", "--documents", "d.yml", "--log-directory", "logs"])
+        .args([
+            "toe",
+            "run",
+            "--documents",
+            "d.yml",
+            "--log-directory",
+            "logs",
+        ])
         .current_dir(dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -636,15 +901,30 @@ phases:
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !dir.path().join("started").exists() {
-        assert!(std::time::Instant::now() < deadline, "the step never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted by SIGTERM"));
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let ps = Command::new("pgrep").args(["-f", &marker]).output().unwrap();
-    assert!(ps.stdout.is_empty(), "no process of the step may survive: {}", String::from_utf8_lossy(&ps.stdout));
+    let ps = Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "no process of the step may survive: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
 }

@@ -18,7 +18,13 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// kiln: a local VM image factory that runs EC2 Image Builder components.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about, propagate_version = true, help_expected = true)]
+#[command(
+    name = "kiln",
+    version,
+    about,
+    propagate_version = true,
+    help_expected = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -78,7 +84,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Failed(anyhow::Error::new(e).context("starting the async runtime")))?;
+        .map_err(|e| {
+            CliError::Failed(anyhow::Error::new(e).context("starting the async runtime"))
+        })?;
     runtime.block_on(async move {
         let work = async move {
             match cli.command {
@@ -97,7 +105,10 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
 /// Waits for Ctrl-C (SIGINT) or SIGTERM and names it.
 async fn interrupted() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         // without signal handlers the default action (termination) applies
         return std::future::pending().await;
     };

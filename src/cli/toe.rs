@@ -95,7 +95,10 @@ pub fn parse_parameters(text: Option<&str>) -> Result<BTreeMap<String, String>, 
     Ok(out)
 }
 
-fn load_all(references: &[String], os: OsPlatform) -> (Vec<LoadedDocument>, Vec<Diagnostic>, Vec<String>) {
+fn load_all(
+    references: &[String],
+    os: OsPlatform,
+) -> (Vec<LoadedDocument>, Vec<Diagnostic>, Vec<String>) {
     let mut docs = Vec::new();
     let mut diags = Vec::new();
     let mut other = Vec::new();
@@ -116,19 +119,33 @@ fn invalid_report(diags: &[Diagnostic], other: &[String]) -> String {
     let mut lines: Vec<String> = other.to_vec();
     lines.extend(diags.iter().map(ToString::to_string));
     let n = diags.len() + other.len();
-    lines.push(format!("{n} problem{} found", if n == 1 { "" } else { "s" }));
+    lines.push(format!(
+        "{n} problem{} found",
+        if n == 1 { "" } else { "s" }
+    ));
     lines.join("\n")
 }
 
 fn validate(args: ValidateArgs) -> Result<u8, CliError> {
     let (docs, diags, other) = load_all(&args.documents, args.os_platform);
     let overrides = parse_parameters(args.parameters.as_deref())?;
-    let mut param_errors: Vec<String> = docs.iter().filter_map(|d| resolve_parameters(&d.doc, &overrides).err().map(|e| format!("error: {}: {e}", d.doc.file))).collect();
+    let mut param_errors: Vec<String> = docs
+        .iter()
+        .filter_map(|d| {
+            resolve_parameters(&d.doc, &overrides)
+                .err()
+                .map(|e| format!("error: {}: {e}", d.doc.file))
+        })
+        .collect();
     param_errors.extend(other);
     if args.json {
         let out = serde_json::json!({"valid": diags.is_empty() && param_errors.is_empty(), "diagnostics": diags, "errors": param_errors});
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        return if diags.is_empty() && param_errors.is_empty() { Ok(EXIT_SUCCESS) } else { Err(CliError::Invalid(String::new())) };
+        return if diags.is_empty() && param_errors.is_empty() {
+            Ok(EXIT_SUCCESS)
+        } else {
+            Err(CliError::Invalid(String::new()))
+        };
     }
     if !diags.is_empty() || !param_errors.is_empty() {
         return Err(CliError::Invalid(invalid_report(&diags, &param_errors)));
@@ -136,7 +153,12 @@ fn validate(args: ValidateArgs) -> Result<u8, CliError> {
     for d in &docs {
         let phases: Vec<&str> = d.doc.phases.iter().map(|p| p.name.as_str()).collect();
         let steps: usize = d.doc.phases.iter().map(|p| p.steps.len()).sum();
-        println!("{}: valid ({} phases: {}; {steps} steps)", d.doc.file, phases.len(), phases.join(", "));
+        println!(
+            "{}: valid ({} phases: {}; {steps} steps)",
+            d.doc.file,
+            phases.len(),
+            phases.join(", ")
+        );
     }
     Ok(EXIT_SUCCESS)
 }
@@ -150,7 +172,10 @@ struct RunSetup {
 }
 
 fn log_folder_name(execution_id: &str) -> String {
-    format!("TOE_{}_UTC-0_{execution_id}", chrono::Utc::now().format("%Y-%m-%d_%H-%M-%S"))
+    format!(
+        "TOE_{}_UTC-0_{execution_id}",
+        chrono::Utc::now().format("%Y-%m-%d_%H-%M-%S")
+    )
 }
 
 fn fresh_setup(args: &RunArgs) -> Result<RunSetup, CliError> {
@@ -162,43 +187,83 @@ fn fresh_setup(args: &RunArgs) -> Result<RunSetup, CliError> {
     let overrides = parse_parameters(args.parameters.as_deref())?;
     let mut docs = Vec::new();
     for l in loaded {
-        let parameters = resolve_parameters(&l.doc, &overrides).map_err(|e| CliError::Invalid(format!("error: {}: {e}", l.doc.file)))?;
-        for p in l.doc.parameters.iter().filter(|p| p.default.is_none() && !overrides.contains_key(&p.name)) {
-            eprintln!("warning: {}: parameter `{}` has no default and no value; it is empty", l.doc.file, p.name);
+        let parameters = resolve_parameters(&l.doc, &overrides)
+            .map_err(|e| CliError::Invalid(format!("error: {}: {e}", l.doc.file)))?;
+        for p in l
+            .doc
+            .parameters
+            .iter()
+            .filter(|p| p.default.is_none() && !overrides.contains_key(&p.name))
+        {
+            eprintln!(
+                "warning: {}: parameter `{}` has no default and no value; it is empty",
+                l.doc.file, p.name
+            );
         }
-        docs.push(DocumentRun { loaded: l, parameters });
+        docs.push(DocumentRun {
+            loaded: l,
+            parameters,
+        });
     }
-    let execution_id = args.execution_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let execution_id = args
+        .execution_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let log_folder = args.log_directory.join(log_folder_name(&execution_id));
     std::fs::create_dir_all(log_folder.join("scripts"))
         .with_context(|| format!("creating the log folder {}", log_folder.display()))?;
     for (i, d) in docs.iter().enumerate() {
-        let name = if docs.len() == 1 { "document.yaml".to_string() } else { format!("document-{}.yaml", i + 1) };
-        std::fs::write(log_folder.join(name), &d.loaded.doc.text).with_context(|| format!("writing a copy of {}", d.loaded.doc.file))?;
+        let name = if docs.len() == 1 {
+            "document.yaml".to_string()
+        } else {
+            format!("document-{}.yaml", i + 1)
+        };
+        std::fs::write(log_folder.join(name), &d.loaded.doc.text)
+            .with_context(|| format!("writing a copy of {}", d.loaded.doc.file))?;
     }
     let progress = Progress::new(&execution_id, docs.len());
-    Ok(RunSetup { docs, phases: args.phases.clone(), log_folder, progress, resumed: false })
+    Ok(RunSetup {
+        docs,
+        phases: args.phases.clone(),
+        log_folder,
+        progress,
+        resumed: false,
+    })
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(&serde_json::to_vec_pretty(value)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 async fn run_documents(args: RunArgs) -> Result<u8, CliError> {
-    let state_dir = args.state_directory.clone().unwrap_or_else(|| args.log_directory.join(".kiln-toe-state"));
+    let state_dir = args
+        .state_directory
+        .clone()
+        .unwrap_or_else(|| args.log_directory.join(".kiln-toe-state"));
     let setup = match SavedRun::load(&state_dir).context("reading the saved run state")? {
         Some(saved) => {
-            let docs = saved.documents(OsPlatform::Linux).map_err(|e| CliError::Invalid(format!("error: the saved run state holds an invalid document: {e}")))?;
+            let docs = saved.documents(OsPlatform::Linux).map_err(|e| {
+                CliError::Invalid(format!(
+                    "error: the saved run state holds an invalid document: {e}"
+                ))
+            })?;
             eprintln!(
                 "Resuming execution {} from the state in {} (remove that folder to start anew)",
                 saved.progress.report.execution_id,
                 state_dir.display()
             );
-            RunSetup { docs, phases: saved.phases, log_folder: saved.log_folder, progress: saved.progress, resumed: true }
+            RunSetup {
+                docs,
+                phases: saved.phases,
+                log_folder: saved.log_folder,
+                progress: saved.progress,
+                resumed: true,
+            }
         }
         None => fresh_setup(&args)?,
     };
@@ -222,28 +287,49 @@ async fn run_documents(args: RunArgs) -> Result<u8, CliError> {
         os: OsPlatform::Linux,
         log_url: log_url.clone(),
     };
-    let outcome = engine.run(&setup.docs, setup.phases.as_deref(), setup.progress).await;
+    let outcome = engine
+        .run(&setup.docs, setup.phases.as_deref(), setup.progress)
+        .await;
     let (progress, deferred) = match outcome {
         Outcome::Finished(p) => (p, false),
         Outcome::RebootDeferred(p) => (p, true),
     };
-    write_json(&setup.log_folder.join("detailedoutput.json"), &progress.report)?;
+    write_json(
+        &setup.log_folder.join("detailedoutput.json"),
+        &progress.report,
+    )?;
     write_json(&setup.log_folder.join("chaining.json"), &progress.chaining)?;
     if deferred {
-        let saved = SavedRun::new(&setup.log_folder, setup.phases.clone(), &setup.docs, progress);
-        saved.save(&state_dir).with_context(|| format!("saving the run state in {}", state_dir.display()))?;
+        let saved = SavedRun::new(
+            &setup.log_folder,
+            setup.phases.clone(),
+            &setup.docs,
+            progress,
+        );
+        saved
+            .save(&state_dir)
+            .with_context(|| format!("saving the run state in {}", state_dir.display()))?;
         eprintln!(
             "A step asked for a reboot. The run state is saved in {}.\nkiln never reboots this host: reboot it yourself, then run the same command again to resume.",
             state_dir.display()
         );
         return Ok(EXIT_REBOOT);
     }
-    SavedRun::clear(&state_dir).with_context(|| format!("removing the finished run's state in {}", state_dir.display()))?;
+    SavedRun::clear(&state_dir).with_context(|| {
+        format!(
+            "removing the finished run's state in {}",
+            state_dir.display()
+        )
+    })?;
     let summary = progress.report.summary(&log_url);
     let mut out = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
     serde::Serialize::serialize(&summary, &mut ser).map_err(anyhow::Error::from)?;
     println!("{}", String::from_utf8_lossy(&out));
-    Ok(if summary.status == Status::Failed { EXIT_FAILED } else { EXIT_SUCCESS })
+    Ok(if summary.status == Status::Failed {
+        EXIT_FAILED
+    } else {
+        EXIT_SUCCESS
+    })
 }

@@ -2,11 +2,26 @@
 
 /// (name, document text) of every built-in component.
 pub const BUILTINS: &[(&str, &str)] = &[
-    ("update-linux", include_str!("../../components/update-linux.yml")),
-    ("reboot-linux", include_str!("../../components/reboot-linux.yml")),
-    ("hello-world-linux", include_str!("../../components/hello-world-linux.yml")),
-    ("simple-boot-test-linux", include_str!("../../components/simple-boot-test-linux.yml")),
-    ("reboot-test-linux", include_str!("../../components/reboot-test-linux.yml")),
+    (
+        "update-linux",
+        include_str!("../../components/update-linux.yml"),
+    ),
+    (
+        "reboot-linux",
+        include_str!("../../components/reboot-linux.yml"),
+    ),
+    (
+        "hello-world-linux",
+        include_str!("../../components/hello-world-linux.yml"),
+    ),
+    (
+        "simple-boot-test-linux",
+        include_str!("../../components/simple-boot-test-linux.yml"),
+    ),
+    (
+        "reboot-test-linux",
+        include_str!("../../components/reboot-test-linux.yml"),
+    ),
 ];
 
 /// The text of the built-in component `name`.
@@ -35,17 +50,30 @@ mod tests {
 
     #[test]
     fn arns_resolve_to_builtins() {
-        assert_eq!(name_from_arn("arn:aws:imagebuilder:us-east-1:aws:component/update-linux/x.x.x"), Some("update-linux"));
-        assert_eq!(name_from_arn("arn:aws:imagebuilder:eu-west-1:aws:component/reboot-linux/1.0.1/1"), Some("reboot-linux"));
-        assert_eq!(name_from_arn("arn:aws:imagebuilder:us-east-1:123456789012:component/mine/1.0.0"), None);
+        assert_eq!(
+            name_from_arn("arn:aws:imagebuilder:us-east-1:aws:component/update-linux/x.x.x"),
+            Some("update-linux")
+        );
+        assert_eq!(
+            name_from_arn("arn:aws:imagebuilder:eu-west-1:aws:component/reboot-linux/1.0.1/1"),
+            Some("reboot-linux")
+        );
+        assert_eq!(
+            name_from_arn("arn:aws:imagebuilder:us-east-1:123456789012:component/mine/1.0.0"),
+            None
+        );
         assert_eq!(name_from_arn("update-linux"), None);
     }
 
     #[test]
     fn every_builtin_is_a_valid_document() {
         for (name, text) in BUILTINS {
-            let doc = crate::toe::document::parse(name, text, crate::toe::actions::spec::OsPlatform::Linux)
-                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let doc = crate::toe::document::parse(
+                name,
+                text,
+                crate::toe::actions::spec::OsPlatform::Linux,
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
             assert_eq!(doc.name.as_deref(), Some(*name));
         }
     }

@@ -54,33 +54,58 @@ impl LoadError {
 }
 
 /// Parses already-read text.
-pub fn from_text(id: String, display: &str, text: &str, base_dir: Option<PathBuf>, os: OsPlatform) -> Result<LoadedDocument, LoadError> {
+pub fn from_text(
+    id: String,
+    display: &str,
+    text: &str,
+    base_dir: Option<PathBuf>,
+    os: OsPlatform,
+) -> Result<LoadedDocument, LoadError> {
     let doc = document::parse(display, text, os).map_err(LoadError::Invalid)?;
     Ok(LoadedDocument { id, base_dir, doc })
 }
 
 /// Loads a document named by a path (relative to `relative_to` when given),
 /// an AWS-managed component ARN, or `builtin:NAME`.
-pub fn load(reference: &str, relative_to: Option<&Path>, os: OsPlatform) -> Result<LoadedDocument, LoadError> {
-    if let Some(name) = builtin::name_from_arn(reference).or_else(|| reference.strip_prefix("builtin:")) {
+pub fn load(
+    reference: &str,
+    relative_to: Option<&Path>,
+    os: OsPlatform,
+) -> Result<LoadedDocument, LoadError> {
+    if let Some(name) =
+        builtin::name_from_arn(reference).or_else(|| reference.strip_prefix("builtin:"))
+    {
         let text = builtin::find(name).ok_or_else(|| LoadError::Unknown(reference.to_string()))?;
         return from_text(format!("builtin:{name}"), reference, text, None, os);
     }
     if reference.starts_with("arn:") {
         return Err(LoadError::Unknown(format!(
             "{reference} (only AWS-managed component ARNs of kiln's built-ins resolve offline: {})",
-            builtin::BUILTINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            builtin::BUILTINS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let path = match relative_to {
         Some(base) if Path::new(reference).is_relative() => base.join(reference),
         _ => PathBuf::from(reference),
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
     let base_dir = canonical.parent().map(Path::to_path_buf);
     let display = path.display().to_string();
-    from_text(canonical.display().to_string(), &display, &text, base_dir, os)
+    from_text(
+        canonical.display().to_string(),
+        &display,
+        &text,
+        base_dir,
+        os,
+    )
 }
 
 /// Checks the ExecuteDocument calls of `top` whose `document` is a fixed
@@ -93,12 +118,21 @@ pub fn check_nesting(top: &LoadedDocument, os: OsPlatform) -> Vec<Diagnostic> {
     out
 }
 
-fn walk(parent: &LoadedDocument, ancestors: &mut Vec<String>, os: OsPlatform, out: &mut Vec<Diagnostic>) {
+fn walk(
+    parent: &LoadedDocument,
+    ancestors: &mut Vec<String>,
+    os: OsPlatform,
+    out: &mut Vec<Diagnostic>,
+) {
     let depth = ancestors.len() - 1;
     for phase in &parent.doc.phases {
         for step in phase.steps.iter().filter(|s| s.action == "ExecuteDocument") {
-            let Some(node) = step.inputs.as_ref().and_then(|i| i.get("document")) else { continue };
-            let Some(reference) = node.as_str().filter(|r| !r.contains("{{")) else { continue };
+            let Some(node) = step.inputs.as_ref().and_then(|i| i.get("document")) else {
+                continue;
+            };
+            let Some(reference) = node.as_str().filter(|r| !r.contains("{{")) else {
+                continue;
+            };
             let mut d = Diagnostics::new(parent.doc.file.clone());
             let field = format!("{}.{}.inputs.document", phase.name, step.name);
             if depth >= MAX_DOCUMENT_DEPTH {
@@ -123,8 +157,13 @@ fn walk(parent: &LoadedDocument, ancestors: &mut Vec<String>, os: OsPlatform, ou
                 }
                 Err(LoadError::Invalid(diags)) => out.extend(diags),
                 Err(e) => {
-                    d.error(node.pos, "document-missing", field, e.to_string(),
-                        Some("relative paths resolve against the calling document's folder".into()));
+                    d.error(
+                        node.pos,
+                        "document-missing",
+                        field,
+                        e.to_string(),
+                        Some("relative paths resolve against the calling document's folder".into()),
+                    );
                     out.extend(d.into_vec());
                 }
             }

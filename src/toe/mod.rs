@@ -2,16 +2,16 @@
 //! expressions, conditions, loops, and running phases on a target.
 
 pub mod actions;
+pub mod builtin;
 pub mod condition;
 pub mod console;
 pub mod diag;
 pub mod document;
 pub mod expr;
-pub mod looping;
-pub mod validate;
-pub mod yaml;
-pub mod builtin;
 pub mod load;
+pub mod looping;
 pub mod report;
 pub mod runner;
 pub mod state;
+pub mod validate;
+pub mod yaml;

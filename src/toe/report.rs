@@ -34,7 +34,9 @@ impl Status {
         for s in children {
             match s {
                 Status::Failed => return Status::Failed,
-                Status::IgnoredFailure | Status::SuccessWithIgnoredFailure => out = Status::SuccessWithIgnoredFailure,
+                Status::IgnoredFailure | Status::SuccessWithIgnoredFailure => {
+                    out = Status::SuccessWithIgnoredFailure
+                }
                 _ => {}
             }
         }
@@ -156,7 +158,10 @@ pub struct Summary {
 impl RunReport {
     /// Every step of every document.
     pub fn steps(&self) -> impl Iterator<Item = &StepReport> {
-        self.documents.iter().flat_map(|d| &d.phases).flat_map(|p| &p.steps)
+        self.documents
+            .iter()
+            .flat_map(|d| &d.phases)
+            .flat_map(|p| &p.steps)
     }
 
     /// The summary of this run.
@@ -187,7 +192,11 @@ impl RunReport {
                     .join("; ");
             }
             doc.status = Status::roll_up(doc.phases.iter().map(|p| p.status));
-            doc.failure_message = if doc.status == Status::Failed { format!("Document {} failed!", doc.file_path) } else { String::new() };
+            doc.failure_message = if doc.status == Status::Failed {
+                format!("Document {} failed!", doc.file_path)
+            } else {
+                String::new()
+            };
         }
         self.status = Status::roll_up(self.documents.iter().map(|d| d.status));
         self.failure_message = self
@@ -213,8 +222,14 @@ mod tests {
     fn roll_up_rules() {
         use Status::*;
         assert_eq!(Status::roll_up([Success, Skipped]), Success);
-        assert_eq!(Status::roll_up([Success, IgnoredFailure]), SuccessWithIgnoredFailure);
+        assert_eq!(
+            Status::roll_up([Success, IgnoredFailure]),
+            SuccessWithIgnoredFailure
+        );
         assert_eq!(Status::roll_up([IgnoredFailure, Failed]), Failed);
-        assert_eq!(serde_json::to_string(&SuccessWithIgnoredFailure).unwrap(), "\"successwithignoredfailure\"");
+        assert_eq!(
+            serde_json::to_string(&SuccessWithIgnoredFailure).unwrap(),
+            "\"successwithignoredfailure\""
+        );
     }
 }

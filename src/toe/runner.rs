@@ -140,9 +140,22 @@ enum StepEnd {
 }
 
 enum AttemptEnd {
-    Ok { inputs: Vec<serde_json::Value>, outputs: BTreeMap<String, String>, detailed: Option<RunReport> },
-    Reboot { request: RebootRequest, iteration: usize, inputs: Vec<serde_json::Value>, outputs: BTreeMap<String, String> },
-    Failed { message: String, inputs: Vec<serde_json::Value>, detailed: Option<RunReport> },
+    Ok {
+        inputs: Vec<serde_json::Value>,
+        outputs: BTreeMap<String, String>,
+        detailed: Option<RunReport>,
+    },
+    Reboot {
+        request: RebootRequest,
+        iteration: usize,
+        inputs: Vec<serde_json::Value>,
+        outputs: BTreeMap<String, String>,
+    },
+    Failed {
+        message: String,
+        inputs: Vec<serde_json::Value>,
+        detailed: Option<RunReport>,
+    },
 }
 
 struct Scope<'s> {
@@ -171,30 +184,53 @@ impl Scope<'_> {
                 if let Some(v) = self.doc.parameters.get(name) {
                     return Resolved::Value(v.clone());
                 }
-                match self.doc.loaded.doc.constants.iter().find(|c| &c.name == name) {
+                match self
+                    .doc
+                    .loaded
+                    .doc
+                    .constants
+                    .iter()
+                    .find(|c| &c.name == name)
+                {
                     Some(c) => Resolved::Value(c.value.clone()),
                     None => Resolved::Error("no such parameter or constant".into()),
                 }
             }
             Reference::Loop { name, field } => match self.iteration {
                 Some((i, v)) if name == "loop" || Some(name.as_str()) == self.loop_name => {
-                    Resolved::Value(if *field == LoopField::Index { i.to_string() } else { v.to_string() })
+                    Resolved::Value(if *field == LoopField::Index {
+                        i.to_string()
+                    } else {
+                        v.to_string()
+                    })
                 }
                 _ => Resolved::Keep,
             },
-            Reference::Chain { phase, step, side, index, key } => {
+            Reference::Chain {
+                phase,
+                step,
+                side,
+                index,
+                key,
+            } => {
                 let Some(rec) = self.records.get(&record_key(phase, step)) else {
                     return Resolved::Error(format!("step `{phase}.{step}` has not run (it was skipped, failed, or comes later)"));
                 };
                 match side {
                     Side::Outputs => match rec.outputs.get(key) {
                         Some(v) => Resolved::Value(v.clone()),
-                        None => Resolved::Error(format!("step `{phase}.{step}` has no output `{key}`")),
+                        None => {
+                            Resolved::Error(format!("step `{phase}.{step}` has no output `{key}`"))
+                        }
                     },
-                    Side::Inputs => match rec.inputs.get(index.unwrap_or(0)).and_then(|m| m.get(key)) {
-                        Some(v) => Resolved::Value(json_text(v)),
-                        None => Resolved::Error(format!("step `{phase}.{step}` has no input `{key}`")),
-                    },
+                    Side::Inputs => {
+                        match rec.inputs.get(index.unwrap_or(0)).and_then(|m| m.get(key)) {
+                            Some(v) => Resolved::Value(json_text(v)),
+                            None => Resolved::Error(format!(
+                                "step `{phase}.{step}` has no input `{key}`"
+                            )),
+                        }
+                    }
                 }
             }
             Reference::Ssm(_) => Resolved::Error("aws:ssm:resolve is not available".into()),
@@ -211,15 +247,29 @@ impl Scope<'_> {
         })
     }
 
-    fn render_node(&self, node: &Node, chain_log: &mut Vec<(String, String)>) -> Result<serde_json::Value, String> {
+    fn render_node(
+        &self,
+        node: &Node,
+        chain_log: &mut Vec<(String, String)>,
+    ) -> Result<serde_json::Value, String> {
         Ok(match &node.value {
             _ if node.is_null() => serde_json::Value::Null,
             Value::Scalar(s, _) => serde_json::Value::String(self.render(s, chain_log)?),
-            Value::Seq(items) => serde_json::Value::Array(items.iter().map(|i| self.render_node(i, chain_log)).collect::<Result<_, _>>()?),
+            Value::Seq(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.render_node(i, chain_log))
+                    .collect::<Result<_, _>>()?,
+            ),
             Value::Map(entries) => serde_json::Value::Object(
                 entries
                     .iter()
-                    .map(|(k, v)| Ok((k.as_str().unwrap_or_default().to_string(), self.render_node(v, chain_log)?)))
+                    .map(|(k, v)| {
+                        Ok((
+                            k.as_str().unwrap_or_default().to_string(),
+                            self.render_node(v, chain_log)?,
+                        ))
+                    })
                     .collect::<Result<_, String>>()?,
             ),
         })
@@ -234,9 +284,16 @@ type BoxFuture<'f, T> = Pin<Box<dyn Future<Output = T> + Send + 'f>>;
 
 impl Engine<'_> {
     /// Runs (or resumes) `docs`, filtered to `phases` when given.
-    pub async fn run(&self, docs: &[DocumentRun], phases: Option<&[String]>, mut progress: Progress) -> Outcome {
+    pub async fn run(
+        &self,
+        docs: &[DocumentRun],
+        phases: Option<&[String]>,
+        mut progress: Progress,
+    ) -> Outcome {
         let ancestors: Vec<String> = Vec::new();
-        let deferred = self.run_inner(docs, phases, &mut progress, 0, &ancestors).await;
+        let deferred = self
+            .run_inner(docs, phases, &mut progress, 0, &ancestors)
+            .await;
         progress.report.end_time = now();
         progress.report.roll_up();
         if deferred {
@@ -276,14 +333,23 @@ impl Engine<'_> {
                 }
                 let mut aborted = false;
                 for (pi, phase) in doc.phases.iter().enumerate() {
-                    let resuming_here = resume.as_ref().filter(|p| p.document == di && p.phase == pi);
-                    if resume.as_ref().is_some_and(|p| p.document == di && pi < p.phase) {
+                    let resuming_here = resume
+                        .as_ref()
+                        .filter(|p| p.document == di && p.phase == pi);
+                    if resume
+                        .as_ref()
+                        .is_some_and(|p| p.document == di && pi < p.phase)
+                    {
                         continue;
                     }
                     if phases.is_some_and(|f| !f.iter().any(|n| n == &phase.name)) {
                         continue;
                     }
-                    let dreport = progress.report.documents.last_mut().expect("document report");
+                    let dreport = progress
+                        .report
+                        .documents
+                        .last_mut()
+                        .expect("document report");
                     if resuming_here.is_none() {
                         dreport.phases.push(PhaseReport {
                             name: phase.name.clone(),
@@ -298,7 +364,20 @@ impl Engine<'_> {
                     let start_step = resuming_here.map_or(0, |p| p.step);
                     for (si, step) in phase.steps.iter().enumerate().skip(start_step) {
                         let pos = resuming_here.filter(|p| p.step == si).cloned();
-                        let end = self.run_step(run, di, pi, si, &phase.name, step, pos, progress, depth, ancestors).await;
+                        let end = self
+                            .run_step(
+                                run,
+                                di,
+                                pi,
+                                si,
+                                &phase.name,
+                                step,
+                                pos,
+                                progress,
+                                depth,
+                                ancestors,
+                            )
+                            .await;
                         match end {
                             StepEnd::Deferred(position) => {
                                 progress.resume_at = Some(position);
@@ -306,11 +385,17 @@ impl Engine<'_> {
                             }
                             StepEnd::Done(report, record) => {
                                 let report = *report;
-                                let failed_abort = report.status == Status::Failed && step.on_failure == super::document::OnFailure::Abort;
+                                let failed_abort = report.status == Status::Failed
+                                    && step.on_failure == super::document::OnFailure::Abort;
                                 if let Some(rec) = record {
-                                    progress.records[di].insert(record_key(&phase.name, &step.name), rec);
+                                    progress.records[di]
+                                        .insert(record_key(&phase.name, &step.name), rec);
                                 }
-                                let dreport = progress.report.documents.last_mut().expect("document report");
+                                let dreport = progress
+                                    .report
+                                    .documents
+                                    .last_mut()
+                                    .expect("document report");
                                 let preport = dreport.phases.last_mut().expect("phase report");
                                 preport.steps.push(report);
                                 if failed_abort {
@@ -320,14 +405,22 @@ impl Engine<'_> {
                             }
                         }
                     }
-                    let dreport = progress.report.documents.last_mut().expect("document report");
+                    let dreport = progress
+                        .report
+                        .documents
+                        .last_mut()
+                        .expect("document report");
                     let preport = dreport.phases.last_mut().expect("phase report");
                     preport.end_time = now();
                     if aborted {
                         break;
                     }
                 }
-                let dreport = progress.report.documents.last_mut().expect("document report");
+                let dreport = progress
+                    .report
+                    .documents
+                    .last_mut()
+                    .expect("document report");
                 dreport.end_time = now();
                 if aborted {
                     break;
@@ -366,13 +459,22 @@ impl Engine<'_> {
             end_time: String::new(),
             inputs: "[]".into(),
             outputs: "[]".into(),
-            looping: step.looping.as_ref().map(|l| serde_json::json!({"name": l.name.clone().unwrap_or_default()})),
+            looping: step
+                .looping
+                .as_ref()
+                .map(|l| serde_json::json!({"name": l.name.clone().unwrap_or_default()})),
             detailed_output: None,
         };
         let mut chain_log = Vec::new();
-        let finish = |mut report: StepReport, status: Status, message: String, progress: &mut Progress, chain_log: Vec<(String, String)>| {
+        let finish = |mut report: StepReport,
+                      status: Status,
+                      message: String,
+                      progress: &mut Progress,
+                      chain_log: Vec<(String, String)>| {
             report.status = match status {
-                Status::Failed if step.on_failure == super::document::OnFailure::Ignore => Status::IgnoredFailure,
+                Status::Failed if step.on_failure == super::document::OnFailure::Ignore => {
+                    Status::IgnoredFailure
+                }
                 s => s,
             };
             report.failure_message = message;
@@ -391,34 +493,67 @@ impl Engine<'_> {
         // `if` is evaluated once; a resumed step already passed it.
         if resume.is_none() {
             if let Some(clause) = &step.condition {
-                let scope = Scope { doc: run, records: &progress.records[di], loop_name: None, iteration: None };
+                let scope = Scope {
+                    doc: run,
+                    records: &progress.records[di],
+                    loop_name: None,
+                    iteration: None,
+                };
                 let choice = match self.eval(&clause.cond, &scope, &mut chain_log).await {
                     Ok(true) => clause.then,
                     Ok(false) => clause.otherwise,
                     Err(e) => {
-                        self.console.line(&format!("Step {label}: condition failed: {e}"));
-                        let r = finish(report, Status::Failed, format!("condition: {e}"), progress, chain_log);
+                        self.console
+                            .line(&format!("Step {label}: condition failed: {e}"));
+                        let r = finish(
+                            report,
+                            Status::Failed,
+                            format!("condition: {e}"),
+                            progress,
+                            chain_log,
+                        );
                         return StepEnd::Done(Box::new(r), None);
                     }
                 };
                 match choice {
                     StepAction::Execute => {}
                     StepAction::Skip => {
-                        self.console.line(&format!("Step {label}: skipped by its condition"));
-                        return StepEnd::Done(Box::new(finish(report, Status::Skipped, String::new(), progress, chain_log)), None);
+                        self.console
+                            .line(&format!("Step {label}: skipped by its condition"));
+                        return StepEnd::Done(
+                            Box::new(finish(
+                                report,
+                                Status::Skipped,
+                                String::new(),
+                                progress,
+                                chain_log,
+                            )),
+                            None,
+                        );
                     }
                     StepAction::Abort => {
-                        self.console.line(&format!("Step {label}: the condition chose Abort"));
-                        let r = finish(report, Status::Failed, "the step's `if` chose Abort".into(), progress, chain_log);
+                        self.console
+                            .line(&format!("Step {label}: the condition chose Abort"));
+                        let r = finish(
+                            report,
+                            Status::Failed,
+                            "the step's `if` chose Abort".into(),
+                            progress,
+                            chain_log,
+                        );
                         return StepEnd::Done(Box::new(r), None);
                     }
                 }
             }
         }
-        self.console.line(&format!("Step {label} ({}) started", step.action));
+        self.console
+            .line(&format!("Step {label} ({}) started", step.action));
         let mut attempt = resume.as_ref().map_or(1, |p| p.attempt);
         let mut iteration = resume.as_ref().map_or(0, |p| p.iteration);
-        let mut partial = resume.as_ref().map(|p| p.partial_outputs.clone()).unwrap_or_default();
+        let mut partial = resume
+            .as_ref()
+            .map(|p| p.partial_outputs.clone())
+            .unwrap_or_default();
         loop {
             let scope = Scope {
                 doc: run,
@@ -426,9 +561,23 @@ impl Engine<'_> {
                 loop_name: step.looping.as_ref().and_then(|l| l.name.as_deref()),
                 iteration: None,
             };
-            let attempt_fut = self.attempt(run, &scope, step, iteration, partial.clone(), &mut chain_log, depth, ancestors);
+            let attempt_fut = self.attempt(
+                run,
+                &scope,
+                step,
+                iteration,
+                partial.clone(),
+                &mut chain_log,
+                depth,
+                ancestors,
+            );
             let end = if step.timeout_seconds > 0 {
-                match tokio::time::timeout(Duration::from_secs(step.timeout_seconds as u64), attempt_fut).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(step.timeout_seconds as u64),
+                    attempt_fut,
+                )
+                .await
+                {
                     Ok(end) => end,
                     Err(_) => AttemptEnd::Failed {
                         message: if step.looping.is_some() {
@@ -444,26 +593,51 @@ impl Engine<'_> {
                 attempt_fut.await
             };
             match end {
-                AttemptEnd::Ok { inputs, outputs, detailed } => {
+                AttemptEnd::Ok {
+                    inputs,
+                    outputs,
+                    detailed,
+                } => {
                     report.inputs = serde_json::to_string(&inputs).unwrap_or_default();
                     report.outputs = serde_json::to_string(&[&outputs]).unwrap_or_default();
                     report.detailed_output = detailed.map(Box::new);
                     if let Some(l) = report.looping.as_mut() {
-                        l["iterations"] = serde_json::json!(self.loop_len(step, &scope, &mut Vec::new()).unwrap_or(0));
+                        l["iterations"] = serde_json::json!(self
+                            .loop_len(step, &scope, &mut Vec::new())
+                            .unwrap_or(0));
                     }
-                    self.console.line(&format!("Step {label}: success ({})", secs(started)));
+                    self.console
+                        .line(&format!("Step {label}: success ({})", secs(started)));
                     let record = StepRecord { inputs, outputs };
-                    return StepEnd::Done(Box::new(finish(report, Status::Success, String::new(), progress, chain_log)), Some(record));
+                    return StepEnd::Done(
+                        Box::new(finish(
+                            report,
+                            Status::Success,
+                            String::new(),
+                            progress,
+                            chain_log,
+                        )),
+                        Some(record),
+                    );
                 }
-                AttemptEnd::Reboot { request, iteration: at, inputs, outputs } => {
+                AttemptEnd::Reboot {
+                    request,
+                    iteration: at,
+                    inputs,
+                    outputs,
+                } => {
                     let (delay, next_iteration) = match request {
                         RebootRequest::RerunStep => (0, at),
                         RebootRequest::NextStep { delay_seconds } => (delay_seconds, at + 1),
                     };
-                    self.console.line(&format!("Step {label}: reboot requested ({request:?})"));
+                    self.console
+                        .line(&format!("Step {label}: reboot requested ({request:?})"));
                     match self.target.reboot(delay).await {
                         Ok(RebootOutcome::Rebooted) => {
-                            self.console.line(&format!("Step {label}: {} rebooted; continuing", self.target.describe()));
+                            self.console.line(&format!(
+                                "Step {label}: {} rebooted; continuing",
+                                self.target.describe()
+                            ));
                             iteration = next_iteration;
                             partial = outputs;
                             continue;
@@ -482,41 +656,82 @@ impl Engine<'_> {
                         }
                         Ok(RebootOutcome::Deferred) => {
                             let msg = "a reboot requested inside ExecuteDocument cannot be resumed on this target".to_string();
-                            return StepEnd::Done(Box::new(finish(report, Status::Failed, msg, progress, chain_log)), None);
+                            return StepEnd::Done(
+                                Box::new(finish(report, Status::Failed, msg, progress, chain_log)),
+                                None,
+                            );
                         }
                         Err(e) => {
                             let msg = format!("reboot failed: {e}");
-                            return StepEnd::Done(Box::new(finish(report, Status::Failed, msg, progress, chain_log)), None);
+                            return StepEnd::Done(
+                                Box::new(finish(report, Status::Failed, msg, progress, chain_log)),
+                                None,
+                            );
                         }
                     }
                 }
-                AttemptEnd::Failed { message, inputs, detailed } => {
+                AttemptEnd::Failed {
+                    message,
+                    inputs,
+                    detailed,
+                } => {
                     report.inputs = serde_json::to_string(&inputs).unwrap_or_default();
                     report.detailed_output = detailed.map(Box::new);
                     if attempt < step.max_attempts {
-                        self.console.line(&format!("Step {label}: attempt {attempt} of {} failed: {message}; retrying", step.max_attempts));
+                        self.console.line(&format!(
+                            "Step {label}: attempt {attempt} of {} failed: {message}; retrying",
+                            step.max_attempts
+                        ));
                         attempt += 1;
                         iteration = 0;
                         partial.clear();
                         continue;
                     }
-                    self.console.line(&format!("Step {label}: failed ({}): {message}", secs(started)));
-                    return StepEnd::Done(Box::new(finish(report, Status::Failed, message, progress, chain_log)), None);
+                    self.console.line(&format!(
+                        "Step {label}: failed ({}): {message}",
+                        secs(started)
+                    ));
+                    return StepEnd::Done(
+                        Box::new(finish(report, Status::Failed, message, progress, chain_log)),
+                        None,
+                    );
                 }
             }
         }
     }
 
-    fn loop_len(&self, step: &Step, scope: &Scope<'_>, chain_log: &mut Vec<(String, String)>) -> Result<usize, String> {
-        self.loop_values(step, scope, chain_log).map(|v| v.map_or(1, |v| v.len()))
+    fn loop_len(
+        &self,
+        step: &Step,
+        scope: &Scope<'_>,
+        chain_log: &mut Vec<(String, String)>,
+    ) -> Result<usize, String> {
+        self.loop_values(step, scope, chain_log)
+            .map(|v| v.map_or(1, |v| v.len()))
     }
 
-    fn loop_values(&self, step: &Step, scope: &Scope<'_>, chain_log: &mut Vec<(String, String)>) -> Result<Option<Vec<String>>, String> {
-        let Some(l) = &step.looping else { return Ok(None) };
+    fn loop_values(
+        &self,
+        step: &Step,
+        scope: &Scope<'_>,
+        chain_log: &mut Vec<(String, String)>,
+    ) -> Result<Option<Vec<String>>, String> {
+        let Some(l) = &step.looping else {
+            return Ok(None);
+        };
         Ok(Some(match &l.kind {
-            LoopKind::For { start, end, update_by } => looping::range_values(*start, *end, *update_by),
-            LoopKind::ForEach(items) => items.iter().map(|i| scope.render(i, chain_log)).collect::<Result<_, _>>()?,
-            LoopKind::ForEachSplit { list, delimiter } => looping::split_values(&scope.render(list, chain_log)?, *delimiter),
+            LoopKind::For {
+                start,
+                end,
+                update_by,
+            } => looping::range_values(*start, *end, *update_by),
+            LoopKind::ForEach(items) => items
+                .iter()
+                .map(|i| scope.render(i, chain_log))
+                .collect::<Result<_, _>>()?,
+            LoopKind::ForEachSplit { list, delimiter } => {
+                looping::split_values(&scope.render(list, chain_log)?, *delimiter)
+            }
         }))
     }
 
@@ -534,7 +749,13 @@ impl Engine<'_> {
     ) -> AttemptEnd {
         let values = match self.loop_values(step, base, chain_log) {
             Ok(v) => v,
-            Err(message) => return AttemptEnd::Failed { message: format!("loop: {message}"), inputs: Vec::new(), detailed: None },
+            Err(message) => {
+                return AttemptEnd::Failed {
+                    message: format!("loop: {message}"),
+                    inputs: Vec::new(),
+                    detailed: None,
+                }
+            }
         };
         let count = values.as_ref().map_or(1, Vec::len);
         let mut last_inputs = Vec::new();
@@ -546,10 +767,27 @@ impl Engine<'_> {
                 loop_name: base.loop_name,
                 iteration: values.as_ref().map(|v| (i, v[i].as_str())),
             };
-            let in_loop = |m: String| if values.is_some() { format!("loop iteration {i} failed: {m}") } else { m };
-            let resolved = match step.inputs.as_ref().map(|n| scope.render_node(n, chain_log)).transpose() {
+            let in_loop = |m: String| {
+                if values.is_some() {
+                    format!("loop iteration {i} failed: {m}")
+                } else {
+                    m
+                }
+            };
+            let resolved = match step
+                .inputs
+                .as_ref()
+                .map(|n| scope.render_node(n, chain_log))
+                .transpose()
+            {
                 Ok(v) => v,
-                Err(e) => return AttemptEnd::Failed { message: in_loop(e), inputs: last_inputs, detailed },
+                Err(e) => {
+                    return AttemptEnd::Failed {
+                        message: in_loop(e),
+                        inputs: last_inputs,
+                        detailed,
+                    }
+                }
             };
             let items: Vec<serde_json::Value> = match &resolved {
                 None | Some(serde_json::Value::Null) => Vec::new(),
@@ -563,13 +801,21 @@ impl Engine<'_> {
                     None => Err("Assert needs inputs".into()),
                 },
                 "ExecuteDocument" => {
-                    let inputs = Inputs(items.first().and_then(|v| v.as_object().cloned()).unwrap_or_default());
+                    let inputs = Inputs(
+                        items
+                            .first()
+                            .and_then(|v| v.as_object().cloned())
+                            .unwrap_or_default(),
+                    );
                     let (res, report) = self.execute_document(run, &inputs, depth, ancestors).await;
                     detailed = report;
                     res
                 }
                 action => {
-                    let inputs: Vec<Inputs> = items.iter().map(|v| Inputs(v.as_object().cloned().unwrap_or_default())).collect();
+                    let inputs: Vec<Inputs> = items
+                        .iter()
+                        .map(|v| Inputs(v.as_object().cloned().unwrap_or_default()))
+                        .collect();
                     let ctx = ActionContext {
                         target: self.target,
                         console: self.console,
@@ -578,30 +824,56 @@ impl Engine<'_> {
                         env: &self.env,
                         clients: self.clients,
                     };
-                    actions::run(action, &inputs, &ctx).await.map_err(|e: ActionError| e.to_string())
+                    actions::run(action, &inputs, &ctx)
+                        .await
+                        .map_err(|e: ActionError| e.to_string())
                 }
             };
             match result {
                 Ok(outcome) => {
                     for (k, v) in outcome.outputs {
-                        outputs.entry(k).and_modify(|e| {
-                            e.push('\n');
-                            e.push_str(&v);
-                        }).or_insert(v);
+                        outputs
+                            .entry(k)
+                            .and_modify(|e| {
+                                e.push('\n');
+                                e.push_str(&v);
+                            })
+                            .or_insert(v);
                     }
                     if let Some(request) = outcome.reboot {
-                        return AttemptEnd::Reboot { request, iteration: i, inputs: last_inputs, outputs };
+                        return AttemptEnd::Reboot {
+                            request,
+                            iteration: i,
+                            inputs: last_inputs,
+                            outputs,
+                        };
                     }
                 }
-                Err(message) => return AttemptEnd::Failed { message: in_loop(message), inputs: last_inputs, detailed },
+                Err(message) => {
+                    return AttemptEnd::Failed {
+                        message: in_loop(message),
+                        inputs: last_inputs,
+                        detailed,
+                    }
+                }
             }
         }
-        AttemptEnd::Ok { inputs: last_inputs, outputs, detailed }
+        AttemptEnd::Ok {
+            inputs: last_inputs,
+            outputs,
+            detailed,
+        }
     }
 
-    async fn assert(&self, node: &Node, scope: &Scope<'_>, chain_log: &mut Vec<(String, String)>) -> Result<actions::ActionOutcome, String> {
+    async fn assert(
+        &self,
+        node: &Node,
+        scope: &Scope<'_>,
+        chain_log: &mut Vec<(String, String)>,
+    ) -> Result<actions::ActionOutcome, String> {
         let mut d = super::diag::Diagnostics::new("");
-        let cond = super::condition::parse_cond(node, "inputs", &mut d, 1, false).ok_or("invalid Assert inputs")?;
+        let cond = super::condition::parse_cond(node, "inputs", &mut d, 1, false)
+            .ok_or("invalid Assert inputs")?;
         if self.eval(&cond, scope, chain_log).await? {
             Ok(actions::ActionOutcome::default())
         } else {
@@ -609,7 +881,12 @@ impl Engine<'_> {
         }
     }
 
-    fn eval<'f>(&'f self, cond: &'f Cond, scope: &'f Scope<'_>, chain_log: &'f mut Vec<(String, String)>) -> BoxFuture<'f, Result<bool, String>> {
+    fn eval<'f>(
+        &'f self,
+        cond: &'f Cond,
+        scope: &'f Scope<'_>,
+        chain_log: &'f mut Vec<(String, String)>,
+    ) -> BoxFuture<'f, Result<bool, String>> {
         Box::pin(async move {
             match cond {
                 Cond::And(items) => {
@@ -629,9 +906,15 @@ impl Engine<'_> {
                     Ok(false)
                 }
                 Cond::Not(inner) => Ok(!self.eval(inner, scope, chain_log).await?),
-                Cond::Cmp { op, operand, value, .. } => {
+                Cond::Cmp {
+                    op, operand, value, ..
+                } => {
                     let a = scope.render(operand, chain_log)?;
-                    let b = value.as_deref().map(|v| scope.render(v, chain_log)).transpose()?.unwrap_or_default();
+                    let b = value
+                        .as_deref()
+                        .map(|v| scope.render(v, chain_log))
+                        .transpose()?
+                        .unwrap_or_default();
                     self.compare(*op, &a, &b).await
                 }
             }
@@ -643,17 +926,50 @@ impl Engine<'_> {
         Ok(match op {
             StringIsEmpty => a.is_empty(),
             StringIsWhitespace => !a.is_empty() && a.chars().all(char::is_whitespace),
-            StringEquals | StringLessThan | StringLessThanEquals | StringGreaterThan | StringGreaterThanEquals => compare_strings(op, a, b),
-            NumberEquals | NumberLessThan | NumberLessThanEquals | NumberGreaterThan | NumberGreaterThanEquals => compare_numbers(op, a, b),
-            PatternMatches => regex::Regex::new(a).map_err(|e| format!("patternMatches: {e}"))?.is_match(b),
+            StringEquals
+            | StringLessThan
+            | StringLessThanEquals
+            | StringGreaterThan
+            | StringGreaterThanEquals => compare_strings(op, a, b),
+            NumberEquals
+            | NumberLessThan
+            | NumberLessThanEquals
+            | NumberGreaterThan
+            | NumberGreaterThanEquals => compare_numbers(op, a, b),
+            PatternMatches => regex::Regex::new(a)
+                .map_err(|e| format!("patternMatches: {e}"))?
+                .is_match(b),
             BinaryExists => {
-                let args = ["-c".to_string(), "command -v -- \"$1\" >/dev/null 2>&1".to_string(), "sh".to_string(), a.to_string()];
-                let out = self.target.exec(ExecRequest { program: "sh", args: &args, env: &[], cwd: None, on_output: None }).await.map_err(|e| e.to_string())?;
+                let args = [
+                    "-c".to_string(),
+                    "command -v -- \"$1\" >/dev/null 2>&1".to_string(),
+                    "sh".to_string(),
+                    a.to_string(),
+                ];
+                let out = self
+                    .target
+                    .exec(ExecRequest {
+                        program: "sh",
+                        args: &args,
+                        env: &[],
+                        cwd: None,
+                        on_output: None,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
                 out.code == Some(0)
             }
             FileExists | FolderExists => {
-                let want = if op == FileExists { FileKind::File } else { FileKind::Dir };
-                self.target.stat(a, true).await.map_err(|e| e.to_string())?.is_some_and(|s| s.kind == want)
+                let want = if op == FileExists {
+                    FileKind::File
+                } else {
+                    FileKind::Dir
+                };
+                self.target
+                    .stat(a, true)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_some_and(|s| s.kind == want)
             }
             FileMd5Equals | FileSha1Equals | FileSha256Equals | FileSha512Equals => {
                 match self.target.stat(b, true).await.map_err(|e| e.to_string())? {
@@ -673,7 +989,13 @@ impl Engine<'_> {
         })
     }
 
-    async fn execute_document(&self, parent: &DocumentRun, inputs: &Inputs, depth: usize, ancestors: &[String]) -> (Result<actions::ActionOutcome, String>, Option<RunReport>) {
+    async fn execute_document(
+        &self,
+        parent: &DocumentRun,
+        inputs: &Inputs,
+        depth: usize,
+        ancestors: &[String],
+    ) -> (Result<actions::ActionOutcome, String>, Option<RunReport>) {
         let reference = match inputs.required("document") {
             Ok(r) => r.to_string(),
             Err(e) => return (Err(e.to_string()), None),
@@ -688,14 +1010,21 @@ impl Engine<'_> {
         let mut chain: Vec<String> = ancestors.to_vec();
         chain.push(parent.loaded.id.clone());
         if chain.contains(&loaded.id) {
-            return (Err(format!("ExecuteDocument `{reference}`: the document is already running (a cycle)")), None);
+            return (
+                Err(format!(
+                    "ExecuteDocument `{reference}`: the document is already running (a cycle)"
+                )),
+                None,
+            );
         }
         let mut overrides = BTreeMap::new();
         if let Some(serde_json::Value::Array(params)) = inputs.0.get("parameters") {
             for p in params {
                 let name = p.get("name").map(json_text).unwrap_or_default();
                 let value = match p.get("value") {
-                    Some(serde_json::Value::Array(vals)) => vals.iter().map(json_text).collect::<Vec<_>>().join(","),
+                    Some(serde_json::Value::Array(vals)) => {
+                        vals.iter().map(json_text).collect::<Vec<_>>().join(",")
+                    }
                     Some(v) => json_text(v),
                     None => String::new(),
                 };
@@ -713,12 +1042,22 @@ impl Engine<'_> {
         let child = [DocumentRun { loaded, parameters }];
         let execution_id = uuid::Uuid::new_v4().to_string();
         let mut progress = Progress::new(&execution_id, 1);
-        self.console.line(&format!("ExecuteDocument {reference} (execution {execution_id})"));
-        let deferred = self.run_inner(&child, phases.as_deref(), &mut progress, depth + 1, &chain).await;
+        self.console.line(&format!(
+            "ExecuteDocument {reference} (execution {execution_id})"
+        ));
+        let deferred = self
+            .run_inner(&child, phases.as_deref(), &mut progress, depth + 1, &chain)
+            .await;
         progress.report.end_time = now();
         progress.report.roll_up();
         if deferred {
-            return (Err("a reboot requested inside ExecuteDocument cannot be resumed on this target".into()), Some(progress.report));
+            return (
+                Err(
+                    "a reboot requested inside ExecuteDocument cannot be resumed on this target"
+                        .into(),
+                ),
+                Some(progress.report),
+            );
         }
         let s = progress.report.summary(&self.log_url);
         let outputs: BTreeMap<String, String> = [
@@ -726,17 +1065,38 @@ impl Engine<'_> {
             ("executionId", s.execution_id.clone()),
             ("failedStepCount", s.failed_step_count.to_string()),
             ("failureMessage", s.failure_message.clone()),
-            ("ignoredFailedStepCount", s.ignored_failed_step_count.to_string()),
+            (
+                "ignoredFailedStepCount",
+                s.ignored_failed_step_count.to_string(),
+            ),
             ("logUrl", s.log_url.clone()),
-            ("status", serde_json::to_value(s.status).ok().map(|v| json_text(&v)).unwrap_or_default()),
+            (
+                "status",
+                serde_json::to_value(s.status)
+                    .ok()
+                    .map(|v| json_text(&v))
+                    .unwrap_or_default(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         if s.status == Status::Failed {
-            (Err(format!("document {reference} failed: {}", s.failure_message)), Some(progress.report))
+            (
+                Err(format!(
+                    "document {reference} failed: {}",
+                    s.failure_message
+                )),
+                Some(progress.report),
+            )
         } else {
-            (Ok(actions::ActionOutcome { outputs, reboot: None }), Some(progress.report))
+            (
+                Ok(actions::ActionOutcome {
+                    outputs,
+                    reboot: None,
+                }),
+                Some(progress.report),
+            )
         }
     }
 }
@@ -744,13 +1104,24 @@ impl Engine<'_> {
 /// Works out every parameter's value: an override, else the default, else
 /// empty (as a local awstoe run does). Overrides for undeclared names are
 /// ignored. Values outside `allowedValues` are an error.
-pub fn resolve_parameters(doc: &Document, overrides: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String> {
+pub fn resolve_parameters(
+    doc: &Document,
+    overrides: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     for p in &doc.parameters {
-        let value = overrides.get(&p.name).cloned().or_else(|| p.default.clone()).unwrap_or_default();
+        let value = overrides
+            .get(&p.name)
+            .cloned()
+            .or_else(|| p.default.clone())
+            .unwrap_or_default();
         if let Some(allowed) = &p.allowed_values {
             if !allowed.contains(&value) {
-                return Err(format!("parameter `{}`: `{value}` is not one of the allowed values ({})", p.name, allowed.join(", ")));
+                return Err(format!(
+                    "parameter `{}`: `{value}` is not one of the allowed values ({})",
+                    p.name,
+                    allowed.join(", ")
+                ));
             }
         }
         out.insert(p.name.clone(), value);

@@ -46,7 +46,12 @@ pub struct SavedRun {
 
 impl SavedRun {
     /// Saves a run's state.
-    pub fn new(log_folder: &Path, phases: Option<Vec<String>>, docs: &[DocumentRun], progress: Progress) -> Self {
+    pub fn new(
+        log_folder: &Path,
+        phases: Option<Vec<String>>,
+        docs: &[DocumentRun],
+        progress: Progress,
+    ) -> Self {
         SavedRun {
             format: FORMAT,
             log_folder: log_folder.to_path_buf(),
@@ -70,8 +75,12 @@ impl SavedRun {
         self.documents
             .iter()
             .map(|s| {
-                let loaded: LoadedDocument = load::from_text(s.id.clone(), &s.display, &s.text, s.base_dir.clone(), os)?;
-                Ok(DocumentRun { loaded, parameters: s.parameters.clone() })
+                let loaded: LoadedDocument =
+                    load::from_text(s.id.clone(), &s.display, &s.text, s.base_dir.clone(), os)?;
+                Ok(DocumentRun {
+                    loaded,
+                    parameters: s.parameters.clone(),
+                })
             })
             .collect()
     }
@@ -86,7 +95,12 @@ impl SavedRun {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, Self::path(dir))
@@ -97,10 +111,15 @@ impl SavedRun {
         let path = Self::path(dir);
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let saved: SavedRun = serde_json::from_slice(&bytes)
-                    .map_err(|e| std::io::Error::other(format!("{}: not a kiln run state: {e}", path.display())))?;
+                let saved: SavedRun = serde_json::from_slice(&bytes).map_err(|e| {
+                    std::io::Error::other(format!("{}: not a kiln run state: {e}", path.display()))
+                })?;
                 if saved.format != FORMAT {
-                    return Err(std::io::Error::other(format!("{}: state format {} is not supported", path.display(), saved.format)));
+                    return Err(std::io::Error::other(format!(
+                        "{}: state format {} is not supported",
+                        path.display(),
+                        saved.format
+                    )));
                 }
                 Ok(Some(saved))
             }
