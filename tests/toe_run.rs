@@ -928,3 +928,53 @@ phases:
         String::from_utf8_lossy(&ps.stdout)
     );
 }
+
+/// UpdateOS runs the host's real package manager. `hello` is a Debian package
+/// that is not installed here, so `--only-upgrade` changes nothing; an unknown
+/// package name makes apt-get fail.
+#[test]
+fn update_os_uses_the_detected_package_manager() {
+    let r = run_docs(
+        &[(
+            "d.yml",
+            r#"
+schemaVersion: 1.0
+phases:
+  - name: build
+    steps:
+      - name: OnlyUpgradeNotInstalled
+        action: UpdateOS
+        inputs:
+          include: [hello, bash]
+          exclude: [bash]
+      - name: UnknownPackage
+        action: UpdateOS
+        onFailure: Ignore
+        inputs:
+          include: [kiln-no-such-package-xyz]
+"#,
+        )],
+        &[],
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert_eq!(
+        r.step(0, "build", "OnlyUpgradeNotInstalled")["status"],
+        "success"
+    );
+    let unknown = r.step(0, "build", "UnknownPackage");
+    assert_eq!(unknown["status"], "ignoredfailure");
+    assert!(
+        unknown["failureMessage"]
+            .as_str()
+            .unwrap()
+            .contains("status 100"),
+        "{unknown}"
+    );
+    let console = std::fs::read_to_string(r.log_folder().join("console.log")).unwrap();
+    assert!(console.contains("UpdateOS: using Apt"), "{console}");
+    assert!(console.contains("hello"), "{console}");
+    assert!(
+        !console.contains("bash is already the newest"),
+        "excluded packages are not touched: {console}"
+    );
+}

@@ -78,6 +78,11 @@ pub fn load(
         let text = builtin::find(name).ok_or_else(|| LoadError::Unknown(reference.to_string()))?;
         return from_text(format!("builtin:{name}"), reference, text, None, os);
     }
+    if reference.starts_with("s3://") {
+        return Err(LoadError::Unknown(format!(
+            "{reference}: kiln reads documents from local paths and built-in ARNs; copy the document from S3 and give its path"
+        )));
+    }
     if reference.starts_with("arn:") {
         return Err(LoadError::Unknown(format!(
             "{reference} (only AWS-managed component ARNs of kiln's built-ins resolve offline: {})",
