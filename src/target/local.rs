@@ -251,15 +251,7 @@ impl Target for LocalTarget {
             args.push("-R".to_string());
         }
         args.extend(["--".to_string(), spec, path.to_string()]);
-        let out = self
-            .exec(ExecRequest {
-                program: "chown",
-                args: &args,
-                env: &[],
-                cwd: None,
-                on_output: None,
-            })
-            .await?;
+        let out = self.capture("chown", &args).await?;
         if out.code == Some(0) {
             Ok(())
         } else {

@@ -154,6 +154,18 @@ pub trait Target: Send + Sync {
     /// Runs a process to completion. Dropping the future kills the process
     /// and everything it started.
     async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput>;
+    /// Runs a program with arguments and captures its output (no extra
+    /// environment, the target's default folder, nothing streamed).
+    async fn capture(&self, program: &str, args: &[String]) -> Result<ExecOutput> {
+        self.exec(ExecRequest {
+            program,
+            args,
+            env: &[],
+            cwd: None,
+            on_output: None,
+        })
+        .await
+    }
     /// Reads a whole file.
     async fn read(&self, path: &str) -> Result<Vec<u8>>;
     /// Writes a whole file, creating or truncating it; `mode` applies when it is created.

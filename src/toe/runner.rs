@@ -20,7 +20,7 @@ use super::load::{self, LoadedDocument, MAX_DOCUMENT_DEPTH};
 use super::looping::{self, LoopKind};
 use super::report::{now, DocumentReport, PhaseReport, RunReport, Status, StepReport};
 use super::yaml::{Node, Value};
-use crate::target::{ExecRequest, FileKind, RebootOutcome, Target};
+use crate::target::{FileKind, RebootOutcome, Target};
 
 /// A document to run with its final parameter values.
 #[derive(Clone, Debug)]
@@ -948,13 +948,7 @@ impl Engine<'_> {
                 ];
                 let out = self
                     .target
-                    .exec(ExecRequest {
-                        program: "sh",
-                        args: &args,
-                        env: &[],
-                        cwd: None,
-                        on_output: None,
-                    })
+                    .capture("sh", &args)
                     .await
                     .map_err(|e| e.to_string())?;
                 out.code == Some(0)

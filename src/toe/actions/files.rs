@@ -228,13 +228,7 @@ impl Fs<'_, '_> {
         let out = self
             .ctx
             .target
-            .exec(crate::target::ExecRequest {
-                program: "id",
-                args: &args,
-                env: &[],
-                cwd: None,
-                on_output: None,
-            })
+            .capture("id", &args)
             .await
             .map_err(|e| self.target_err(e))?;
         let gid = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -547,8 +541,7 @@ async fn copy_or_move(fs: &Fs<'_, '_>, inputs: &Inputs, folder: bool, mv: bool) 
     for src in &sources {
         let dst = paths::resolve_destination(destination, src);
         match (folder, mv) {
-            (false, false) => copy_file_to(fs, src, &dst, overwrite).await?,
-            (false, true) => move_file_to(fs, src, &dst, overwrite).await?,
+            (false, mv) => file_to(fs, src, &dst, overwrite, mv).await?,
             (true, false) => copy_folder_to(fs, src, &dst, overwrite).await?,
             (true, true) => move_folder_to(fs, src, &dst, overwrite).await?,
         }
@@ -560,19 +553,23 @@ async fn copy_or_move(fs: &Fs<'_, '_>, inputs: &Inputs, folder: bool, mv: bool) 
     done()
 }
 
-async fn copy_file_to(
+/// Copies (`mv` false) or moves one file to an exact destination path.
+async fn file_to(
     fs: &Fs<'_, '_>,
     src: &str,
     dst: &str,
     overwrite: bool,
+    mv: bool,
 ) -> Result<(), ActionError> {
+    let verb = if mv { "move" } else { "copy" };
     if paths::normalize(src) == paths::normalize(dst) {
         return fs.fail(format!("source and destination are the same file: {src}"));
     }
-    match fs.kind(dst, true).await? {
+    // a copy writes through a link at the destination; a move replaces the link
+    match fs.kind(dst, !mv).await? {
         Some(FileKind::Dir) => {
             return fs.fail(format!(
-                "destination {dst} is a folder (end it with / to copy into it)"
+                "destination {dst} is a folder (end it with / to {verb} into it)"
             ))
         }
         Some(_) if !overwrite => {
@@ -583,33 +580,11 @@ async fn copy_file_to(
         Some(_) => {}
         None => fs.create_parent(dst).await?,
     }
-    fs.copy_file(src, dst).await
-}
-
-async fn move_file_to(
-    fs: &Fs<'_, '_>,
-    src: &str,
-    dst: &str,
-    overwrite: bool,
-) -> Result<(), ActionError> {
-    if paths::normalize(src) == paths::normalize(dst) {
-        return fs.fail(format!("source and destination are the same file: {src}"));
+    if mv {
+        fs.rename(src, dst, false).await
+    } else {
+        fs.copy_file(src, dst).await
     }
-    match fs.kind(dst, false).await? {
-        Some(FileKind::Dir) => {
-            return fs.fail(format!(
-                "destination {dst} is a folder (end it with / to move into it)"
-            ))
-        }
-        Some(_) if !overwrite => {
-            return fs.fail(format!(
-                "destination {dst} already exists and overwrite is false"
-            ))
-        }
-        Some(_) => {}
-        None => fs.create_parent(dst).await?,
-    }
-    fs.rename(src, dst, false).await
 }
 
 async fn copy_folder_to(
@@ -723,13 +698,7 @@ async fn absolute(fs: &Fs<'_, '_>, path: &str) -> Result<String, ActionError> {
     let out = fs
         .ctx
         .target
-        .exec(crate::target::ExecRequest {
-            program: "pwd",
-            args: &[],
-            env: &[],
-            cwd: None,
-            on_output: None,
-        })
+        .capture("pwd", &[])
         .await
         .map_err(|e| fs.target_err(e))?;
     let cwd = String::from_utf8_lossy(&out.stdout).trim().to_string();

@@ -2,7 +2,6 @@
 
 use super::exec::run_process;
 use super::{fail, ActionContext, ActionError, ActionOutcome, Inputs, RebootRequest};
-use crate::target::ExecRequest;
 
 /// A package manager UpdateOS knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,16 +20,7 @@ pub enum PackageManager {
 pub async fn detect(ctx: &ActionContext<'_>) -> Result<PackageManager, ActionError> {
     let probe = "for p in apt-get dnf yum zypper; do if command -v $p >/dev/null 2>&1; then echo $p; exit 0; fi; done; exit 1";
     let args = ["-c".to_string(), probe.to_string()];
-    let out = ctx
-        .target
-        .exec(ExecRequest {
-            program: "sh",
-            args: &args,
-            env: &[],
-            cwd: None,
-            on_output: None,
-        })
-        .await?;
+    let out = ctx.target.capture("sh", &args).await?;
     match String::from_utf8_lossy(&out.stdout).trim() {
         "apt-get" => Ok(PackageManager::Apt),
         "dnf" => Ok(PackageManager::Dnf),

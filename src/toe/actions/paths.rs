@@ -68,6 +68,12 @@ pub fn split_pattern(path: &str) -> Result<(Option<&str>, &str), String> {
 /// characters (including none, and including a leading `.`). Every other
 /// character matches itself.
 pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    glob_match(pattern, name, false)
+}
+
+/// Like [`wildcard_match`]; with `question_mark`, `?` also matches any one
+/// character (as S3Upload's Go-style globs do).
+pub fn glob_match(pattern: &str, name: &str, question_mark: bool) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     let (mut pi, mut ni) = (0, 0);
@@ -77,7 +83,7 @@ pub fn wildcard_match(pattern: &str, name: &str) -> bool {
         if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ni));
             pi += 1;
-        } else if pi < p.len() && p[pi] == n[ni] {
+        } else if pi < p.len() && (p[pi] == n[ni] || (question_mark && p[pi] == '?')) {
             pi += 1;
             ni += 1;
         } else if let Some((sp, sn)) = star {

@@ -485,30 +485,6 @@ async fn download_object(
     Ok(size)
 }
 
-/// `*` (any run of characters) and `?` (one character) matching.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
 /// Key prefix for uploads into a "folder" of the bucket.
 fn key_prefix(key: &str) -> String {
     if key.is_empty() || key.ends_with('/') {
@@ -571,7 +547,7 @@ async fn s3_upload(inputs: &Inputs, ctx: &ActionContext<'_>) -> Result<ActionOut
         require_folder(ctx, &dir, "source folder").await?;
         let prefix = key_prefix(&dest.key);
         for entry in ctx.target.list_dir(&dir).await? {
-            if !glob_match(last, &entry.name) {
+            if !crate::toe::actions::paths::glob_match(last, &entry.name, true) {
                 continue;
             }
             let path = join(&dir, &entry.name);
@@ -1148,12 +1124,22 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob_match("*.txt", "a.txt"));
-        assert!(glob_match("*", ".hidden"));
-        assert!(glob_match("a*b*c", "aXXbYc"));
-        assert!(glob_match("?.log", "1.log"));
-        assert!(!glob_match("*.txt", "a.txt.bak"));
-        assert!(!glob_match("a*", "ba"));
+        assert!(crate::toe::actions::paths::glob_match(
+            "*.txt", "a.txt", true
+        ));
+        assert!(crate::toe::actions::paths::glob_match("*", ".hidden", true));
+        assert!(crate::toe::actions::paths::glob_match(
+            "a*b*c", "aXXbYc", true
+        ));
+        assert!(crate::toe::actions::paths::glob_match(
+            "?.log", "1.log", true
+        ));
+        assert!(!crate::toe::actions::paths::glob_match(
+            "*.txt",
+            "a.txt.bak",
+            true
+        ));
+        assert!(!crate::toe::actions::paths::glob_match("a*", "ba", true));
     }
 
     #[test]
