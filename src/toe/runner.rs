@@ -12,15 +12,15 @@ use serde::{Deserialize, Serialize};
 use super::actions::spec::OsPlatform;
 use super::actions::transfer::Clients;
 use super::actions::{self, ActionContext, ActionError, Inputs, RebootRequest};
-use super::condition::{compare_numbers, compare_strings, CmpOp, Cond, StepAction};
+use super::condition::StepAction;
 use super::console::Console;
 use super::document::{Document, Step};
-use super::expr::{self, LoopField, Reference, Resolved, Side};
 use super::load::{self, LoadedDocument, MAX_DOCUMENT_DEPTH};
 use super::looping::{self, LoopKind};
 use super::report::{now, DocumentReport, PhaseReport, RunReport, Status, StepReport};
-use super::yaml::{Node, Value};
-use crate::target::{FileKind, RebootOutcome, Target};
+use super::scope::{json_text, record_key, Scope};
+use super::yaml::Node;
+use crate::target::{RebootOutcome, Target};
 
 /// A document to run with its final parameter values.
 #[derive(Clone, Debug)]
@@ -156,124 +156,6 @@ enum AttemptEnd {
         inputs: Vec<serde_json::Value>,
         detailed: Option<RunReport>,
     },
-}
-
-struct Scope<'s> {
-    doc: &'s DocumentRun,
-    records: &'s BTreeMap<String, StepRecord>,
-    loop_name: Option<&'s str>,
-    iteration: Option<(usize, &'s str)>,
-}
-
-fn record_key(phase: &str, step: &str) -> String {
-    format!("{phase}\n{step}")
-}
-
-fn json_text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-impl Scope<'_> {
-    fn resolve(&self, r: &Reference) -> Resolved {
-        match r {
-            Reference::Var(name) => {
-                if let Some(v) = self.doc.parameters.get(name) {
-                    return Resolved::Value(v.clone());
-                }
-                match self
-                    .doc
-                    .loaded
-                    .doc
-                    .constants
-                    .iter()
-                    .find(|c| &c.name == name)
-                {
-                    Some(c) => Resolved::Value(c.value.clone()),
-                    None => Resolved::Error("no such parameter or constant".into()),
-                }
-            }
-            Reference::Loop { name, field } => match self.iteration {
-                Some((i, v)) if name == "loop" || Some(name.as_str()) == self.loop_name => {
-                    Resolved::Value(if *field == LoopField::Index {
-                        i.to_string()
-                    } else {
-                        v.to_string()
-                    })
-                }
-                _ => Resolved::Keep,
-            },
-            Reference::Chain {
-                phase,
-                step,
-                side,
-                index,
-                key,
-            } => {
-                let Some(rec) = self.records.get(&record_key(phase, step)) else {
-                    return Resolved::Error(format!("step `{phase}.{step}` has not run (it was skipped, failed, or comes later)"));
-                };
-                match side {
-                    Side::Outputs => match rec.outputs.get(key) {
-                        Some(v) => Resolved::Value(v.clone()),
-                        None => {
-                            Resolved::Error(format!("step `{phase}.{step}` has no output `{key}`"))
-                        }
-                    },
-                    Side::Inputs => {
-                        match rec.inputs.get(index.unwrap_or(0)).and_then(|m| m.get(key)) {
-                            Some(v) => Resolved::Value(json_text(v)),
-                            None => Resolved::Error(format!(
-                                "step `{phase}.{step}` has no input `{key}`"
-                            )),
-                        }
-                    }
-                }
-            }
-            Reference::Ssm(_) => Resolved::Error("aws:ssm:resolve is not available".into()),
-        }
-    }
-
-    fn render(&self, text: &str, chain_log: &mut Vec<(String, String)>) -> Result<String, String> {
-        expr::render(text, &mut |r| {
-            let out = self.resolve(r);
-            if let (Reference::Chain { .. }, Resolved::Value(v)) = (r, &out) {
-                chain_log.push((format!("{r:?}"), v.clone()));
-            }
-            out
-        })
-    }
-
-    fn render_node(
-        &self,
-        node: &Node,
-        chain_log: &mut Vec<(String, String)>,
-    ) -> Result<serde_json::Value, String> {
-        Ok(match &node.value {
-            _ if node.is_null() => serde_json::Value::Null,
-            Value::Scalar(s, _) => serde_json::Value::String(self.render(s, chain_log)?),
-            Value::Seq(items) => serde_json::Value::Array(
-                items
-                    .iter()
-                    .map(|i| self.render_node(i, chain_log))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Map(entries) => serde_json::Value::Object(
-                entries
-                    .iter()
-                    .map(|(k, v)| {
-                        Ok((
-                            k.as_str().unwrap_or_default().to_string(),
-                            self.render_node(v, chain_log)?,
-                        ))
-                    })
-                    .collect::<Result<_, String>>()?,
-            ),
-        })
-    }
 }
 
 fn secs(t: Instant) -> String {
@@ -499,22 +381,25 @@ impl Engine<'_> {
                     loop_name: None,
                     iteration: None,
                 };
-                let choice = match self.eval(&clause.cond, &scope, &mut chain_log).await {
-                    Ok(true) => clause.then,
-                    Ok(false) => clause.otherwise,
-                    Err(e) => {
-                        self.console
-                            .line(&format!("Step {label}: condition failed: {e}"));
-                        let r = finish(
-                            report,
-                            Status::Failed,
-                            format!("condition: {e}"),
-                            progress,
-                            chain_log,
-                        );
-                        return StepEnd::Done(Box::new(r), None);
-                    }
-                };
+                let choice =
+                    match super::evaluate::eval(self.target, &clause.cond, &scope, &mut chain_log)
+                        .await
+                    {
+                        Ok(true) => clause.then,
+                        Ok(false) => clause.otherwise,
+                        Err(e) => {
+                            self.console
+                                .line(&format!("Step {label}: condition failed: {e}"));
+                            let r = finish(
+                                report,
+                                Status::Failed,
+                                format!("condition: {e}"),
+                                progress,
+                                chain_log,
+                            );
+                            return StepEnd::Done(Box::new(r), None);
+                        }
+                    };
                 match choice {
                     StepAction::Execute => {}
                     StepAction::Skip => {
@@ -874,113 +759,11 @@ impl Engine<'_> {
         let mut d = super::diag::Diagnostics::new("");
         let cond = super::condition::parse_cond(node, "inputs", &mut d, 1, false)
             .ok_or("invalid Assert inputs")?;
-        if self.eval(&cond, scope, chain_log).await? {
+        if super::evaluate::eval(self.target, &cond, scope, chain_log).await? {
             Ok(actions::ActionOutcome::default())
         } else {
             Err("the assertion is false".into())
         }
-    }
-
-    fn eval<'f>(
-        &'f self,
-        cond: &'f Cond,
-        scope: &'f Scope<'_>,
-        chain_log: &'f mut Vec<(String, String)>,
-    ) -> BoxFuture<'f, Result<bool, String>> {
-        Box::pin(async move {
-            match cond {
-                Cond::And(items) => {
-                    for c in items {
-                        if !self.eval(c, scope, chain_log).await? {
-                            return Ok(false);
-                        }
-                    }
-                    Ok(true)
-                }
-                Cond::Or(items) => {
-                    for c in items {
-                        if self.eval(c, scope, chain_log).await? {
-                            return Ok(true);
-                        }
-                    }
-                    Ok(false)
-                }
-                Cond::Not(inner) => Ok(!self.eval(inner, scope, chain_log).await?),
-                Cond::Cmp {
-                    op, operand, value, ..
-                } => {
-                    let a = scope.render(operand, chain_log)?;
-                    let b = value
-                        .as_deref()
-                        .map(|v| scope.render(v, chain_log))
-                        .transpose()?
-                        .unwrap_or_default();
-                    self.compare(*op, &a, &b).await
-                }
-            }
-        })
-    }
-
-    async fn compare(&self, op: CmpOp, a: &str, b: &str) -> Result<bool, String> {
-        use CmpOp::*;
-        Ok(match op {
-            StringIsEmpty => a.is_empty(),
-            StringIsWhitespace => !a.is_empty() && a.chars().all(char::is_whitespace),
-            StringEquals
-            | StringLessThan
-            | StringLessThanEquals
-            | StringGreaterThan
-            | StringGreaterThanEquals => compare_strings(op, a, b),
-            NumberEquals
-            | NumberLessThan
-            | NumberLessThanEquals
-            | NumberGreaterThan
-            | NumberGreaterThanEquals => compare_numbers(op, a, b),
-            PatternMatches => regex::Regex::new(a)
-                .map_err(|e| format!("patternMatches: {e}"))?
-                .is_match(b),
-            BinaryExists => {
-                let args = [
-                    "-c".to_string(),
-                    "command -v -- \"$1\" >/dev/null 2>&1".to_string(),
-                    "sh".to_string(),
-                    a.to_string(),
-                ];
-                let out = self
-                    .target
-                    .capture("sh", &args)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                out.code == Some(0)
-            }
-            FileExists | FolderExists => {
-                let want = if op == FileExists {
-                    FileKind::File
-                } else {
-                    FileKind::Dir
-                };
-                self.target
-                    .stat(a, true)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_some_and(|s| s.kind == want)
-            }
-            FileMd5Equals | FileSha1Equals | FileSha256Equals | FileSha512Equals => {
-                match self.target.stat(b, true).await.map_err(|e| e.to_string())? {
-                    Some(s) if s.kind == FileKind::File => {}
-                    _ => return Ok(false),
-                }
-                let data = self.target.read(b).await.map_err(|e| e.to_string())?;
-                use sha2::Digest;
-                let digest = match op {
-                    FileMd5Equals => hex::encode(md5::Md5::digest(&data)),
-                    FileSha1Equals => hex::encode(sha1::Sha1::digest(&data)),
-                    FileSha256Equals => hex::encode(sha2::Sha256::digest(&data)),
-                    _ => hex::encode(sha2::Sha512::digest(&data)),
-                };
-                digest.eq_ignore_ascii_case(a.trim())
-            }
-        })
     }
 
     async fn execute_document(
