@@ -3,3 +3,4 @@
 pub mod cli;
 pub mod target;
 pub mod toe;
+pub mod vm;

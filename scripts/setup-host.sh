@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kiln and its tests use, when they are missing:
+# QEMU (system emulator and qemu-img). Needs root (or sudo) for apt-get.
+# Idempotent: installs nothing when everything is there.
+set -euo pipefail
+
+need=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+
+if [ ${#need[@]} -eq 0 ]; then
+    echo "setup-host: all packages present" >&2
+    exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "setup-host: installing ${need[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -1,0 +1,424 @@
+//! The QEMU process: command line, start, control and stop. QEMU runs in its
+//! own process group with a parent-death signal, so it never outlives kiln,
+//! even when kiln is killed with SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use super::qmp::Qmp;
+use super::VmError;
+
+/// A CPU accelerator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+impl Accel {
+    /// The name QEMU uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Boot firmware.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF: its code, and this VM's own copy of the variables store.
+    Uefi {
+        /// `OVMF_CODE*.fd`, read-only.
+        code: PathBuf,
+        /// A writable copy of `OVMF_VARS*.fd`.
+        vars: PathBuf,
+    },
+}
+
+/// How a drive is presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Media {
+    /// A virtio disk.
+    Disk,
+    /// An IDE CD-ROM (read-only).
+    Cdrom,
+}
+
+/// A drive of the VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drive {
+    /// The image file.
+    pub path: PathBuf,
+    /// Its format (`qcow2`, `raw`).
+    pub format: String,
+    /// Disk or CD-ROM.
+    pub media: Media,
+}
+
+/// A kernel booted directly, without firmware or boot loader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectKernel {
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line.
+    pub append: String,
+}
+
+/// Everything that defines one VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    /// A name for logs and the process list.
+    pub name: String,
+    /// The accelerator.
+    pub accel: Accel,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Firmware.
+    pub firmware: Firmware,
+    /// Drives, boot disk first.
+    pub drives: Vec<Drive>,
+    /// A localhost port forwarded to the guest's port 22, if any.
+    pub ssh_port: Option<u16>,
+    /// Where the serial console is written.
+    pub serial_log: PathBuf,
+    /// The QMP socket path.
+    pub qmp_socket: PathBuf,
+    /// A directly booted kernel, if any.
+    pub kernel: Option<DirectKernel>,
+    /// Whether a guest reboot ends QEMU instead (`-no-reboot`).
+    pub exit_on_reboot: bool,
+}
+
+/// The QEMU command-line arguments for `cfg`.
+pub fn arguments(cfg: &VmConfig) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    push(&["-name", &format!("kiln-{}", cfg.name)]);
+    push(&["-machine", "q35", "-accel", cfg.accel.name()]);
+    push(&[
+        "-cpu",
+        if cfg.accel == Accel::Kvm {
+            "host"
+        } else {
+            "max"
+        },
+    ]);
+    push(&[
+        "-smp",
+        &cfg.cpus.to_string(),
+        "-m",
+        &cfg.memory_mib.to_string(),
+    ]);
+    push(&["-nodefaults", "-display", "none"]);
+    push(&[
+        "-chardev",
+        &format!("file,id=serial0,path={}", cfg.serial_log.display()),
+        "-serial",
+        "chardev:serial0",
+    ]);
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", cfg.qmp_socket.display()),
+    ]);
+    if let Firmware::Uefi { code, vars } = &cfg.firmware {
+        push(&[
+            "-drive",
+            &format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                code.display()
+            ),
+        ]);
+        push(&[
+            "-drive",
+            &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+        ]);
+    }
+    for d in &cfg.drives {
+        let spec = match d.media {
+            Media::Disk => format!(
+                "file={},format={},if=virtio,discard=unmap,detect-zeroes=unmap",
+                d.path.display(),
+                d.format
+            ),
+            Media::Cdrom => format!(
+                "file={},format={},media=cdrom,readonly=on",
+                d.path.display(),
+                d.format
+            ),
+        };
+        push(&["-drive", &spec]);
+    }
+    match cfg.ssh_port {
+        Some(port) => {
+            push(&[
+                "-netdev",
+                &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22"),
+            ]);
+            push(&["-device", "virtio-net-pci,netdev=net0"]);
+        }
+        None => push(&["-nic", "none"]),
+    }
+    if let Some(k) = &cfg.kernel {
+        push(&[
+            "-kernel",
+            &k.kernel.display().to_string(),
+            "-append",
+            &k.append,
+        ]);
+        if let Some(initrd) = &k.initrd {
+            push(&["-initrd", &initrd.display().to_string()]);
+        }
+    }
+    if cfg.exit_on_reboot {
+        push(&["-no-reboot"]);
+    }
+    a
+}
+
+/// A running QEMU. Dropping it kills QEMU.
+pub struct Vm {
+    child: tokio::process::Child,
+    pid: i32,
+    qmp: Qmp,
+    serial_log: PathBuf,
+}
+
+fn io_err(what: &'static str, path: &Path, source: std::io::Error) -> VmError {
+    VmError::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The last `n` lines of a serial console log.
+pub fn console_tail(serial_log: &Path, n: usize) -> String {
+    let bytes = std::fs::read(serial_log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Vm {
+    /// Starts QEMU and connects to its QMP socket.
+    pub async fn start(binary: &str, cfg: &VmConfig) -> Result<Vm, VmError> {
+        let _ = std::fs::remove_file(&cfg.qmp_socket);
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.args(arguments(cfg))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let parent = std::process::id() as i32;
+        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // the parent may have died before prctl took effect
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| VmError::Spawn {
+            binary: binary.to_string(),
+            source,
+        })?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let qmp = loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| io_err("wait for", Path::new(binary), e))?
+            {
+                let mut stderr = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use tokio::io::AsyncReadExt;
+                    let _ = e.read_to_string(&mut stderr).await;
+                }
+                return Err(VmError::Exited {
+                    status: format!("{status}: {}", stderr.trim()),
+                    console: console_tail(&cfg.serial_log, 20),
+                });
+            }
+            if cfg.qmp_socket.exists() {
+                match Qmp::connect(&cfg.qmp_socket).await {
+                    Ok(q) => break q,
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(VmError::Timeout {
+                    what: "QEMU's QMP socket".into(),
+                    seconds: 30,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Ok(Vm {
+            child,
+            pid,
+            qmp,
+            serial_log: cfg.serial_log.clone(),
+        })
+    }
+
+    /// QEMU's process id (also its process group id).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The guest's run state (`running`, `paused`, `shutdown`, …).
+    pub async fn status(&mut self) -> Result<String, VmError> {
+        let r = self.qmp.execute("query-status", None).await?;
+        Ok(r.get("status")
+            .and_then(|s| s.as_str())
+            .unwrap_or("unknown")
+            .to_string())
+    }
+
+    /// Presses the ACPI power button.
+    pub async fn powerdown(&mut self) -> Result<(), VmError> {
+        self.qmp.execute("system_powerdown", None).await.map(|_| ())
+    }
+
+    /// Hard-resets the guest.
+    pub async fn reset(&mut self) -> Result<(), VmError> {
+        self.qmp.execute("system_reset", None).await.map(|_| ())
+    }
+
+    /// The QMP session, for other commands.
+    pub fn qmp(&mut self) -> &mut Qmp {
+        &mut self.qmp
+    }
+
+    /// Waits for QEMU to exit.
+    pub async fn wait(&mut self, timeout: Duration) -> Result<ExitStatus, VmError> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(r) => r.map_err(|e| io_err("wait for", Path::new("qemu"), e)),
+            Err(_) => Err(VmError::Timeout {
+                what: "QEMU to exit".into(),
+                seconds: timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// Whether QEMU has exited (without waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Asks the guest to power off, waits up to `grace`, then kills QEMU.
+    /// Returns true when the guest shut down by itself.
+    pub async fn shutdown(&mut self, grace: Duration) -> bool {
+        if self.exited().is_some() {
+            return true;
+        }
+        if self.powerdown().await.is_ok() && self.wait(grace).await.is_ok() {
+            return true;
+        }
+        self.kill().await;
+        false
+    }
+
+    /// Kills QEMU's whole process group and reaps it.
+    pub async fn kill(&mut self) {
+        kill_group(self.pid);
+        let _ = self.child.wait().await;
+    }
+
+    /// The last `n` lines of the serial console.
+    pub fn console_tail(&self, n: usize) -> String {
+        console_tail(&self.serial_log, n)
+    }
+}
+
+fn kill_group(pid: i32) {
+    if pid > 0 {
+        // SAFETY: kill(2) on the process group QEMU leads.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            kill_group(self.pid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line() {
+        let cfg = VmConfig {
+            name: "t".into(),
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory_mib: 1024,
+            firmware: Firmware::Bios,
+            drives: vec![
+                Drive {
+                    path: "/d/disk.qcow2".into(),
+                    format: "qcow2".into(),
+                    media: Media::Disk,
+                },
+                Drive {
+                    path: "/d/seed.iso".into(),
+                    format: "raw".into(),
+                    media: Media::Cdrom,
+                },
+            ],
+            ssh_port: Some(2222),
+            serial_log: "/d/serial.log".into(),
+            qmp_socket: "/d/qmp.sock".into(),
+            kernel: None,
+            exit_on_reboot: false,
+        };
+        let a = arguments(&cfg).join(" ");
+        assert!(a.contains("-accel tcg -cpu max -smp 2 -m 1024"), "{a}");
+        assert!(
+            a.contains("-drive file=/d/disk.qcow2,format=qcow2,if=virtio,discard=unmap"),
+            "{a}"
+        );
+        assert!(
+            a.contains("-drive file=/d/seed.iso,format=raw,media=cdrom,readonly=on"),
+            "{a}"
+        );
+        assert!(a.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{a}");
+        assert!(
+            a.contains("-qmp unix:/d/qmp.sock,server=on,wait=off"),
+            "{a}"
+        );
+        assert!(!a.contains("pflash") && !a.contains("-no-reboot"), "{a}");
+    }
+}

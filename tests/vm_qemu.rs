@@ -1,0 +1,191 @@
+//! The QEMU process layer against real QEMU (TCG): the accelerator probe,
+//! QMP control, and that QEMU never outlives kiln — not even a SIGKILL.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kiln::vm::accel::{self, AccelChoice, PROBE_MARKER};
+use kiln::vm::qemu::{Accel, Drive, Firmware, Media, Vm, VmConfig};
+
+const QEMU: &str = "qemu-system-x86_64";
+
+fn probe_vm(dir: &Path) -> VmConfig {
+    let disk = dir.join("probe.img");
+    accel::write_probe_disk(&disk).unwrap();
+    VmConfig {
+        name: "test".into(),
+        accel: Accel::Tcg,
+        cpus: 1,
+        memory_mib: 64,
+        firmware: Firmware::Bios,
+        drives: vec![Drive {
+            path: disk,
+            format: "raw".into(),
+            media: Media::Disk,
+        }],
+        ssh_port: None,
+        serial_log: dir.join("serial.log"),
+        qmp_socket: dir.join("qmp.sock"),
+        kernel: None,
+        exit_on_reboot: false,
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // a zombie is not alive: it has no memory and runs nothing
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+async fn wait_for_marker(serial: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(serial)
+        .unwrap_or_default()
+        .contains(PROBE_MARKER)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the guest never printed the marker"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn accelerator_probe_and_selection() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        accel::probe(QEMU, Accel::Tcg, dir.path(), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "TCG must boot the probe sector"
+    );
+    let started = Instant::now();
+    let sel = accel::select(AccelChoice::Auto, QEMU, dir.path())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the KVM probe is bounded"
+    );
+    match sel.accel {
+        Accel::Kvm => assert!(
+            accel::probe(QEMU, Accel::Kvm, dir.path(), accel::KVM_PROBE_TIMEOUT)
+                .await
+                .unwrap()
+        ),
+        Accel::Tcg => {
+            assert!(sel.reason.contains("TCG"), "{}", sel.reason);
+            assert!(
+                accel::select(AccelChoice::Kvm, QEMU, dir.path())
+                    .await
+                    .is_err(),
+                "--accel kvm must fail where KVM does not work"
+            );
+        }
+    }
+    assert_eq!(
+        accel::select(AccelChoice::Tcg, QEMU, dir.path())
+            .await
+            .unwrap()
+            .accel,
+        Accel::Tcg
+    );
+    let leftovers = std::process::Command::new("pgrep")
+        .args(["-f", "kiln-probe-"])
+        .output()
+        .unwrap();
+    assert!(leftovers.stdout.is_empty(), "probe QEMUs must be gone");
+}
+
+#[tokio::test]
+async fn qmp_controls_the_vm_and_kill_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = probe_vm(dir.path());
+    let mut vm = Vm::start(QEMU, &cfg).await.unwrap();
+    let pid = vm.pid();
+    assert!(alive(pid));
+    assert_eq!(vm.status().await.unwrap(), "running");
+    wait_for_marker(&cfg.serial_log).await;
+    assert!(vm.console_tail(5).contains(PROBE_MARKER));
+    vm.qmp().execute("stop", None).await.unwrap();
+    assert_eq!(vm.status().await.unwrap(), "paused");
+    // the halted boot sector ignores the ACPI button: shutdown falls back to a kill
+    assert!(!vm.shutdown(Duration::from_secs(2)).await);
+    assert!(!alive(pid), "QEMU must be gone after shutdown");
+    // dropping a running VM kills it too
+    let vm = Vm::start(QEMU, &cfg).await.unwrap();
+    let pid = vm.pid();
+    drop(vm);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!alive(pid), "dropping the Vm must kill QEMU");
+}
+
+#[tokio::test]
+async fn bad_configuration_reports_qemus_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = probe_vm(dir.path());
+    cfg.drives[0].path = dir.path().join("missing.img");
+    let err = match Vm::start(QEMU, &cfg).await {
+        Ok(_) => panic!("a missing disk must fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("QEMU exited unexpectedly") && err.contains("missing.img"),
+        "{err}"
+    );
+}
+
+/// Runs in two roles: the test itself re-runs this binary as a "kiln" that
+/// starts a VM and waits; the test kills that process with SIGKILL and checks
+/// that QEMU died with it (parent-death signal).
+#[test]
+fn qemu_dies_when_kiln_is_killed() {
+    if let Ok(dir) = std::env::var("KILN_TEST_VM_HOLDER") {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let cfg = probe_vm(Path::new(&dir));
+            let vm = Vm::start(QEMU, &cfg).await.unwrap();
+            std::fs::write(Path::new(&dir).join("qemu.pid"), vm.pid().to_string()).unwrap();
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        });
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut holder = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "qemu_dies_when_kiln_is_killed", "--nocapture"])
+        .env("KILN_TEST_VM_HOLDER", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("qemu.pid");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "the holder never started its VM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let qemu_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(qemu_pid));
+    holder.kill().unwrap(); // SIGKILL: no destructor runs
+    holder.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(qemu_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "QEMU {qemu_pid} outlived its SIGKILLed parent"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
