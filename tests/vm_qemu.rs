@@ -5,30 +5,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kiln::vm::accel::{self, AccelChoice, PROBE_MARKER};
-use kiln::vm::qemu::{Accel, Drive, Firmware, Media, Vm, VmConfig};
+use kiln::vm::qemu::{Accel, Vm, VmConfig};
 
 const QEMU: &str = "qemu-system-x86_64";
 
 fn probe_vm(dir: &Path) -> VmConfig {
-    let disk = dir.join("probe.img");
-    accel::write_probe_disk(&disk).unwrap();
-    VmConfig {
-        name: "test".into(),
-        accel: Accel::Tcg,
-        cpus: 1,
-        memory_mib: 64,
-        firmware: Firmware::Bios,
-        drives: vec![Drive {
-            path: disk,
-            format: "raw".into(),
-            media: Media::Disk,
-        }],
-        ssh_port: None,
-        serial_log: dir.join("serial.log"),
-        qmp_socket: dir.join("qmp.sock"),
-        kernel: None,
-        exit_on_reboot: false,
-    }
+    let mut cfg = accel::probe_config(Accel::Tcg, dir).unwrap();
+    // its own name, so the probe test's search for leftover probe QEMUs does not see it
+    cfg.name = "test".into();
+    cfg.exit_on_reboot = false;
+    cfg
 }
 
 fn alive(pid: i32) -> bool {

@@ -56,18 +56,12 @@ pub fn write_probe_disk(path: &Path) -> Result<(), VmError> {
         .map_err(io)
 }
 
-/// Boots the probe sector with `accel` in `workdir`; true when it printed the
-/// marker within `timeout`. QEMU is always stopped before returning.
-pub async fn probe(
-    qemu: &str,
-    accel: Accel,
-    workdir: &Path,
-    timeout: Duration,
-) -> Result<bool, VmError> {
+/// A small VM (BIOS, 64 MiB, no network) that boots the probe disk, with its
+/// files in `workdir`. It halts after printing and ignores the power button.
+pub fn probe_config(accel: Accel, workdir: &Path) -> Result<VmConfig, VmError> {
     let disk = workdir.join(format!("probe-{}.img", accel.name()));
     write_probe_disk(&disk)?;
-    let serial_log = workdir.join(format!("probe-{}.serial.log", accel.name()));
-    let cfg = VmConfig {
+    Ok(VmConfig {
         name: format!("probe-{}", accel.name()),
         accel,
         cpus: 1,
@@ -79,11 +73,23 @@ pub async fn probe(
             media: Media::Disk,
         }],
         ssh_port: None,
-        serial_log: serial_log.clone(),
+        serial_log: workdir.join(format!("probe-{}.serial.log", accel.name())),
         qmp_socket: workdir.join(format!("probe-{}.qmp", accel.name())),
         kernel: None,
         exit_on_reboot: true,
-    };
+    })
+}
+
+/// Boots the probe sector with `accel` in `workdir`; true when it printed the
+/// marker within `timeout`. QEMU is always stopped before returning.
+pub async fn probe(
+    qemu: &str,
+    accel: Accel,
+    workdir: &Path,
+    timeout: Duration,
+) -> Result<bool, VmError> {
+    let cfg = probe_config(accel, workdir)?;
+    let serial_log = cfg.serial_log.clone();
     let mut vm = match Vm::start(qemu, &cfg).await {
         Ok(vm) => vm,
         // KVM unavailable (no device, no permission): QEMU exits at once

@@ -540,10 +540,10 @@ async fn copy_or_move(fs: &Fs<'_, '_>, inputs: &Inputs, folder: bool, mv: bool) 
     }
     for src in &sources {
         let dst = paths::resolve_destination(destination, src);
-        match (folder, mv) {
-            (false, mv) => file_to(fs, src, &dst, overwrite, mv).await?,
-            (true, false) => copy_folder_to(fs, src, &dst, overwrite).await?,
-            (true, true) => move_folder_to(fs, src, &dst, overwrite).await?,
+        if folder {
+            folder_to(fs, src, &dst, overwrite, mv).await?;
+        } else {
+            file_to(fs, src, &dst, overwrite, mv).await?;
         }
         fs.log(format!(
             "{} {src} to {dst}",
@@ -587,35 +587,18 @@ async fn file_to(
     }
 }
 
-async fn copy_folder_to(
+/// Copies (`mv` false) or moves one folder to an exact destination path;
+/// an existing destination folder is merged into when `overwrite` is true.
+async fn folder_to(
     fs: &Fs<'_, '_>,
     src: &str,
     dst: &str,
     overwrite: bool,
+    mv: bool,
 ) -> Result<(), ActionError> {
+    let verb = if mv { "move" } else { "copy" };
     if paths::is_within(dst, src) {
-        return fs.fail(format!("cannot copy folder {src} into itself ({dst})"));
-    }
-    match fs.kind(dst, true).await? {
-        Some(FileKind::Dir) if !overwrite => {
-            return fs.fail(format!(
-                "destination {dst} already exists and overwrite is false"
-            ))
-        }
-        Some(FileKind::Dir) | None => {}
-        Some(_) => return fs.fail(format!("destination {dst} exists and is not a folder")),
-    }
-    fs.copy_tree(src, dst).await
-}
-
-async fn move_folder_to(
-    fs: &Fs<'_, '_>,
-    src: &str,
-    dst: &str,
-    overwrite: bool,
-) -> Result<(), ActionError> {
-    if paths::is_within(dst, src) {
-        return fs.fail(format!("cannot move folder {src} into itself ({dst})"));
+        return fs.fail(format!("cannot {verb} folder {src} into itself ({dst})"));
     }
     match fs.kind(dst, true).await? {
         Some(FileKind::Dir) if !overwrite => fs.fail(format!(
@@ -624,9 +607,13 @@ async fn move_folder_to(
         // merge into the existing folder, replacing files of the same name
         Some(FileKind::Dir) => {
             fs.copy_tree(src, dst).await?;
-            fs.remove_dir(src, true).await
+            if mv {
+                fs.remove_dir(src, true).await?;
+            }
+            Ok(())
         }
         Some(_) => fs.fail(format!("destination {dst} exists and is not a folder")),
+        None if !mv => fs.copy_tree(src, dst).await,
         None => {
             if fs.kind(dst, false).await?.is_some() {
                 // a dangling symlink: replace it like `mv` would
