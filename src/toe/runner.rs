@@ -89,6 +89,22 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// The report of the document being run.
+    fn document(&mut self) -> &mut DocumentReport {
+        self.report
+            .documents
+            .last_mut()
+            .expect("a document report was pushed first")
+    }
+
+    /// The report of the phase being run.
+    fn phase(&mut self) -> &mut PhaseReport {
+        self.document()
+            .phases
+            .last_mut()
+            .expect("a phase report was pushed first")
+    }
+
     /// A fresh run.
     pub fn new(execution_id: &str, documents: usize) -> Self {
         Progress {
@@ -227,13 +243,8 @@ impl Engine<'_> {
                     if phases.is_some_and(|f| !f.iter().any(|n| n == &phase.name)) {
                         continue;
                     }
-                    let dreport = progress
-                        .report
-                        .documents
-                        .last_mut()
-                        .expect("document report");
                     if resuming_here.is_none() {
-                        dreport.phases.push(PhaseReport {
+                        progress.document().phases.push(PhaseReport {
                             name: phase.name.clone(),
                             status: Status::Success,
                             start_time: now(),
@@ -273,13 +284,7 @@ impl Engine<'_> {
                                     progress.records[di]
                                         .insert(record_key(&phase.name, &step.name), rec);
                                 }
-                                let dreport = progress
-                                    .report
-                                    .documents
-                                    .last_mut()
-                                    .expect("document report");
-                                let preport = dreport.phases.last_mut().expect("phase report");
-                                preport.steps.push(report);
+                                progress.phase().steps.push(report);
                                 if failed_abort {
                                     aborted = true;
                                     break;
@@ -287,23 +292,12 @@ impl Engine<'_> {
                             }
                         }
                     }
-                    let dreport = progress
-                        .report
-                        .documents
-                        .last_mut()
-                        .expect("document report");
-                    let preport = dreport.phases.last_mut().expect("phase report");
-                    preport.end_time = now();
+                    progress.phase().end_time = now();
                     if aborted {
                         break;
                     }
                 }
-                let dreport = progress
-                    .report
-                    .documents
-                    .last_mut()
-                    .expect("document report");
-                dreport.end_time = now();
+                progress.document().end_time = now();
                 if aborted {
                     break;
                 }

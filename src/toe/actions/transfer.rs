@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 
 use crate::target::FileKind;
 
-use super::{fail, ActionContext, ActionError, ActionOutcome, Inputs};
+use super::{fail, paths, ActionContext, ActionError, ActionOutcome, Inputs};
 
 /// How many times WebDownload tries a URL before giving up.
 pub const WEB_ATTEMPTS: u32 = 5;
@@ -180,40 +180,16 @@ fn temp_writer(tmp: &tempfile::NamedTempFile) -> Result<tokio::fs::File, ActionE
     Ok(tokio::fs::File::from_std(f))
 }
 
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_string()
-    } else if dir.ends_with('/') {
-        format!("{dir}{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
 /// The folder part of a target path (`.` for a bare name, `/` for `/x`).
 fn parent(path: &str) -> String {
-    let trimmed = path.trim_end_matches('/');
-    match trimmed.rsplit_once('/') {
-        Some(("", _)) => "/".to_string(),
-        Some((dir, _)) => dir.to_string(),
-        None => ".".to_string(),
-    }
+    paths::parent(path).unwrap_or(".").to_string()
 }
 
-fn basename(path: &str) -> &str {
-    let trimmed = path.trim_end_matches('/');
-    trimmed.rsplit('/').next().unwrap_or(trimmed)
-}
-
-/// A folder path without trailing slashes (but `/` stays `/`).
+/// A folder path without trailing slashes (`/` stays `/`, empty is `.`).
 fn folder(path: &str) -> String {
-    let t = path.trim_end_matches('/');
-    if t.is_empty() && path.starts_with('/') {
-        "/".to_string()
-    } else if t.is_empty() {
-        ".".to_string()
-    } else {
-        t.to_string()
+    match paths::trim_trailing_slashes(path) {
+        "" => ".".to_string(),
+        t => t.to_string(),
     }
 }
 
@@ -363,7 +339,7 @@ async fn s3_download(
                         uri.bucket
                     ));
                 }
-                let dest = join(&dest_dir, rel);
+                let dest = paths::join(&dest_dir, rel);
                 plan.push((
                     S3Uri {
                         bucket: uri.bucket.clone(),
@@ -382,7 +358,7 @@ async fn s3_download(
             let dest = if destination.ends_with('/')
                 || matches!(ctx.target.stat(destination, true).await?, Some(s) if s.kind == FileKind::Dir)
             {
-                join(destination, basename(&uri.key))
+                paths::join(destination, paths::file_name(&uri.key))
             } else {
                 destination.to_string()
             };
@@ -505,7 +481,7 @@ async fn walk(
     let mut stack = vec![(dir.to_string(), prefix.to_string())];
     while let Some((dir, prefix)) = stack.pop() {
         for entry in ctx.target.list_dir(&dir).await? {
-            let path = join(&dir, &entry.name);
+            let path = paths::join(&dir, &entry.name);
             let key = format!("{prefix}{}", entry.name);
             let kind = match entry.kind {
                 FileKind::Symlink => match ctx.target.stat(&path, true).await? {
@@ -536,7 +512,7 @@ async fn s3_upload(inputs: &Inputs, ctx: &ActionContext<'_>) -> Result<ActionOut
 
     // (path on the target, object key)
     let mut plan: Vec<(String, String)> = Vec::new();
-    let last = basename(source);
+    let last = paths::file_name(source);
     if last.contains('*') || last.contains('?') {
         let dir = parent(source);
         if dir.contains('*') || dir.contains('?') {
@@ -547,10 +523,10 @@ async fn s3_upload(inputs: &Inputs, ctx: &ActionContext<'_>) -> Result<ActionOut
         require_folder(ctx, &dir, "source folder").await?;
         let prefix = key_prefix(&dest.key);
         for entry in ctx.target.list_dir(&dir).await? {
-            if !crate::toe::actions::paths::glob_match(last, &entry.name, true) {
+            if !paths::glob_match(last, &entry.name, true) {
                 continue;
             }
-            let path = join(&dir, &entry.name);
+            let path = paths::join(&dir, &entry.name);
             let kind = match entry.kind {
                 FileKind::Symlink => ctx
                     .target
@@ -594,7 +570,7 @@ async fn s3_upload(inputs: &Inputs, ctx: &ActionContext<'_>) -> Result<ActionOut
             }
             Some(_) => {
                 let key = if dest.key.is_empty() || dest.key.ends_with('/') {
-                    format!("{}{}", dest.key, basename(source))
+                    format!("{}{}", dest.key, paths::file_name(source))
                 } else {
                     dest.key.clone()
                 };
@@ -911,7 +887,7 @@ async fn web_download(
                 "cannot take a file name from {shown}; give `destination` as a file path"
             ))
         })?;
-        (join(destination, &name), folder(destination))
+        (paths::join(destination, &name), folder(destination))
     } else {
         (destination.to_string(), parent(destination))
     };
@@ -1124,22 +1100,12 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(crate::toe::actions::paths::glob_match(
-            "*.txt", "a.txt", true
-        ));
-        assert!(crate::toe::actions::paths::glob_match("*", ".hidden", true));
-        assert!(crate::toe::actions::paths::glob_match(
-            "a*b*c", "aXXbYc", true
-        ));
-        assert!(crate::toe::actions::paths::glob_match(
-            "?.log", "1.log", true
-        ));
-        assert!(!crate::toe::actions::paths::glob_match(
-            "*.txt",
-            "a.txt.bak",
-            true
-        ));
-        assert!(!crate::toe::actions::paths::glob_match("a*", "ba", true));
+        assert!(paths::glob_match("*.txt", "a.txt", true));
+        assert!(paths::glob_match("*", ".hidden", true));
+        assert!(paths::glob_match("a*b*c", "aXXbYc", true));
+        assert!(paths::glob_match("?.log", "1.log", true));
+        assert!(!paths::glob_match("*.txt", "a.txt.bak", true));
+        assert!(!paths::glob_match("a*", "ba", true));
     }
 
     #[test]
@@ -1149,8 +1115,8 @@ mod tests {
         assert_eq!(parent("c"), ".");
         assert_eq!(folder("/a/b/"), "/a/b");
         assert_eq!(folder("/"), "/");
-        assert_eq!(join("/a/", "b"), "/a/b");
-        assert_eq!(basename("/a/b/"), "b");
+        assert_eq!(paths::join("/a/", "b"), "/a/b");
+        assert_eq!(paths::file_name("/a/b/"), "b");
         assert!(safe_relative("a/b"));
         assert!(!safe_relative("a/../b"));
         assert!(!safe_relative("a//b"));
