@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand, each thin.
 
+pub mod build;
 pub mod toe;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build a tested golden image from a recipe in local QEMU VMs and publish it to OUTPUT/<name>/<version>/.
+    Build(Box<build::BuildArgs>),
     /// Validate and run AWSTOE component documents on this host (like `awstoe`).
     #[command(subcommand)]
     Toe(toe::ToeCommand),
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     runtime.block_on(async move {
         let work = async move {
             match cli.command {
+                Command::Build(args) => build::run(*args).await,
                 Command::Toe(cmd) => toe::run(cmd).await,
             }
         };

@@ -1,7 +1,6 @@
 //! `kiln toe validate` and `kiln toe run`: AWSTOE's CLI on this host.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -14,6 +13,7 @@ use crate::toe::actions::transfer::Clients;
 use crate::toe::console::{Console, Redactor};
 use crate::toe::diag::Diagnostic;
 use crate::toe::load::{self, LoadError, LoadedDocument};
+use crate::toe::logs;
 use crate::toe::report::Status;
 use crate::toe::runner::{resolve_parameters, DocumentRun, Engine, Outcome, Progress};
 use crate::toe::state::SavedRun;
@@ -171,13 +171,6 @@ struct RunSetup {
     resumed: bool,
 }
 
-fn log_folder_name(execution_id: &str) -> String {
-    format!(
-        "TOE_{}_UTC-0_{execution_id}",
-        chrono::Utc::now().format("%Y-%m-%d_%H-%M-%S")
-    )
-}
-
 fn fresh_setup(args: &RunArgs) -> Result<RunSetup, CliError> {
     let os = OsPlatform::Linux;
     let (loaded, diags, other) = load_all(&args.documents, os);
@@ -209,18 +202,10 @@ fn fresh_setup(args: &RunArgs) -> Result<RunSetup, CliError> {
         .execution_id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let log_folder = args.log_directory.join(log_folder_name(&execution_id));
+    let log_folder = args.log_directory.join(logs::folder_name(&execution_id));
     std::fs::create_dir_all(log_folder.join("scripts"))
         .with_context(|| format!("creating the log folder {}", log_folder.display()))?;
-    for (i, d) in docs.iter().enumerate() {
-        let name = if docs.len() == 1 {
-            "document.yaml".to_string()
-        } else {
-            format!("document-{}.yaml", i + 1)
-        };
-        std::fs::write(log_folder.join(name), &d.loaded.doc.text)
-            .with_context(|| format!("writing a copy of {}", d.loaded.doc.file))?;
-    }
+    logs::write_documents(&log_folder, &docs).context("copying the documents into the log folder")?;
     let progress = Progress::new(&execution_id, docs.len());
     Ok(RunSetup {
         docs,
@@ -229,15 +214,6 @@ fn fresh_setup(args: &RunArgs) -> Result<RunSetup, CliError> {
         progress,
         resumed: false,
     })
-}
-
-fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(&serde_json::to_vec_pretty(value)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 async fn run_documents(args: RunArgs) -> Result<u8, CliError> {
@@ -294,11 +270,13 @@ async fn run_documents(args: RunArgs) -> Result<u8, CliError> {
         Outcome::Finished(p) => (p, false),
         Outcome::RebootDeferred(p) => (p, true),
     };
-    write_json(
+    logs::write_json(
         &setup.log_folder.join("detailedoutput.json"),
         &progress.report,
-    )?;
-    write_json(&setup.log_folder.join("chaining.json"), &progress.chaining)?;
+    )
+    .context("writing the run report")?;
+    logs::write_json(&setup.log_folder.join("chaining.json"), &progress.chaining)
+        .context("writing the chaining report")?;
     if deferred {
         let saved = SavedRun::new(
             &setup.log_folder,

@@ -10,6 +10,7 @@ pub mod document;
 pub mod evaluate;
 pub mod expr;
 pub mod load;
+pub mod logs;
 pub mod looping;
 pub mod report;
 pub mod runner;

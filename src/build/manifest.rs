@@ -1,0 +1,307 @@
+//! `manifest.json`: what a published image is, what went into it, how it
+//! was tested, and the sha256 of every file beside it. Secret parameter
+//! values never reach it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The manifest format's version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// What replaces a secret value.
+pub const REDACTED: &str = "<redacted>";
+
+/// The whole manifest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// [`MANIFEST_VERSION`].
+    pub manifest_version: u32,
+    /// kiln's version.
+    pub kiln_version: String,
+    /// This build's id.
+    pub build_id: String,
+    /// The image's name and version.
+    pub image: ImageInfo,
+    /// The recipe.
+    pub recipe: RecipeInfo,
+    /// The parent image.
+    pub parent: ParentInfo,
+    /// The components, in recipe order.
+    pub components: Vec<ComponentInfo>,
+    /// The VMs' settings.
+    pub machine: MachineInfo,
+    /// Each stage's duration.
+    pub stages: Vec<StageTiming>,
+    /// What the test stage found.
+    pub tests: TestResults,
+    /// Every file published beside the manifest, with its digest.
+    pub artifacts: Vec<Artifact>,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// RFC 3339 end time.
+    pub finished_at: String,
+}
+
+/// The image's identity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageInfo {
+    /// Recipe name.
+    pub name: String,
+    /// Semantic version `x.y.z`.
+    pub version: String,
+    /// Description, if any.
+    pub description: Option<String>,
+}
+
+/// The recipe that made the image.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecipeInfo {
+    /// Its path as given.
+    pub file: String,
+    /// sha256 of its text.
+    pub sha256: String,
+    /// The root volume size asked for, GiB.
+    pub root_volume_gib: Option<u64>,
+    /// The working directory in the guest.
+    pub working_directory: String,
+}
+
+/// The parent image.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentInfo {
+    /// Where it came from.
+    pub origin: String,
+    /// The local file used.
+    pub path: String,
+    /// Its format.
+    pub format: String,
+    /// sha256 of the file.
+    pub sha256: String,
+    /// Virtual size in bytes.
+    pub virtual_size: u64,
+}
+
+/// One component of the recipe.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentInfo {
+    /// The reference written in the recipe.
+    pub reference: String,
+    /// The document's `name`.
+    pub name: String,
+    /// The document's identity (`builtin:NAME` or its path).
+    pub source: String,
+    /// sha256 of the document text.
+    pub sha256: String,
+    /// Parameter values given by the recipe; secret ones as [`REDACTED`].
+    pub parameters: std::collections::BTreeMap<String, String>,
+    /// Whether it is a test component (only a `test` phase).
+    pub test_only: bool,
+}
+
+/// The VMs' settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineInfo {
+    /// `kvm` or `tcg`.
+    pub accelerator: String,
+    /// Why it was chosen.
+    pub accelerator_reason: String,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory, MiB.
+    pub memory_mib: u32,
+    /// The image's virtual disk size in bytes.
+    pub disk_bytes: u64,
+    /// Effective timeouts, seconds.
+    pub timeouts: TimeoutInfo,
+}
+
+/// Effective timeouts in seconds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutInfo {
+    /// Boot to SSH and cloud-init done.
+    pub boot: u64,
+    /// Build and validate phases.
+    pub build: u64,
+    /// Test phases.
+    pub test: u64,
+    /// ACPI shutdown.
+    pub shutdown: u64,
+}
+
+/// A stage's duration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageTiming {
+    /// Stage name.
+    pub stage: String,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// The test stage's results.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResults {
+    /// Seconds from power-on to SSH on the fresh VM.
+    pub boot_to_ssh_seconds: f64,
+    /// `cloud-init status` on the fresh VM (`done`).
+    pub cloud_init_status: String,
+    /// The test phases' run: status per component.
+    pub components: Vec<ComponentTest>,
+    /// Whether the VM came back after a reboot, with a new boot id.
+    pub reboot_test: String,
+}
+
+/// One component's test phase.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentTest {
+    /// The document's name.
+    pub name: String,
+    /// `success`, `failed`, … (awstoe's statuses); `none` without a test phase.
+    pub status: String,
+    /// Steps that ran.
+    pub steps: usize,
+}
+
+/// A published file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// Path relative to the manifest's folder.
+    pub path: String,
+    /// `qcow2` for disk images, `log`/`json`/`yaml`… for the rest.
+    pub kind: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256, hex.
+    pub sha256: String,
+}
+
+/// Errors of reading files for the manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// A file could not be read.
+    #[error("cannot read {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String, ManifestError> {
+    let err = |source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn kind_of(rel: &str) -> String {
+    match Path::new(rel).extension().and_then(|e| e.to_str()) {
+        Some(ext) => ext.to_string(),
+        None => "file".to_string(),
+    }
+}
+
+/// Every regular file under `dir` except `manifest.json`, sorted, with its
+/// size and sha256.
+pub fn artifacts(dir: &Path) -> Result<Vec<Artifact>, ManifestError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|source| ManifestError::Io {
+            path: d.clone(),
+            source,
+        })?;
+        for e in entries {
+            let e = e.map_err(|source| ManifestError::Io {
+                path: d.clone(),
+                source,
+            })?;
+            let path = e.path();
+            let ft = e.file_type().map_err(|source| ManifestError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if ft.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            if !ft.is_file() || rel == "manifest.json" {
+                continue;
+            }
+            let size = e
+                .metadata()
+                .map_err(|source| ManifestError::Io {
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            out.push(Artifact {
+                kind: kind_of(&rel),
+                sha256: sha256_file(&path)?,
+                path: rel,
+                size,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_list_every_file_but_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("logs/toe")).unwrap();
+        std::fs::write(dir.path().join("image.qcow2"), b"abc").unwrap();
+        std::fs::write(dir.path().join("logs/toe/console.log"), b"").unwrap();
+        std::fs::write(dir.path().join("manifest.json"), b"{}").unwrap();
+        let a = artifacts(dir.path()).unwrap();
+        let paths: Vec<&str> = a.iter().map(|x| x.path.as_str()).collect();
+        assert_eq!(paths, ["image.qcow2", "logs/toe/console.log"]);
+        assert_eq!(
+            a[0].sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(a[0].size, 3);
+        assert_eq!(a[0].kind, "qcow2");
+        assert_eq!(
+            a[1].sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! What a build tells people and machines while it runs: one line per stage
+//! with the elapsed time on the terminal, or versioned JSON lines with
+//! `--json`; every line also goes to the build's `kiln.log`. Secrets are
+//! redacted before anything is written.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::toe::console::Redactor;
+
+/// The version of the JSON event lines (`"v"`).
+pub const EVENT_VERSION: u32 = 1;
+
+/// The stages of a build, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Making or fetching the parent image.
+    Parent,
+    /// The accelerator, settings and timeouts; the plan printed.
+    Plan,
+    /// VM #1: the build and validate phases.
+    Build,
+    /// Image Builder's cleanup, shutdown.
+    Seal,
+    /// The overlay flattened into a standalone image.
+    Flatten,
+    /// VM #2 from the new image: boot test, test phases, reboot test.
+    Test,
+    /// The output directory, published atomically.
+    Publish,
+}
+
+impl Stage {
+    /// The stage's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Parent => "parent",
+            Stage::Plan => "plan",
+            Stage::Build => "build",
+            Stage::Seal => "seal",
+            Stage::Flatten => "flatten",
+            Stage::Test => "test",
+            Stage::Publish => "publish",
+        }
+    }
+}
+
+/// One event of a build, as written with `--json`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Event<'a> {
+    /// [`EVENT_VERSION`].
+    pub v: u32,
+    /// UTC time, RFC 3339.
+    pub time: String,
+    /// Seconds since the build started.
+    pub elapsed: f64,
+    /// `stage-start`, `stage-end`, `stage-failed`, `info`, `warning`, `result`.
+    pub event: &'a str,
+    /// The stage, when the event belongs to one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// Human-readable text.
+    pub message: String,
+    /// Seconds the stage took (for `stage-end` and `stage-failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+}
+
+/// Writes the progress of one build.
+pub struct Reporter {
+    json: bool,
+    quiet: bool,
+    start: Instant,
+    log: Mutex<Option<std::fs::File>>,
+    redactor: Redactor,
+}
+
+/// Formats a duration as `12.3s` or `4m05s`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        let whole = s.round() as u64;
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    }
+}
+
+impl Reporter {
+    /// A reporter printing text (or JSON lines when `json`) to the terminal.
+    pub fn new(json: bool, redactor: Redactor) -> Self {
+        Reporter {
+            json,
+            quiet: false,
+            start: Instant::now(),
+            log: Mutex::new(None),
+            redactor,
+        }
+    }
+
+    /// A reporter that prints nothing (it still writes the log file once set).
+    pub fn quiet() -> Self {
+        Reporter {
+            quiet: true,
+            ..Reporter::new(false, Redactor::default())
+        }
+    }
+
+    /// Also writes every line (as text) to `path`, from now on.
+    pub fn log_to(&self, path: &Path) -> std::io::Result<()> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        *self.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+        Ok(())
+    }
+
+    /// Replaces the secrets to redact.
+    pub fn set_redactor(&mut self, redactor: Redactor) {
+        self.redactor = redactor;
+    }
+
+    /// The redactor in use.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Time since the build started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn emit(&self, event: &str, stage: Option<Stage>, message: &str, seconds: Option<f64>) {
+        let message = self.redactor.redact(message);
+        let elapsed = self.start.elapsed();
+        let prefix = stage.map(|s| format!("{}: ", s.name())).unwrap_or_default();
+        let text = match event {
+            "warning" => format!("[{:>7}] {prefix}warning: {message}", human(elapsed)),
+            _ => format!("[{:>7}] {prefix}{message}", human(elapsed)),
+        };
+        if let Some(f) = self
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            let _ = writeln!(f, "{} {text}", chrono::Utc::now().to_rfc3339());
+        }
+        if self.quiet {
+            return;
+        }
+        if self.json {
+            let e = Event {
+                v: EVENT_VERSION,
+                time: chrono::Utc::now().to_rfc3339(),
+                elapsed: (elapsed.as_secs_f64() * 10.0).round() / 10.0,
+                event,
+                stage,
+                message,
+                seconds,
+            };
+            if let Ok(line) = serde_json::to_string(&e) {
+                println!("{line}");
+            }
+        } else if event == "warning" || event == "stage-failed" {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    /// A stage begins.
+    pub fn stage_start(&self, stage: Stage, message: &str) {
+        self.emit("stage-start", Some(stage), message, None);
+    }
+
+    /// A stage ended well after `took`.
+    pub fn stage_end(&self, stage: Stage, took: Duration, message: &str) {
+        let message = format!("{message} ({})", human(took));
+        self.emit(
+            "stage-end",
+            Some(stage),
+            &message,
+            Some(took.as_secs_f64()),
+        );
+    }
+
+    /// A stage failed after `took`.
+    pub fn stage_failed(&self, stage: Stage, took: Duration, message: &str) {
+        let message = format!("failed after {}: {message}", human(took));
+        self.emit(
+            "stage-failed",
+            Some(stage),
+            &message,
+            Some(took.as_secs_f64()),
+        );
+    }
+
+    /// Something worth a line, within a stage or not.
+    pub fn info(&self, stage: Option<Stage>, message: &str) {
+        self.emit("info", stage, message, None);
+    }
+
+    /// Something the user should look at.
+    pub fn warn(&self, stage: Option<Stage>, message: &str) {
+        self.emit("warning", stage, message, None);
+    }
+
+    /// The final result line.
+    pub fn result(&self, message: &str) {
+        self.emit("result", None, message, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(human(Duration::from_secs(245)), "4m05s");
+    }
+
+    #[test]
+    fn log_lines_are_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("kiln.log");
+        let r = Reporter {
+            quiet: true,
+            ..Reporter::new(false, Redactor::new(["hunter2".to_string()]))
+        };
+        r.log_to(&log).unwrap();
+        r.stage_start(Stage::Build, "password is hunter2");
+        r.stage_end(Stage::Build, Duration::from_secs(3), "done");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("build: password is"), "{text}");
+        assert!(text.contains("build: done (3.0s)"), "{text}");
+    }
+}

@@ -1,0 +1,82 @@
+//! `kiln build RECIPE`: a tested golden image from a recipe.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{CliError, EXIT_SUCCESS};
+use crate::build::parent::Cache;
+use crate::build::progress::Reporter;
+use crate::build::run::{Build, BuildOptions, OnError};
+use crate::recipe;
+use crate::vm::accel::AccelChoice;
+
+/// Arguments of `kiln build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The recipe: kiln's YAML, or the JSON printed by `aws imagebuilder get-image-recipe`.
+    pub recipe: PathBuf,
+    /// Output folder; the image is published as OUTPUT/<name>/<version>/.
+    #[arg(short, long, default_value = "output", env = "KILN_OUTPUT")]
+    pub output: PathBuf,
+    /// Accelerator: `auto` uses KVM only when a probe VM boots within seconds, else TCG (overrides the recipe).
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelChoice>,
+    /// vCPUs of the build and test VMs (overrides the recipe; default 2).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory of the build and test VMs in MiB (overrides the recipe; default 2048).
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Seconds allowed from power-on to SSH and cloud-init done (overrides the recipe).
+    #[arg(long)]
+    pub boot_timeout: Option<u64>,
+    /// On a failure while a VM runs: `cleanup` stops it and removes temporary files; `abort` keeps it running and prints the ssh command to get in (Ctrl-C then cleans up).
+    #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
+    pub on_error: OnError,
+    /// Replace OUTPUT/<name>/<version> if it was already published.
+    #[arg(long)]
+    pub force: bool,
+    /// Print progress as JSON lines (one object per event, with "v": 1) instead of text; step output goes only to the logs.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not print the components' step output on the terminal (it is always in the logs).
+    #[arg(long)]
+    pub quiet_steps: bool,
+    /// The QEMU system emulator to run.
+    #[arg(long, default_value = "qemu-system-x86_64", env = "KILN_QEMU")]
+    pub qemu: String,
+    /// Cache for downloaded and bootstrapped parent images (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
+    #[arg(long, env = "KILN_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Runs `kiln build`.
+pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
+    let recipe = recipe::load(&args.recipe).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let components = recipe::resolve_components(&recipe).map_err(|d| {
+        CliError::Invalid(super::validate::render_diagnostics(&d))
+    })?;
+    let cache = match args.cache_dir {
+        Some(root) => Cache { root },
+        None => Cache::from_env(),
+    };
+    let opts = BuildOptions {
+        output: args.output,
+        accel: args.accel,
+        cpus: args.cpus,
+        memory_mib: args.memory,
+        boot_timeout: args.boot_timeout,
+        on_error: args.on_error,
+        replace: args.force,
+        echo: !args.json && !args.quiet_steps,
+        qemu: args.qemu,
+        cache,
+    };
+    let reporter = Reporter::new(args.json, Build::secrets(&components));
+    match Build::new(&recipe, &opts, &reporter).run(components).await {
+        Ok(_) => Ok(EXIT_SUCCESS),
+        Err(e) if e.is_invalid_input() => Err(CliError::Invalid(format!("error: {e}"))),
+        Err(e) => Err(CliError::Failed(anyhow::Error::new(e))),
+    }
+}
