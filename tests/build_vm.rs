@@ -1,0 +1,546 @@
+//! `kiln build` end to end, with real QEMU VMs under TCG (or KVM when it
+//! works), real cloud-init and a Debian base image kiln bootstraps itself.
+//!
+//! Boots are few and each proves much:
+//! - the example recipe: build VM (with a reboot), seal, flatten, a fresh
+//!   test VM (boot test, test phases, reboot test), publish; then the
+//!   manifest, the image and the sealed file system are checked from outside;
+//! - a failing component with `--on-error abort`: the printed ssh command
+//!   gets in, Ctrl-C cleans up, nothing is published, the logs are named;
+//! - SIGTERM and SIGKILL during the build stage: no QEMU left, nothing published.
+//!
+//! The tests take a lock so their VMs do not compete for the two cores.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `kiln build` child in its own process group, killed with its group if
+/// the test ends early.
+struct KilnRun {
+    child: Child,
+}
+
+impl KilnRun {
+    fn start(args: &[&str], cache: &Path) -> KilnRun {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_CACHE_DIR", cache)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start kiln");
+        KilnRun { child }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our child.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+}
+
+impl Drop for KilnRun {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the child's process group.
+        unsafe {
+            libc::kill(-self.pid(), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Lines of a child's stream, read on a thread, with a deadline.
+struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn new(r: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines().map_while(Result::ok) {
+                eprintln!("  | {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`; panics at the deadline or EOF.
+    fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line with {needle:?} ({e:?}); lines so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything until the stream ends.
+    fn rest(&mut self, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        while let Ok(line) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line);
+        }
+        self.seen.clone()
+    }
+}
+
+fn wait_exit(run: &mut KilnRun, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "kiln did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// QEMU processes whose command line mentions `needle`.
+fn qemu_processes(needle: &str) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args(["-a", "-f", "qemu-system"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(String::from)
+        .collect()
+}
+
+fn assert_no_qemu(needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = qemu_processes(needle);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "QEMU left running: {left:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn nothing_published(output: &Path, name: &str) {
+    assert!(
+        !output.join(name).exists(),
+        "{name} was published: {:?}",
+        std::fs::read_dir(output.join(name)).map(|d| d.count())
+    );
+    assert!(
+        !output.join(".kiln-tmp").exists()
+            || std::fs::read_dir(output.join(".kiln-tmp")).unwrap().count() == 0,
+        "temporary build files left in {}",
+        output.display()
+    );
+}
+
+/// Reads files out of the image's root file system without booting it:
+/// qemu-img → raw, the GPT's last partition → ext4 image, debugfs.
+struct SealedFs {
+    _dir: tempfile::TempDir,
+    ext4: PathBuf,
+}
+
+impl SealedFs {
+    fn open(image: &Path) -> SealedFs {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("disk.raw");
+        let ok = Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(image)
+            .arg(&raw)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let table = Command::new("sfdisk").arg("--json").arg(&raw).output().unwrap();
+        let table: Value = serde_json::from_slice(&table.stdout).expect("sfdisk --json");
+        let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+        let root = parts.last().unwrap();
+        let (start, size) = (root["start"].as_u64().unwrap(), root["size"].as_u64().unwrap());
+        let ext4 = dir.path().join("root.ext4");
+        let ok = Command::new("dd")
+            .arg(format!("if={}", raw.display()))
+            .arg(format!("of={}", ext4.display()))
+            .args(["bs=512", "conv=sparse", "status=none"])
+            .arg(format!("skip={start}"))
+            .arg(format!("count={size}"))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        std::fs::remove_file(&raw).unwrap();
+        SealedFs { _dir: dir, ext4 }
+    }
+
+    fn debugfs(&self, request: &str) -> String {
+        let out = Command::new("debugfs")
+            .args(["-R", request])
+            .arg(&self.ext4)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    fn cat(&self, path: &str) -> String {
+        self.debugfs(&format!("cat {path}"))
+    }
+
+    fn ls(&self, path: &str) -> String {
+        self.debugfs(&format!("ls -l {path}"))
+    }
+}
+
+fn events(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn example_recipe_end_to_end() {
+    let _one = serial();
+    let cache = support::base_image::cache_dir();
+    support::base_image::base_image();
+    let out = tempfile::tempdir().unwrap();
+    let recipe = repo().join("recipes/debian-web/recipe.yml");
+    let mut run = KilnRun::start(
+        &[
+            "build",
+            recipe.to_str().unwrap(),
+            "--output",
+            out.path().to_str().unwrap(),
+            "--json",
+        ],
+        &cache,
+    );
+    let mut stdout = Lines::new(run.child.stdout.take().unwrap());
+    let mut stderr = Lines::new(run.child.stderr.take().unwrap());
+    let code = wait_exit(&mut run, Duration::from_secs(60 * 60));
+    let lines = stdout.rest(Duration::from_secs(5));
+    let err = stderr.rest(Duration::from_secs(5));
+    assert_eq!(code, 0, "kiln build failed:\n{}", err.join("\n"));
+
+    // progress: versioned JSON events, every stage started and ended in order
+    let ev = events(&lines);
+    assert!(ev.iter().all(|e| e["v"] == 1), "{ev:?}");
+    let ended: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "stage-end")
+        .map(|e| e["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ended,
+        ["parent", "plan", "build", "seal", "flatten", "test", "publish"]
+    );
+    assert!(ev.last().unwrap()["event"] == "result");
+
+    // the published folder and its manifest
+    let dir = out.path().join("debian-web/1.0.0");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["manifestVersion"], 1);
+    assert_eq!(manifest["image"]["name"], "debian-web");
+    assert_eq!(manifest["image"]["version"], "1.0.0");
+    assert_eq!(manifest["recipe"]["sha256"], sha256(&recipe));
+    let parent_path = PathBuf::from(manifest["parent"]["path"].as_str().unwrap());
+    assert_eq!(manifest["parent"]["sha256"], sha256(&parent_path));
+    let comps = manifest["components"].as_array().unwrap();
+    let names: Vec<&str> = comps.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["web-service", "web-service-test", "simple-boot-test-linux"]
+    );
+    assert_eq!(
+        comps[0]["sha256"],
+        sha256(&repo().join("recipes/debian-web/components/web-service.yml"))
+    );
+    assert_eq!(comps[0]["parameters"]["Port"], "8080");
+    assert_eq!(comps[1]["testOnly"], true);
+    assert_eq!(comps[2]["source"], "builtin:simple-boot-test-linux");
+    let tests = &manifest["tests"];
+    for t in tests["components"].as_array().unwrap() {
+        let expect = if t["name"] == "web-service" { "none" } else { "success" };
+        assert_eq!(t["status"], expect, "{t}");
+    }
+    assert_eq!(tests["cloudInitStatus"], "done");
+    assert!(tests["rebootTest"].as_str().unwrap().contains("new boot id"));
+    let stages: Vec<&str> = manifest["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ended);
+    // every artifact listed, with the right digest and size; nothing unlisted
+    let mut listed = std::collections::BTreeSet::new();
+    for a in manifest["artifacts"].as_array().unwrap() {
+        let p = dir.join(a["path"].as_str().unwrap());
+        assert_eq!(a["sha256"], sha256(&p), "{a}");
+        assert_eq!(a["size"], std::fs::metadata(&p).unwrap().len(), "{a}");
+        listed.insert(a["path"].as_str().unwrap().to_string());
+    }
+    for needed in ["image.qcow2", "logs/kiln.log", "logs/build-serial.log", "logs/test-serial.log", "logs/seal.log"] {
+        assert!(listed.contains(needed), "{needed} not in {listed:?}");
+    }
+    for stage in ["toe-build", "toe-test"] {
+        assert!(
+            listed.iter().any(|p| p.starts_with(&format!("logs/{stage}/TOE_")) && p.ends_with("detailedoutput.json")),
+            "no {stage} report in {listed:?}"
+        );
+    }
+    // the build VM rebooted once for the component and resumed
+    let build_console = listed
+        .iter()
+        .find(|p| p.starts_with("logs/toe-build/") && p.ends_with("console.log"))
+        .unwrap();
+    let console = std::fs::read_to_string(dir.join(build_console)).unwrap();
+    assert!(console.contains("rebooted; continuing"), "{console}");
+    assert!(console.contains("back after the reboot"), "{console}");
+
+    // the image: standalone qcow2 of the recipe's size, consistent
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(dir.join("image.qcow2"))
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert!(info.get("backing-filename").is_none(), "{info}");
+    assert_eq!(info["virtual-size"], 4u64 << 30);
+    let check = Command::new("qemu-img")
+        .arg("check")
+        .arg(dir.join("image.qcow2"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+
+    // sealed: new-machine identity, no build user or keys, the service in place
+    let fs = SealedFs::open(&dir.join("image.qcow2"));
+    let machine_id = fs.debugfs("stat /etc/machine-id");
+    assert!(machine_id.contains("Size: 0"), "{machine_id}");
+    let ssh = fs.ls("/etc/ssh");
+    assert!(ssh.contains("sshd_config"), "{ssh}");
+    assert!(!ssh.contains("ssh_host_"), "host keys left: {ssh}");
+    assert!(!fs.cat("/etc/passwd").contains("kiln-build"));
+    assert!(!fs.cat("/etc/shadow").contains("kiln-build"));
+    assert!(!fs.ls("/home").contains("kiln-build"));
+    assert!(fs.ls("/root/.ssh").contains("not found") || !fs.ls("/root/.ssh").contains("authorized_keys"));
+    assert!(!fs.ls("/etc/sudoers.d").contains("90-cloud-init-users"));
+    let cloud = fs.ls("/var/lib/cloud");
+    assert!(!cloud.contains("instance"), "cloud-init state left: {cloud}");
+    assert!(!fs.ls("/tmp").contains("TOE_"), "TOE files left");
+    assert!(fs.ls("/etc/systemd/system/multi-user.target.wants").contains("web.service"));
+    assert!(fs.cat("/srv/www/index.html").contains("Hello from a kiln golden image"));
+
+    assert_no_qemu(out.path().to_str().unwrap());
+    nothing_published_tmp(out.path());
+}
+
+fn nothing_published_tmp(output: &Path) {
+    assert!(
+        !output.join(".kiln-tmp").exists(),
+        "temporary build files left in {}",
+        output.display()
+    );
+}
+
+fn write_failing_recipe(dir: &Path) -> PathBuf {
+    std::fs::write(
+        dir.join("fail.yml"),
+        r#"name: fails
+schemaVersion: 1.0
+phases:
+  - name: build
+    steps:
+      - name: Works
+        action: ExecuteBash
+        inputs:
+          commands: ["echo fine"]
+      - name: Breaks
+        action: ExecuteBash
+        inputs:
+          commands:
+            - echo "output-before-the-failure"
+            - echo "the reason, on stderr" >&2
+            - exit 3
+"#,
+    )
+    .unwrap();
+    let recipe = dir.join("recipe.yml");
+    std::fs::write(
+        &recipe,
+        r#"name: broken
+semanticVersion: 0.1.0
+parentImage:
+  bootstrap:
+    distro: debian
+    suite: bookworm
+components:
+  - component: ./fail.yml
+"#,
+    )
+    .unwrap();
+    recipe
+}
+
+#[test]
+fn failing_component_with_abort_keeps_the_vm_for_ssh_then_cleans_up() {
+    let _one = serial();
+    let cache = support::base_image::cache_dir();
+    support::base_image::base_image();
+    let work = tempfile::tempdir().unwrap();
+    let recipe = write_failing_recipe(work.path());
+    let out = work.path().join("out");
+    let mut run = KilnRun::start(
+        &[
+            "build",
+            recipe.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--on-error",
+            "abort",
+        ],
+        &cache,
+    );
+    let mut stdout = Lines::new(run.child.stdout.take().unwrap());
+    let mut stderr = Lines::new(run.child.stderr.take().unwrap());
+    // the failed step and its output are shown
+    stderr.wait_for("step build/Breaks failed", Duration::from_secs(30 * 60));
+    let ssh_line = stderr.wait_for("ssh -i ", Duration::from_secs(30));
+    let all = stderr.seen.join("\n");
+    assert!(all.contains("output-before-the-failure"), "{all}");
+    assert!(all.contains("the reason, on stderr"), "{all}");
+    // the printed command gets into the still-running VM, host key pinned
+    let command = ssh_line.trim().to_string();
+    let mut args: Vec<String> = command.split_whitespace().map(String::from).collect();
+    args.remove(0);
+    args.extend(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "cat /etc/hostname"].map(String::from));
+    let got = Command::new("ssh").args(&args).output().unwrap();
+    assert!(
+        got.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "kiln-build");
+    // Ctrl-C: QEMU stopped, nothing published, logs kept where it says
+    run.signal(libc::SIGINT);
+    let code = wait_exit(&mut run, Duration::from_secs(60));
+    assert_eq!(code, 130);
+    let err = stderr.rest(Duration::from_secs(5)).join("\n");
+    let _ = stdout.rest(Duration::from_secs(1));
+    let logs_line = err
+        .lines()
+        .find(|l| l.contains("the logs are in "))
+        .unwrap_or_else(|| panic!("no logs path in:\n{err}"));
+    let logs = PathBuf::from(logs_line.split("the logs are in ").nth(1).unwrap().trim());
+    assert!(logs.join("kiln.log").exists(), "{}", logs.display());
+    assert!(logs.join("build-serial.log").exists());
+    let kiln_log = std::fs::read_to_string(logs.join("kiln.log")).unwrap();
+    assert!(kiln_log.contains("step build/Breaks failed"), "{kiln_log}");
+    assert_no_qemu(out.to_str().unwrap());
+    nothing_published(&out, "broken");
+}
+
+#[test]
+fn sigterm_and_sigkill_during_the_build_stage_leave_no_qemu_and_publish_nothing() {
+    let _one = serial();
+    let cache = support::base_image::cache_dir();
+    support::base_image::base_image();
+    let work = tempfile::tempdir().unwrap();
+    let recipe = repo().join("recipes/debian-web/recipe.yml");
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {
+        let out = work.path().join(name);
+        let mut run = KilnRun::start(
+            &[
+                "build",
+                recipe.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--json",
+            ],
+            &cache,
+        );
+        let mut stdout = Lines::new(run.child.stdout.take().unwrap());
+        let _stderr = Lines::new(run.child.stderr.take().unwrap());
+        stdout.wait_for("booting the build VM", Duration::from_secs(10 * 60));
+        // QEMU is up (its command line names the output folder)
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while qemu_processes(out.to_str().unwrap()).is_empty() {
+            assert!(Instant::now() < deadline, "QEMU never started");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        run.signal(sig);
+        let code = wait_exit(&mut run, Duration::from_secs(60));
+        if sig == libc::SIGTERM {
+            assert_eq!(code, 130, "{name}");
+            nothing_published(&out, "debian-web");
+            assert!(out.join("failed").exists(), "logs not kept after {name}");
+        } else {
+            assert_eq!(code, -1, "killed by a signal");
+            // no cleanup can run, but nothing was published: publishing is a rename
+            assert!(!out.join("debian-web").exists());
+        }
+        assert_no_qemu(out.to_str().unwrap());
+    }
+}
