@@ -1,6 +1,7 @@
 //! kiln: a local VM image factory that runs EC2 Image Builder components.
 
 pub mod cli;
+pub mod recipe;
 pub mod target;
 pub mod toe;
 pub mod vm;

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand, each thin.
 
 pub mod toe;
+pub mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +38,8 @@ pub enum Command {
     /// Validate and run AWSTOE component documents on this host (like `awstoe`).
     #[command(subcommand)]
     Toe(toe::ToeCommand),
+    /// Check a recipe and every component it names, without building anything.
+    Validate(validate::ValidateArgs),
 }
 
 /// An error that ends the command.
@@ -91,6 +94,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         let work = async move {
             match cli.command {
                 Command::Toe(cmd) => toe::run(cmd).await,
+                Command::Validate(args) => validate::run(args),
             }
         };
         // Dropping `work` on a signal drops every running step, which kills
