@@ -64,18 +64,28 @@ static NAME: LazyLock<Regex> =
 
 /// What could be read of a recipe, field by field; a field is `None` when
 /// it is missing or invalid (and a diagnostic says so).
+/// Optional fields are `Some(None)` when absent (see [`optional`]).
 #[derive(Debug)]
 pub(crate) struct Draft {
+    /// The form the file is written in.
     pub form: RecipeForm,
+    /// [`Recipe::name`].
     pub name: Option<String>,
+    /// [`Recipe::version`].
     pub version: Option<Version>,
+    /// [`Recipe::description`].
     pub description: Option<Option<String>>,
+    /// [`Recipe::parent`].
     pub parent: Option<ParentImage>,
+    /// [`Recipe::parent_pos`].
     pub parent_pos: Pos,
     /// The components that could be read (invalid entries are left out).
     pub components: Vec<ComponentRef>,
+    /// [`Recipe::root_volume_gib`].
     pub root_volume_gib: Option<Option<u64>>,
+    /// [`Recipe::working_directory`] (the default when absent).
     pub working_directory: Option<String>,
+    /// [`Recipe::build`] (the defaults when absent).
     pub build: Option<BuildSettings>,
 }
 
@@ -392,10 +402,8 @@ impl Reader<'_> {
                     self.d,
                     "parameter-value",
                     "a parameter `value` is a list of strings, as in Image Builder",
-                    Some(format!(
-                        "write `value: [{}]`",
-                        f.node.as_str().unwrap_or_default()
-                    )),
+                    // the value itself is not repeated: it may be a secret
+                    Some("write it as a list, e.g. `value: [text]`".into()),
                 );
                 return None;
             }
