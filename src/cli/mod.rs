@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod toe;
+pub mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,8 @@ pub enum Command {
     /// Validate and run AWSTOE component documents on this host (like `awstoe`).
     #[command(subcommand)]
     Toe(toe::ToeCommand),
+    /// Check a recipe and every component it names, without building anything.
+    Validate(validate::ValidateArgs),
 }
 
 /// An error that ends the command.
@@ -95,6 +98,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             match cli.command {
                 Command::Build(args) => build::run(*args).await,
                 Command::Toe(cmd) => toe::run(cmd).await,
+                Command::Validate(args) => validate::run(args),
             }
         };
         // Dropping `work` on a signal drops every running step, which kills

@@ -115,7 +115,9 @@ fn load_all(
     (docs, diags, other)
 }
 
-fn invalid_report(diags: &[Diagnostic], other: &[String]) -> String {
+/// The text report of invalid input: `other` errors, then each diagnostic,
+/// then the count of problems.
+pub(crate) fn invalid_report(diags: &[Diagnostic], other: &[String]) -> String {
     let mut lines: Vec<String> = other.to_vec();
     lines.extend(diags.iter().map(ToString::to_string));
     let n = diags.len() + other.len();
