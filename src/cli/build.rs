@@ -8,7 +8,8 @@ use super::{CliError, EXIT_SUCCESS};
 use crate::build::parent::Cache;
 use crate::build::progress::Reporter;
 use crate::build::run::{Build, BuildOptions, OnError};
-use crate::recipe;
+use super::toe::invalid_report;
+use crate::recipe::{self, RecipeError};
 use crate::vm::accel::AccelChoice;
 
 /// Arguments of `kiln build`.
@@ -53,9 +54,9 @@ pub struct BuildArgs {
 
 /// Runs `kiln build`.
 pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
-    let recipe = recipe::load(&args.recipe).map_err(|e| CliError::Invalid(e.to_string()))?;
-    let components = recipe::resolve_components(&recipe).map_err(|d| {
-        CliError::Invalid(super::validate::render_diagnostics(&d))
+    let (recipe, components) = recipe::load_resolved(&args.recipe).map_err(|e| match e {
+        RecipeError::Invalid(diags) => CliError::Invalid(invalid_report(&diags, &[])),
+        e @ RecipeError::Io { .. } => CliError::Invalid(format!("error: {e}")),
     })?;
     let cache = match args.cache_dir {
         Some(root) => Cache { root },
