@@ -1,6 +1,8 @@
 //! kiln: a local VM image factory that runs EC2 Image Builder components.
 
+pub mod build;
 pub mod cli;
+pub mod process;
 pub mod target;
 pub mod toe;
 pub mod vm;
