@@ -64,7 +64,10 @@ if [[ ${SLIM:-0} = 1 ]]; then
     done
 fi
 
-log() { printf '[make-base %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# progress goes to the script's own stderr, also from a trap that runs while
+# a command's output is redirected elsewhere (e.g. into the mmdebstrap log)
+exec {ERRFD}>&2
+log() { printf '[make-base %(%H:%M:%S)T] %s\n' -1 "$*" >&"$ERRFD"; }
 declare -A T
 tstart() { T[$1]=$(date +%s.%N); }
 tend() {
@@ -98,6 +101,7 @@ on_exit() {
     local rc=$?
     trap - EXIT
     trap '' INT TERM
+    exec >&"$ERRFD" 2>&"$ERRFD"
     if [[ $rc != 0 && ${KEEP_WORK:-0} != 1 ]]; then
         log "failed (exit $rc): removing $WORK"
         rm -f "$OUT/base.qcow2.tmp"

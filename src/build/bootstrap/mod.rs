@@ -129,6 +129,8 @@ pub async fn ensure(
         return Ok(done);
     }
     sweep(&root, &digest).await?;
+    // an incomplete folder (its image or record deleted) is rebuilt
+    remove_tree(&dir).await?;
     build(inputs, &root, path, &lock, progress).await
 }
 
@@ -180,12 +182,16 @@ async fn remove_tree(path: &Path) -> Result<(), BootstrapError> {
     if remove(path.to_path_buf()).await.is_ok() {
         return Ok(());
     }
-    // remove the subuid-owned part inside the namespace, then the rest; a
-    // failure of the helper shows in the second attempt's error
+    // remove the subuid-owned part inside the namespace, then the rest. The
+    // helper always fails on the top folder (owned by the real user, who is
+    // unmapped there); whatever else it could not remove shows in the
+    // second attempt's error.
     let _ = tokio::process::Command::new("mmdebstrap")
         .args(["--unshare-helper", "rm", "-rf"])
         .arg(path)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .status()
         .await;

@@ -1,13 +1,11 @@
-//! Runs the embedded builder script: a clean environment, every output line
-//! in a log file, its progress lines passed on, and its whole process group
+//! Runs the embedded builder script: a clean environment, all its output in a
+//! log file, its progress lines passed on, and its whole process group
 //! stopped (SIGTERM, so its trap cleans up) when kiln dies or drops the run.
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::build::IoError;
 use crate::build::Progress;
@@ -26,6 +24,9 @@ const PASS_THROUGH: &[&str] = &[
     "HTTPS_PROXY",
     "NO_PROXY",
 ];
+
+/// How often the log is read for progress lines.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How many log lines a failure shows.
 pub const TAIL_LINES: usize = 30;
@@ -89,15 +90,52 @@ pub fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Runs the script to its end. Its progress lines go to `progress`; all its
-/// output goes to the log. Dropping the future sends SIGTERM to the script's
-/// process group; kiln dying sends SIGTERM to the script.
+/// Reads the lines a running script appends to its log.
+struct LogFollower<'a> {
+    path: &'a Path,
+    file: std::fs::File,
+    partial: Vec<u8>,
+}
+
+impl<'a> LogFollower<'a> {
+    fn open(path: &'a Path) -> Result<Self, IoError> {
+        Ok(LogFollower {
+            path,
+            file: std::fs::File::open(path).map_err(IoError::at("open", path))?,
+            partial: Vec::new(),
+        })
+    }
+
+    /// Passes the progress lines completed since the last call on.
+    fn poll(&mut self, progress: Progress<'_>) -> Result<(), IoError> {
+        use std::io::Read;
+        self.file
+            .read_to_end(&mut self.partial)
+            .map_err(IoError::at("read", self.path))?;
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Ok(());
+        };
+        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        for line in String::from_utf8_lossy(&complete).lines() {
+            if let Some(msg) = progress_message(line) {
+                progress(msg);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the script to its end. Its output goes straight into the log file
+/// (so a script that outlives kiln still logs its cleanup); its progress
+/// lines are read back from there and passed to `progress`. Dropping the
+/// future sends SIGTERM to the script's process group; kiln dying sends
+/// SIGTERM to the script, whose trap stops the rest.
 pub async fn run(r: &ScriptRun<'_>, progress: Progress<'_>) -> Result<(), ScriptError> {
     let script_path = r.out_dir.join(r.name);
     std::fs::write(&script_path, r.script).map_err(IoError::at("write", &script_path))?;
-    let mut log = tokio::fs::File::create(r.log)
-        .await
-        .map_err(IoError::at("create", r.log))?;
+    let log = std::fs::File::create(r.log).map_err(IoError::at("create", r.log))?;
+    let log_too = log.try_clone().map_err(IoError::at("open", r.log))?;
+    let mut follower = LogFollower::open(r.log)?;
 
     let mut cmd = tokio::process::Command::new("bash");
     cmd.arg(&script_path)
@@ -112,8 +150,8 @@ pub async fn run(r: &ScriptRun<'_>, progress: Progress<'_>) -> Result<(), Script
         .envs(r.env.iter().map(|(k, v)| (k, v)))
         .current_dir(r.out_dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_too));
     supervise(&mut cmd, libc::SIGTERM);
     if let Some(fd) = r.inherit_fd {
         // SAFETY: fcntl on a descriptor kiln keeps open until the child exits.
@@ -130,40 +168,16 @@ pub async fn run(r: &ScriptRun<'_>, progress: Progress<'_>) -> Result<(), Script
         .spawn()
         .map_err(|source| ScriptError::Spawn { source })?;
     let mut guard = GroupGuard::new(child.id(), libc::SIGTERM);
-
-    let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut err = BufReader::new(child.stderr.take().expect("piped stderr"));
-    let (mut out_line, mut err_line) = (Vec::new(), Vec::new());
-    let (mut out_open, mut err_open) = (true, true);
-    let read_err = |source| IoError::at("read the output of", &script_path)(source);
-    while out_open || err_open {
-        // read_until keeps partial lines in the buffer when the other branch wins
+    let status = loop {
         tokio::select! {
-            n = out.read_until(b'\n', &mut out_line), if out_open => {
-                if n.map_err(read_err)? == 0 {
-                    out_open = false;
-                }
-                log.write_all(&out_line).await.map_err(IoError::at("write", r.log))?;
-                out_line.clear();
+            status = child.wait() => {
+                break status.map_err(IoError::at("wait for", &script_path))?;
             }
-            n = err.read_until(b'\n', &mut err_line), if err_open => {
-                if n.map_err(read_err)? == 0 {
-                    err_open = false;
-                }
-                log.write_all(&err_line).await.map_err(IoError::at("write", r.log))?;
-                if let Some(msg) = progress_message(&String::from_utf8_lossy(&err_line)) {
-                    progress(msg);
-                }
-                err_line.clear();
-            }
+            () = tokio::time::sleep(LOG_POLL) => follower.poll(progress)?,
         }
-    }
-    let status = child
-        .wait()
-        .await
-        .map_err(IoError::at("wait for", &script_path))?;
+    };
     guard.disarm();
-    log.flush().await.map_err(IoError::at("write", r.log))?;
+    follower.poll(progress)?;
     if status.success() {
         return Ok(());
     }
@@ -258,9 +272,10 @@ printf 'no newline at the end' >&2
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         let pidfile = dir.path().join("pid");
-        // a grandchild in the same group, and a trap that records the signal
+        // a grandchild in the same group, and a trap that logs and records
+        // the signal
         let script = format!(
-            "trap 'echo trapped > {d}/trapped; exit 143' TERM\n\
+            "trap 'echo cleaning up; echo trapped > {d}/trapped; exit 143' TERM\n\
              sleep 300 & echo $! > {p}\nwait\n",
             d = dir.path().display(),
             p = pidfile.display()
@@ -296,5 +311,8 @@ printf 'no newline at the end' >&2
             dir.path().join("trapped").exists(),
             "the script's trap did not run"
         );
+        // its output still reaches the log after kiln stopped reading
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("cleaning up"), "{text}");
     }
 }
