@@ -303,3 +303,39 @@ async fn a_dropped_bootstrap_stops_and_cleans_up() {
     assert_eq!(tmp.len(), 1, "{tmp:?}");
     assert!(!tmp[0].join("work").exists(), "the trap left {:?}", tmp[0]);
 }
+
+/// A bootstrap that fails (its mirror answers 404 to everything): the error
+/// names the kept log and shows its end; no image and no temporary folder
+/// are left in the cache.
+#[tokio::test]
+async fn a_failed_bootstrap_reports_and_leaves_no_image() {
+    use kiln::build::bootstrap::script::ScriptError;
+    use kiln::build::bootstrap::BootstrapError;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(dir.path());
+    let server = HttpServer::start(Vec::<(String, Reply)>::new()).await;
+    let mut spec = support::base_image::base_spec();
+    spec.mirror = Some(server.url("/debian"));
+    let e = resolve(&ParentImage::Bootstrap(spec), &cache, &quiet)
+        .await
+        .unwrap_err();
+    let ParentError::Bootstrap(BootstrapError::Script(ScriptError::Failed { log, tail, .. })) = &e
+    else {
+        panic!("{e}");
+    };
+    assert!(server.total_hits() > 0, "mmdebstrap never asked the mirror");
+    assert!(tail.contains("404"), "{tail}");
+    assert!(tail.contains("failed (exit 1)"), "{tail}");
+    assert!(tail.lines().count() <= 30);
+    assert!(e.to_string().contains(log.to_str().unwrap()), "{e}");
+    assert!(std::fs::read_to_string(log)
+        .unwrap()
+        .contains("mmdebstrap bookworm from"));
+    let left: Vec<String> = std::fs::read_dir(cache.bootstrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "logs" && !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
