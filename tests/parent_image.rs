@@ -339,3 +339,69 @@ async fn a_failed_bootstrap_reports_and_leaves_no_image() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// While another process holds a digest's lock, a bootstrap of the same
+/// inputs waits, and then takes the image that process put in place instead
+/// of building its own.
+#[tokio::test]
+async fn a_second_kiln_waits_for_the_first_and_reuses_its_image() {
+    use kiln::build::bootstrap::{self, record::BootstrapRecord};
+    use kiln::build::lock::FileLock;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(dir.path().join("cache"));
+    let mut spec = support::base_image::base_spec();
+    spec.packages = vec!["tmux".into()];
+    let inputs = bootstrap::inputs_for(&spec, Path::new("/etc/apt")).unwrap();
+    let digest = inputs.digest();
+    std::fs::create_dir_all(cache.bootstrap()).unwrap();
+    let held = FileLock::try_exclusive(&cache.bootstrap().join(format!("{digest}.lock")))
+        .unwrap()
+        .unwrap();
+
+    let waiting = std::sync::atomic::AtomicBool::new(false);
+    let progress = |m: &str| {
+        if m.starts_with("waiting for another kiln") {
+            waiting.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    let other_kiln = async {
+        while !waiting.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // the first kiln finishes: its image and record appear, the lock goes
+        let (_, qcow2) = images(dir.path()).await;
+        let done = cache.bootstrap().join(&digest);
+        std::fs::create_dir(&done).unwrap();
+        std::fs::rename(&qcow2, done.join("base.qcow2")).unwrap();
+        let record = BootstrapRecord {
+            digest: digest.clone(),
+            inputs: inputs.clone(),
+            built_at: "2026-01-01T00:00:00Z".into(),
+            kiln_version: "test".into(),
+            seconds: 1.0,
+            timings: Default::default(),
+            image_bytes: 1,
+        };
+        std::fs::write(
+            done.join("inputs.json"),
+            serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+        drop(held);
+    };
+    let parent = ParentImage::Bootstrap(spec);
+    let (resolved, ()) = tokio::join!(resolve(&parent, &cache, &progress), other_kiln);
+    let resolved = resolved.unwrap();
+    assert_eq!(
+        resolved.path,
+        cache.bootstrap().join(&digest).join("base.qcow2")
+    );
+    assert_eq!(resolved.virtual_size, 4 << 20);
+    assert!(
+        resolved.origin.contains("(cached, digest "),
+        "{}",
+        resolved.origin
+    );
+    // no build was started
+    assert!(!cache.bootstrap().join("logs").exists());
+}
