@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kiln and its tests use, when they are missing:
-# QEMU (system emulator and qemu-img). Needs root (or sudo) for apt-get.
+# QEMU (system emulator and qemu-img), and the tools of the Debian bootstrap
+# (src/build/bootstrap/debian.sh: mmdebstrap, uidmap for rootless builds,
+# sfdisk, mkfs.vfat, mtools, mke2fs, python3). Needs root (or sudo) for apt-get.
 # Idempotent: installs nothing when everything is there.
 set -euo pipefail
 
 need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+# the bootstrap's tools (some live in sbin, which a user's PATH may lack)
+have() { PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
+have mmdebstrap || need+=(mmdebstrap)
+have newuidmap || need+=(uidmap)
+have sfdisk || need+=(fdisk)
+have mkfs.vfat || need+=(dosfstools)
+have mcopy || need+=(mtools)
+have mke2fs || need+=(e2fsprogs)
+have python3 || need+=(python3)
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "setup-host: all packages present" >&2

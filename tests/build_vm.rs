@@ -259,8 +259,8 @@ fn events(lines: &[String]) -> Vec<Value> {
 #[test]
 fn example_recipe_end_to_end() {
     let _one = serial();
-    let cache = support::base_image::cache_dir();
-    support::base_image::base_image();
+    let cache = support::base_image::test_cache().root;
+    support::base_image::bootstrap_base_image();
     let out = tempfile::tempdir().unwrap();
     let recipe = repo().join("recipes/debian-web/recipe.yml");
     let mut run = KilnRun::start(
@@ -446,8 +446,8 @@ components:
 #[test]
 fn failing_component_with_abort_keeps_the_vm_for_ssh_then_cleans_up() {
     let _one = serial();
-    let cache = support::base_image::cache_dir();
-    support::base_image::base_image();
+    let cache = support::base_image::test_cache().root;
+    support::base_image::bootstrap_base_image();
     let work = tempfile::tempdir().unwrap();
     let recipe = write_failing_recipe(work.path());
     let out = work.path().join("out");
@@ -504,8 +504,8 @@ fn failing_component_with_abort_keeps_the_vm_for_ssh_then_cleans_up() {
 #[test]
 fn sigterm_and_sigkill_during_the_build_stage_leave_no_qemu_and_publish_nothing() {
     let _one = serial();
-    let cache = support::base_image::cache_dir();
-    support::base_image::base_image();
+    let cache = support::base_image::test_cache().root;
+    support::base_image::bootstrap_base_image();
     let work = tempfile::tempdir().unwrap();
     let recipe = repo().join("recipes/debian-web/recipe.yml");
     for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {

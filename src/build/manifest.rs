@@ -2,11 +2,11 @@
 //! was tested, and the sha256 of every file beside it. Secret parameter
 //! values never reach it.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+use super::digest::{sha256_file, DigestError};
 
 /// The manifest format's version.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -191,34 +191,18 @@ pub struct Artifact {
 /// Errors of reading files for the manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    /// A file could not be read.
-    #[error("cannot read {path}")]
-    Io {
-        /// The path.
+    /// A folder could not be listed.
+    #[error("cannot list {path}")]
+    List {
+        /// The folder.
         path: PathBuf,
         /// The cause.
         #[source]
         source: std::io::Error,
     },
-}
-
-/// sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String, ManifestError> {
-    let err = |source| ManifestError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::File::open(path).map_err(err)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(err)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    /// A file could not be hashed.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
 }
 
 fn kind_of(rel: &str) -> String {
@@ -234,17 +218,17 @@ pub fn artifacts(dir: &Path) -> Result<Vec<Artifact>, ManifestError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|source| ManifestError::Io {
+        let entries = std::fs::read_dir(&d).map_err(|source| ManifestError::List {
             path: d.clone(),
             source,
         })?;
         for e in entries {
-            let e = e.map_err(|source| ManifestError::Io {
+            let e = e.map_err(|source| ManifestError::List {
                 path: d.clone(),
                 source,
             })?;
             let path = e.path();
-            let ft = e.file_type().map_err(|source| ManifestError::Io {
+            let ft = e.file_type().map_err(|source| ManifestError::List {
                 path: path.clone(),
                 source,
             })?;
@@ -262,7 +246,7 @@ pub fn artifacts(dir: &Path) -> Result<Vec<Artifact>, ManifestError> {
             }
             let size = e
                 .metadata()
-                .map_err(|source| ManifestError::Io {
+                .map_err(|source| ManifestError::List {
                     path: path.clone(),
                     source,
                 })?

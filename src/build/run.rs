@@ -370,7 +370,7 @@ impl<'a> Build<'a> {
         // build VM
         let t = self.begin(Stage::Build, "booting the build VM from an overlay on the parent");
         let overlay = ws.vm().join("build.qcow2");
-        img::create_overlay(&parent.path, parent.format.name(), &overlay, Some(m.disk_bytes))
+        img::create_overlay(&parent.path, parent.format.qemu_name(), &overlay, Some(m.disk_bytes))
             .await
             .map_err(|source| BuildError::Image {
                 stage: "build",
@@ -422,6 +422,7 @@ impl<'a> Build<'a> {
         let flatten = ConvertOptions {
             format: img::Format::Qcow2,
             compress: Some(Compression::Zstd),
+            options: Vec::new(),
         };
         img::convert(&overlay, Some("qcow2"), &image, &flatten)
             .await
@@ -495,14 +496,14 @@ impl<'a> Build<'a> {
             },
             recipe: manifest::RecipeInfo {
                 file: recipe.file.display().to_string(),
-                sha256: manifest::sha256_file(&recipe.file)?,
+                sha256: super::digest::sha256_file(&recipe.file).map_err(manifest::ManifestError::from)?,
                 root_volume_gib: recipe.root_volume_gib,
                 working_directory: recipe.working_directory.clone(),
             },
             parent: manifest::ParentInfo {
                 origin: parent.origin.clone(),
                 path: parent.path.display().to_string(),
-                format: parent.format.name().to_string(),
+                format: parent.format.qemu_name().to_string(),
                 sha256: parent.sha256.clone(),
                 virtual_size: parent.virtual_size,
             },
@@ -558,7 +559,7 @@ impl<'a> Build<'a> {
     ) {
         let rep = self.reporter;
         let p = Some(Stage::Plan);
-        rep.info(p, &format!("parent: {} ({}, {} GiB virtual, sha256 {})", parent.origin, parent.format.name(), parent.virtual_size.div_ceil(GIB), parent.sha256));
+        rep.info(p, &format!("parent: {} ({}, {} GiB virtual, sha256 {})", parent.origin, parent.format.qemu_name(), parent.virtual_size.div_ceil(GIB), parent.sha256));
         for (i, c) in components.iter().enumerate() {
             let params: Vec<String> = shown_parameters(c)
                 .into_iter()

@@ -59,8 +59,8 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
         e @ RecipeError::Io { .. } => CliError::Invalid(format!("error: {e}")),
     })?;
     let cache = match args.cache_dir {
-        Some(root) => Cache { root },
-        None => Cache::from_env(),
+        Some(root) => Cache::new(root),
+        None => Cache::from_env().map_err(|e| CliError::Failed(anyhow::Error::new(e)))?,
     };
     let opts = BuildOptions {
         output: args.output,

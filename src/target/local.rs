@@ -12,26 +12,11 @@ use super::{
     DirEntry, ExecOutput, ExecRequest, FileKind, FileStat, OutputSink, RebootOutcome, Result,
     Stream, Target, TargetError,
 };
+use crate::process::GroupGuard;
 
 /// Runs actions on this host.
 #[derive(Clone, Debug, Default)]
 pub struct LocalTarget;
-
-/// Kills a whole process group when dropped, unless disarmed.
-struct GroupKiller {
-    pgid: Option<i32>,
-}
-
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.pgid {
-            // SAFETY: kill(2) with a negative pid signals the process group we created.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
-    }
-}
 
 async fn pump<R: AsyncRead + Unpin>(
     mut r: R,
@@ -86,9 +71,7 @@ impl Target for LocalTarget {
             program: req.program.to_string(),
             source,
         })?;
-        let mut killer = GroupKiller {
-            pgid: child.id().map(|p| p as i32),
-        };
+        let mut killer = GroupGuard::new(child.id(), libc::SIGKILL);
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
         let (stdout, stderr) = tokio::try_join!(
@@ -100,7 +83,7 @@ impl Target for LocalTarget {
             .wait()
             .await
             .map_err(|e| TargetError::io("wait for", req.program, e))?;
-        killer.pgid = None;
+        killer.disarm();
         Ok(ExecOutput {
             code: status.code(),
             stdout,

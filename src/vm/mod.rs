@@ -1,7 +1,8 @@
 //! Local virtual machines: the QEMU process (its own process group, killed
-//! with kiln), its QMP control socket, and the accelerator probe.
+//! with kiln), its QMP control socket, the accelerator probe, and `qemu-img`.
 
 pub mod accel;
+pub mod img;
 pub mod qemu;
 pub mod qmp;
 

@@ -220,29 +220,8 @@ impl Vm {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
-            .process_group(0)
             .kill_on_drop(true);
-        let parent = std::process::id() as i32;
-        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // the parent may have died before prctl took effect
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
+        crate::process::supervise(&mut cmd, libc::SIGKILL);
         let mut child = cmd.spawn().map_err(|source| VmError::Spawn {
             binary: binary.to_string(),
             source,
@@ -347,7 +326,7 @@ impl Vm {
 
     /// Kills QEMU's whole process group and reaps it.
     pub async fn kill(&mut self) {
-        kill_group(self.pid);
+        crate::process::signal_group(self.pid, libc::SIGKILL);
         let _ = self.child.wait().await;
     }
 
@@ -357,19 +336,10 @@ impl Vm {
     }
 }
 
-fn kill_group(pid: i32) {
-    if pid > 0 {
-        // SAFETY: kill(2) on the process group QEMU leads.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-}
-
 impl Drop for Vm {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            kill_group(self.pid);
+            crate::process::signal_group(self.pid, libc::SIGKILL);
         }
     }
 }

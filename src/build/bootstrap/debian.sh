@@ -1,8 +1,10 @@
 #!/bin/bash
-# make-base.sh OUTDIR
+# debian.sh OUTDIR
 #
-# Build a bootable, cloud-init-ready Debian 12 (bookworm) qcow2 base image
-# (OUTDIR/base.qcow2) from Debian packages, WITHOUT root:
+# kiln's `bootstrap` parent image: builds a bootable, cloud-init-ready Debian
+# (bookworm by default) qcow2 base image (OUTDIR/base.qcow2) from Debian
+# packages, WITHOUT root. kiln embeds this script (src/build/bootstrap/) and
+# runs it with the knobs below; it also runs on its own: `bash debian.sh OUT`.
 #   1. mmdebstrap --mode=unshare  -> rootfs directory (owned by subuids)
 #   2. sfdisk on a plain file     -> GPT: BIOS boot (1M) + ESP (126M FAT32) + root (ext4)
 #   3. mkfs.vfat -C + mcopy       -> ESP with only \EFI\BOOT\BOOTX64.EFI (removable path)
@@ -12,20 +14,27 @@
 # Needs: mmdebstrap, uidmap (newuidmap) + an /etc/subuid,/etc/subgid entry for
 # the user (adduser creates it), e2fsprogs, fdisk (sfdisk), dosfstools, mtools,
 # qemu-utils, python3.  Works as root too (then no user namespace is used).
+# Measured procedure, timings and gotchas: vm-fixtures/debian-bootstrap/NOTES.md.
 #
-# Env knobs: SUITE (bookworm) DISK_SIZE (3G) MIRROR SECURITY_MIRROR
-#            KEEP_ROOTFS=1 (reuse OUTDIR/work/rootfs if present; for iterating)
+# Env knobs: SUITE (bookworm) DISK_SIZE (3G; truncate(1) syntax, bytes too)
+#            MIRROR SECURITY_MIRROR (default: this host's apt mirrors, else deb.debian.org)
 #            EXTRA_PACKAGES="pkg1,pkg2"
+#            MMDEBSTRAP_LOG (OUTDIR/work/mmdebstrap.log)
+#            KEEP_ROOTFS=1 (reuse OUTDIR/work/rootfs if present; for iterating)
+#            KEEP_WORK=1 (keep OUTDIR/work, also on failure)
 #            SLIM=1 (dpkg path-exclude docs/man/info/locales; persists in the image)
+# Progress goes to stderr as `[make-base HH:MM:SS] ...` lines. On failure or
+# SIGTERM/SIGINT it stops what it started and removes OUTDIR/work.
 set -euo pipefail
 
-OUT=${1:?usage: make-base.sh OUTDIR}
+OUT=${1:?usage: debian.sh OUTDIR}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WORK=$OUT/work
 SUITE=${SUITE:-bookworm}
 DISK_SIZE=${DISK_SIZE:-3G}
 NICE=${NICE:-nice -n 15}
+MMDEBSTRAP_LOG=${MMDEBSTRAP_LOG:-$WORK/mmdebstrap.log}
 
 # Mirrors: the ones this host's apt uses (deb822 .sources), else deb.debian.org.
 host_uri() { # $1 = regex the URI must match
@@ -55,16 +64,61 @@ if [[ ${SLIM:-0} = 1 ]]; then
     done
 fi
 
-log() { printf '[make-base %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# progress goes to the script's own stderr, also from a trap that runs while
+# a command's output is redirected elsewhere (e.g. into the mmdebstrap log)
+exec {ERRFD}>&2
+log() { printf '[make-base %(%H:%M:%S)T] %s\n' -1 "$*" >&"$ERRFD"; }
 declare -A T
 tstart() { T[$1]=$(date +%s.%N); }
-tend() { awk -v a="${T[$1]}" -v b="$(date +%s.%N)" -v n="$1" 'BEGIN{printf "%s=%.1fs\n", n, b-a}' | tee -a "$OUT/timings.txt" >&2; }
+tend() {
+    local t
+    t=$(awk -v a="${T[$1]}" -v b="$(date +%s.%N)" -v n="$1" 'BEGIN{printf "%s=%.1fs", n, b-a}')
+    echo "$t" >> "$OUT/timings.txt"
+    log "$t"
+}
 : > "$OUT/timings.txt"
 
 # run a command in a user namespace where uid 0 == our subuid base, i.e. where
 # the files of the rootfs made by `mmdebstrap --mode=unshare` have their real
 # owners (as root: plain execution in a private mount namespace).
-nsrun() { $NICE mmdebstrap --unshare-helper "$@"; }
+nsrun() { run $NICE mmdebstrap --unshare-helper "$@"; }
+
+# Long commands run in the background while the shell waits: a trapped signal
+# interrupts `wait` at once (it would wait for a foreground command to end).
+run() { "$@" & wait "$!"; }
+
+# Failure or SIGTERM/SIGINT: stop what still runs in our process group (only
+# when we lead it, as under kiln: otherwise it is our caller's group), then
+# remove the work tree, whose rootfs only `--unshare-helper` can delete.
+on_signal() {
+    trap '' INT TERM
+    log "stopped by a signal"
+    if [[ $(cut -d' ' -f5 /proc/$$/stat) == "$$" ]]; then kill -TERM 0 2>/dev/null || true; fi
+    wait || true
+    exit 143
+}
+on_exit() {
+    local rc=$?
+    trap - EXIT
+    trap '' INT TERM
+    exec >&"$ERRFD" 2>&"$ERRFD"
+    if [[ $rc != 0 && ${KEEP_WORK:-0} != 1 ]]; then
+        log "failed (exit $rc): removing $WORK"
+        rm -f "$OUT/base.qcow2.tmp"
+        if [[ ${KEEP_ROOTFS:-0} = 1 ]]; then
+            log "KEEP_ROOTFS=1: keeping $WORK/rootfs"
+        else
+            # the rootfs is owned by subuids (not by us) unless we are root
+            if [[ -e $WORK/rootfs ]]; then
+                $NICE mmdebstrap --unshare-helper rm -rf "$WORK/rootfs" || log "could not remove $WORK/rootfs"
+            fi
+            rm -rf "$WORK" || log "could not remove $WORK"
+        fi
+    fi
+    exit "$rc"
+}
+trap on_exit EXIT
+trap on_signal INT TERM
 
 mkdir -p "$WORK"
 # the namespaced root (subuid) must be able to write here
@@ -186,7 +240,7 @@ chroot "$R" grub-mkimage -O i386-pc -o /boot/grub/i386-pc/core.img -c /boot/grub
 chroot "$R" grub-mkimage -O x86_64-efi -o /boot/grub/x86_64-efi/grubx64.efi -c /boot/grub/load.cfg -p /boot/grub \
     $MODS efi_gop efi_uga
 cat > "$R/boot/grub/grub.cfg" <<GC
-# Written by kiln make-base.sh; regenerated by update-grub on kernel upgrades
+# Written by kiln (debian.sh); regenerated by update-grub on kernel upgrades
 set timeout=1
 serial --unit=0 --speed=115200
 terminal_input console serial
@@ -219,7 +273,7 @@ else
     [[ -e $ROOTFS ]] && nsrun rm -rf "$ROOTFS"
     log "mmdebstrap $SUITE from $MIRROR (+ $SECURITY_MIRROR)"
     tstart mmdebstrap
-    $NICE mmdebstrap --mode=unshare --variant=important "${DPKGOPTS[@]}" \
+    run $NICE mmdebstrap --mode=unshare --variant=important "${DPKGOPTS[@]}" \
         --include="$PKGS" \
         --essential-hook="$WORK/essential-hook.sh" \
         --customize-hook="$WORK/customize-hook.sh" \
@@ -227,7 +281,7 @@ else
         "deb $MIRROR $SUITE main" \
         "deb $MIRROR $SUITE-updates main" \
         "deb $SECURITY_MIRROR $SUITE-security main" \
-        > "$WORK/mmdebstrap.log" 2>&1 || { tail -n 40 "$WORK/mmdebstrap.log" >&2; exit 1; }
+        > "$MMDEBSTRAP_LOG" 2>&1 || { tail -n 40 "$MMDEBSTRAP_LOG" >&2; exit 1; }
     tend mmdebstrap
 fi
 
@@ -290,7 +344,7 @@ tend assemble
 
 # ------------------------------------------------------------- 3. qcow2
 tstart qcow2
-$NICE qemu-img convert -c -O qcow2 "$RAW" "$OUT/base.qcow2.tmp"
+run $NICE qemu-img convert -c -O qcow2 "$RAW" "$OUT/base.qcow2.tmp"
 mv "$OUT/base.qcow2.tmp" "$OUT/base.qcow2"
 tend qcow2
 echo "root_uuid=$ROOT_UUID esp_uuid=$ESP_UUID" > "$OUT/base.ids"

@@ -1,0 +1,642 @@
+//! Disk images through `qemu-img`: information, consistency checks, overlays,
+//! growing, conversion with an atomic publish, comparison, and format
+//! detection by magic bytes. Parsing is kept apart from running the tool.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::str::FromStr;
+
+/// The `qemu-img` binary.
+const QEMU_IMG: &str = "qemu-img";
+
+/// Errors of the `qemu-img` wrappers.
+#[derive(Debug, thiserror::Error)]
+pub enum ImgError {
+    /// `qemu-img` could not be started.
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `qemu-img` failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed on standard error.
+        stderr: String,
+    },
+    /// `qemu-img` printed something this module does not understand.
+    #[error("cannot parse the output of `{command}`: {source}")]
+    Parse {
+        /// The command line.
+        command: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A file could not be read or written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request makes no sense for this image.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// An unknown format name.
+    #[error("unknown disk image format `{0}` (known: raw, qcow2, vmdk, vhdx, vpc)")]
+    UnknownFormat(String),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImgError + 'a {
+    move |source| ImgError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A disk image format, by the name `qemu-img` uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A plain disk image.
+    Raw,
+    /// QEMU copy-on-write v2/v3.
+    Qcow2,
+    /// VMware (sparse extents, streamOptimized, or a text descriptor).
+    Vmdk,
+    /// Hyper-V VHDX.
+    Vhdx,
+    /// Virtual PC / Hyper-V VHD (`vpc` to qemu-img), fixed or dynamic.
+    Vpc,
+}
+
+impl Format {
+    /// The name `qemu-img` uses (`-f`, `-O`).
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vhdx => "vhdx",
+            Format::Vpc => "vpc",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.qemu_name())
+    }
+}
+
+impl FromStr for Format {
+    type Err = ImgError;
+
+    fn from_str(s: &str) -> Result<Self, ImgError> {
+        Ok(match s {
+            "raw" => Format::Raw,
+            "qcow2" => Format::Qcow2,
+            "vmdk" => Format::Vmdk,
+            "vhdx" => Format::Vhdx,
+            "vpc" | "vhd" => Format::Vpc,
+            other => return Err(ImgError::UnknownFormat(other.to_string())),
+        })
+    }
+}
+
+/// How many bytes [`detect_format_from`] wants from each end of the file.
+pub const DETECT_BYTES: usize = 512;
+
+/// The format of an image from its first and last [`DETECT_BYTES`] bytes
+/// (fewer for a smaller file): qcow2 `QFI\xfb`, VMDK `KDMV` or a text
+/// descriptor, VHDX `vhdxfile`, VHD `conectix` as the header copy of a
+/// dynamic disk or as the footer of a fixed one; anything else is raw.
+pub fn detect_format_from(head: &[u8], tail: &[u8]) -> Format {
+    if head.starts_with(b"QFI\xfb") {
+        Format::Qcow2
+    } else if head.starts_with(b"KDMV") || head.starts_with(b"# Disk DescriptorFile") {
+        Format::Vmdk
+    } else if head.starts_with(b"vhdxfile") {
+        Format::Vhdx
+    } else if head.starts_with(b"conectix") || tail.starts_with(b"conectix") {
+        Format::Vpc
+    } else {
+        Format::Raw
+    }
+}
+
+/// The format of the image at `path` by its magic bytes (see
+/// [`detect_format_from`]).
+pub fn detect_format(path: &Path) -> Result<Format, ImgError> {
+    let mut f = std::fs::File::open(path).map_err(io_err("open", path))?;
+    let len = f.metadata().map_err(io_err("stat", path))?.len();
+    let mut head = Vec::with_capacity(DETECT_BYTES);
+    (&mut f)
+        .take(DETECT_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(io_err("read", path))?;
+    let mut tail = Vec::with_capacity(DETECT_BYTES);
+    if len >= DETECT_BYTES as u64 {
+        f.seek(SeekFrom::Start(len - DETECT_BYTES as u64))
+            .map_err(io_err("seek in", path))?;
+        f.read_to_end(&mut tail).map_err(io_err("read", path))?;
+    }
+    Ok(detect_format_from(&head, &tail))
+}
+
+/// What `qemu-img info` says about an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The format name as qemu-img gives it (`qcow2`, `raw`, `vpc`, …).
+    pub format: String,
+    /// The size of the virtual disk in bytes.
+    pub virtual_size: u64,
+    /// The bytes the file takes on the host (allocated blocks).
+    pub actual_size: u64,
+    /// The backing file, as resolved by qemu-img (absolute when it could).
+    pub backing_file: Option<PathBuf>,
+    /// The backing file's format, when recorded.
+    pub backing_format: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct RawInfo {
+    format: String,
+    virtual_size: u64,
+    #[serde(default)]
+    actual_size: u64,
+    backing_filename: Option<String>,
+    full_backing_filename: Option<String>,
+    backing_filename_format: Option<String>,
+}
+
+/// Parses the output of `qemu-img info --output=json` (one image, not a chain).
+pub fn parse_info(json: &str) -> Result<ImageInfo, serde_json::Error> {
+    let raw: RawInfo = serde_json::from_str(json)?;
+    Ok(ImageInfo {
+        format: raw.format,
+        virtual_size: raw.virtual_size,
+        actual_size: raw.actual_size,
+        backing_file: raw
+            .full_backing_filename
+            .or(raw.backing_filename)
+            .map(PathBuf::from),
+        backing_format: raw.backing_filename_format,
+    })
+}
+
+/// What `qemu-img check` found in a qcow2 image.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CheckReport {
+    /// Clusters allocated but not referenced (space wasted, data safe).
+    #[serde(default)]
+    pub leaks: u64,
+    /// Corrupted metadata (data may be lost).
+    #[serde(default)]
+    pub corruptions: u64,
+    /// Errors that stopped the check from looking everywhere.
+    #[serde(default)]
+    pub check_errors: u64,
+}
+
+impl CheckReport {
+    /// No leaks, no corruption, and the check ran to its end.
+    pub fn is_clean(&self) -> bool {
+        self.leaks == 0 && self.corruptions == 0 && self.check_errors == 0
+    }
+}
+
+/// Parses the output of `qemu-img check --output=json`.
+pub fn parse_check(json: &str) -> Result<CheckReport, serde_json::Error> {
+    serde_json::from_str(json)
+}
+
+/// Compression of a converted image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// zlib (deflate) clusters: readable by every qcow2 reader.
+    Zlib,
+    /// zstd clusters: faster, needs QEMU 5.1 or later to read.
+    Zstd,
+}
+
+/// How [`convert`] writes its output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// The output format.
+    pub format: Format,
+    /// Compressed clusters (qcow2 only).
+    pub compress: Option<Compression>,
+    /// Format options for `-o`, e.g. `subformat=streamOptimized` for VMDK.
+    pub options: Vec<String>,
+}
+
+impl ConvertOptions {
+    /// Plain conversion to `format`.
+    pub fn to(format: Format) -> Self {
+        ConvertOptions {
+            format,
+            compress: None,
+            options: Vec::new(),
+        }
+    }
+}
+
+/// The `qemu-img convert` arguments after the subcommand (without the
+/// output path, which is a temporary name).
+fn convert_args(
+    src: &Path,
+    src_fmt: Option<&str>,
+    opts: &ConvertOptions,
+) -> Result<Vec<OsString>, String> {
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(f) = src_fmt {
+        args.extend(["-f".into(), f.into()]);
+    }
+    args.extend(["-O".into(), opts.format.qemu_name().into()]);
+    // these write extra extent files named after the (temporary) output
+    // name, so they cannot be published by a rename
+    if let Some(multi) = opts
+        .options
+        .iter()
+        .find(|o| o.starts_with("subformat=") && (o.contains("Flat") || o.contains("twoGb")))
+    {
+        return Err(format!(
+            "`{multi}` writes several files; use a single-file subformat (streamOptimized, monolithicSparse)"
+        ));
+    }
+    let mut options = opts.options.clone();
+    if let Some(c) = opts.compress {
+        if opts.format != Format::Qcow2 {
+            return Err(format!(
+                "compression is only for qcow2 output, not {}",
+                opts.format
+            ));
+        }
+        args.push("-c".into());
+        if c == Compression::Zstd {
+            options.push("compression_type=zstd".into());
+        }
+    }
+    if !options.is_empty() {
+        args.extend(["-o".into(), options.join(",").into()]);
+    }
+    args.push(src.into());
+    Ok(args)
+}
+
+fn command_line(args: &[OsString]) -> String {
+    std::iter::once(OsStr::new(QEMU_IMG))
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `qemu-img ARGS`; exit codes in `ok_codes` count as success (besides 0).
+async fn run(args: &[OsString], ok_codes: &[i32]) -> Result<Output, ImgError> {
+    let out = tokio::process::Command::new(QEMU_IMG)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| ImgError::Spawn {
+            command: command_line(args),
+            source,
+        })?;
+    let code = out.status.code();
+    if code == Some(0) || code.is_some_and(|c| ok_codes.contains(&c)) {
+        return Ok(out);
+    }
+    Err(ImgError::Failed {
+        command: command_line(args),
+        status: out.status.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+fn parse_output<T>(
+    args: &[OsString],
+    out: &Output,
+    parse: impl FnOnce(&str) -> Result<T, serde_json::Error>,
+) -> Result<T, ImgError> {
+    parse(&String::from_utf8_lossy(&out.stdout)).map_err(|source| ImgError::Parse {
+        command: command_line(args),
+        source,
+    })
+}
+
+/// `qemu-img info`, also on an image a running VM has open (`--force-share`).
+/// The format is the one [`detect_format`] finds, not qemu-img's guess
+/// (which takes a fixed VHD for raw).
+pub async fn info(path: &Path) -> Result<ImageInfo, ImgError> {
+    let args: Vec<OsString> = vec![
+        "info".into(),
+        "--output=json".into(),
+        "--force-share".into(),
+        "-f".into(),
+        detect_format(path)?.qemu_name().into(),
+        path.into(),
+    ];
+    let out = run(&args, &[]).await?;
+    parse_output(&args, &out, parse_info)
+}
+
+/// `qemu-img check` of a qcow2 image: leaks and corruptions are reported,
+/// not errors; an image that is not qcow2 is an error.
+pub async fn check(path: &Path) -> Result<CheckReport, ImgError> {
+    let format = detect_format(path)?;
+    if format != Format::Qcow2 {
+        return Err(ImgError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("only qcow2 images can be checked, this one is {format}"),
+        });
+    }
+    let args: Vec<OsString> = vec![
+        "check".into(),
+        "--output=json".into(),
+        "-f".into(),
+        "qcow2".into(),
+        path.into(),
+    ];
+    // 2: corruptions found, 3: leaks found; both still print the report
+    let out = run(&args, &[2, 3]).await?;
+    parse_output(&args, &out, parse_check)
+}
+
+/// Creates a qcow2 overlay on `backing` (recorded by its absolute path and
+/// format), as large as the backing image or `size` bytes.
+pub async fn create_overlay(
+    backing: &Path,
+    backing_format: &str,
+    overlay: &Path,
+    size: Option<u64>,
+) -> Result<(), ImgError> {
+    let backing = std::fs::canonicalize(backing).map_err(io_err("resolve", backing))?;
+    let mut args: Vec<OsString> = vec![
+        "create".into(),
+        "-q".into(),
+        "-f".into(),
+        "qcow2".into(),
+        "-b".into(),
+        backing.into(),
+        "-F".into(),
+        backing_format.into(),
+        overlay.into(),
+    ];
+    if let Some(size) = size {
+        args.push(size.to_string().into());
+    }
+    run(&args, &[]).await.map(|_| ())
+}
+
+/// Grows the virtual disk to `bytes`; asking for less than it has is an
+/// error (shrinking loses data), asking for the same size does nothing.
+pub async fn resize(path: &Path, bytes: u64) -> Result<(), ImgError> {
+    let current = info(path).await?;
+    if bytes < current.virtual_size {
+        return Err(ImgError::Invalid {
+            path: path.to_path_buf(),
+            message: format!(
+                "will not shrink the disk from {} to {bytes} bytes",
+                current.virtual_size
+            ),
+        });
+    }
+    if bytes == current.virtual_size {
+        return Ok(());
+    }
+    let args: Vec<OsString> = vec![
+        "resize".into(),
+        "-q".into(),
+        "-f".into(),
+        current.format.into(),
+        path.into(),
+        bytes.to_string().into(),
+    ];
+    run(&args, &[]).await.map(|_| ())
+}
+
+/// Converts `src` into `dst`: written under a temporary name in `dst`'s
+/// folder, flushed to disk, then renamed, so `dst` is either absent or whole.
+pub async fn convert(
+    src: &Path,
+    src_fmt: Option<&str>,
+    dst: &Path,
+    opts: &ConvertOptions,
+) -> Result<(), ImgError> {
+    let mut args = vec![OsString::from("convert")];
+    args.extend(
+        convert_args(src, src_fmt, opts).map_err(|message| ImgError::Invalid {
+            path: dst.to_path_buf(),
+            message,
+        })?,
+    );
+    let dir = match dst.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = dst.file_name().ok_or_else(|| ImgError::Invalid {
+        path: dst.to_path_buf(),
+        message: "the destination has no file name".into(),
+    })?;
+    // qemu-img creates the file itself (with the usual permissions); the
+    // guard removes it if anything below fails or the future is dropped
+    let tmp_path = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let tmp = tempfile::TempPath::try_from_path(&tmp_path).map_err(io_err("resolve", &tmp_path))?;
+    args.push(tmp.to_path_buf().into());
+    run(&args, &[]).await?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("flush", &tmp))?;
+    tmp.persist(dst).map_err(|e| ImgError::Io {
+        what: "rename the converted image to",
+        path: dst.to_path_buf(),
+        source: e.error,
+    })?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("flush", dir))
+}
+
+/// Whether the two images hold the same guest-visible content (formats, by
+/// [`detect_format`], and allocation may differ). A larger image compares
+/// equal only when its extra part is all zeros.
+pub async fn compare(a: &Path, b: &Path) -> Result<bool, ImgError> {
+    let args: Vec<OsString> = vec![
+        "compare".into(),
+        "-q".into(),
+        "--force-share".into(),
+        "-f".into(),
+        detect_format(a)?.qemu_name().into(),
+        "-F".into(),
+        detect_format(b)?.qemu_name().into(),
+        a.into(),
+        b.into(),
+    ];
+    // exit 0: identical, 1: different, anything else: an error
+    let out = run(&args, &[1]).await?;
+    Ok(out.status.code() == Some(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sector(prefix: &[u8]) -> Vec<u8> {
+        let mut s = prefix.to_vec();
+        s.resize(DETECT_BYTES, 0);
+        s
+    }
+
+    #[test]
+    fn magic_bytes() {
+        let zero = sector(b"");
+        let cases: [(&[u8], Format); 6] = [
+            (b"QFI\xfb\0\0\0\x03", Format::Qcow2),
+            (b"KDMV\x01\0\0\0", Format::Vmdk),
+            (b"# Disk DescriptorFile\nversion=1\n", Format::Vmdk),
+            (b"vhdxfile", Format::Vhdx),
+            (b"conectix\0\0\0\x02", Format::Vpc),
+            (b"\xeb\x63\x90GRUB", Format::Raw),
+        ];
+        for (magic, want) in cases {
+            assert_eq!(detect_format_from(&sector(magic), &zero), want, "{magic:?}");
+        }
+        // a fixed VHD: a raw payload with the footer in the last sector
+        assert_eq!(detect_format_from(&zero, &sector(b"conectix")), Format::Vpc);
+        // magic bytes count only at the start
+        assert_eq!(
+            detect_format_from(&sector(b"xQFI\xfb"), &sector(b"xconectix")),
+            Format::Raw
+        );
+        assert_eq!(detect_format_from(b"", b""), Format::Raw);
+        assert_eq!(detect_format_from(b"QF", b""), Format::Raw);
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for f in [
+            Format::Raw,
+            Format::Qcow2,
+            Format::Vmdk,
+            Format::Vhdx,
+            Format::Vpc,
+        ] {
+            assert_eq!(f.qemu_name().parse::<Format>().unwrap(), f);
+        }
+        assert_eq!("vhd".parse::<Format>().unwrap(), Format::Vpc);
+        assert!(matches!(
+            "vdi".parse::<Format>(),
+            Err(ImgError::UnknownFormat(n)) if n == "vdi"
+        ));
+    }
+
+    #[test]
+    fn info_json() {
+        let overlay = r#"{
+            "virtual-size": 3221225472, "filename": "/t/o.qcow2", "cluster-size": 65536,
+            "format": "qcow2", "actual-size": 200704, "dirty-flag": false,
+            "backing-filename": "base.qcow2", "full-backing-filename": "/t/base.qcow2",
+            "backing-filename-format": "qcow2"
+        }"#;
+        assert_eq!(
+            parse_info(overlay).unwrap(),
+            ImageInfo {
+                format: "qcow2".into(),
+                virtual_size: 3 << 30,
+                actual_size: 200704,
+                backing_file: Some("/t/base.qcow2".into()),
+                backing_format: Some("qcow2".into()),
+            }
+        );
+        let raw = r#"{"virtual-size": 1048576, "filename": "d.img", "format": "raw", "actual-size": 4096}"#;
+        let info = parse_info(raw).unwrap();
+        assert_eq!((info.format.as_str(), info.virtual_size), ("raw", 1 << 20));
+        assert_eq!(info.backing_file, None);
+        assert!(parse_info(r#"{"format": "raw"}"#).is_err());
+    }
+
+    #[test]
+    fn check_json() {
+        let clean = r#"{"image-end-offset": 262144, "total-clusters": 16, "check-errors": 0,
+            "filename": "a.qcow2", "format": "qcow2"}"#;
+        assert!(parse_check(clean).unwrap().is_clean());
+        let leaky = r#"{"leaks": 3, "check-errors": 0, "format": "qcow2"}"#;
+        let r = parse_check(leaky).unwrap();
+        assert_eq!((r.leaks, r.corruptions, r.is_clean()), (3, 0, false));
+    }
+
+    #[test]
+    fn convert_arguments() {
+        let s = |v: Vec<OsString>| {
+            v.iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut o = ConvertOptions::to(Format::Qcow2);
+        o.compress = Some(Compression::Zstd);
+        assert_eq!(
+            s(convert_args(Path::new("a.raw"), Some("raw"), &o).unwrap()),
+            "-f raw -O qcow2 -c -o compression_type=zstd a.raw"
+        );
+        o.compress = Some(Compression::Zlib);
+        assert_eq!(
+            s(convert_args(Path::new("a"), None, &o).unwrap()),
+            "-O qcow2 -c a"
+        );
+        let mut v = ConvertOptions::to(Format::Vmdk);
+        v.options = vec![
+            "subformat=streamOptimized".into(),
+            "adapter_type=lsilogic".into(),
+        ];
+        assert_eq!(
+            s(convert_args(Path::new("a"), None, &v).unwrap()),
+            "-O vmdk -o subformat=streamOptimized,adapter_type=lsilogic a"
+        );
+        v.compress = Some(Compression::Zlib);
+        assert!(convert_args(Path::new("a"), None, &v)
+            .unwrap_err()
+            .contains("only for qcow2"));
+        for multi in [
+            "monolithicFlat",
+            "twoGbMaxExtentSparse",
+            "twoGbMaxExtentFlat",
+        ] {
+            let mut m = ConvertOptions::to(Format::Vmdk);
+            m.options = vec![format!("subformat={multi}")];
+            assert!(convert_args(Path::new("a"), None, &m)
+                .unwrap_err()
+                .contains("several files"));
+        }
+    }
+}
