@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kiln and its tests use, when they are missing:
-# QEMU (system emulator and qemu-img). Needs root (or sudo) for apt-get.
+# QEMU (system emulator and qemu-img), and ISO readers for the seed tests. Needs root (or sudo) for apt-get.
 # Idempotent: installs nothing when everything is there.
 set -euo pipefail
 
 need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+# test tools only: independent readers of kiln's native seed ISO writer
+command -v isoinfo >/dev/null 2>&1 || need+=(genisoimage)
+command -v xorriso >/dev/null 2>&1 || need+=(xorriso)
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "setup-host: all packages present" >&2

@@ -2,8 +2,10 @@
 //! with kiln), its QMP control socket, and the accelerator probe.
 
 pub mod accel;
+pub mod iso9660;
 pub mod qemu;
 pub mod qmp;
+pub mod seed;
 
 /// Errors of the VM layer.
 #[derive(Debug, thiserror::Error)]
