@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kiln and its tests use, when they are missing:
-# QEMU (system emulator and qemu-img), and ISO readers for the seed tests. Needs root (or sudo) for apt-get.
+# QEMU (system emulator and qemu-img), and ISO readers for the seed tests.
+# Needs root (or sudo) for apt-get.
 # Idempotent: installs nothing when everything is there.
 set -euo pipefail
 
