@@ -11,6 +11,8 @@ command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 # test tools only: independent readers of kiln's native seed ISO writer
 command -v isoinfo >/dev/null 2>&1 || need+=(genisoimage)
 command -v xorriso >/dev/null 2>&1 || need+=(xorriso)
+# test tool: checks the private keys kiln writes
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "setup-host: all packages present" >&2

@@ -4,7 +4,8 @@
 //! seed written by kiln. One boot proves: cloud-init took our seed, the host
 //! key is pinned, exec runs as root with streaming, exit codes, env, cwd and
 //! safe quoting, a dropped exec kills its whole process group, every file
-//! operation (with "not found" mapped), a 100 MiB round trip, and reboot.
+//! operation (with "not found" mapped), a 100 MiB round trip, reboot, and
+//! that keepalives notice a guest that stopped answering.
 //! On any failure the serial console's tail is printed; QEMU never outlives
 //! the test.
 
@@ -539,6 +540,23 @@ async fn check_reboot(t: &SshTarget) {
     assert_eq!(sh(t, "id -u").await, "0\n");
 }
 
+/// A guest that stops answering (paused through QMP) ends the connection
+/// through keepalives: a command fails instead of hanging.
+async fn check_dead_guest_is_noticed(t: &SshTarget, vm: &mut Vm) {
+    vm.qmp().execute("stop", None).await.unwrap();
+    let t0 = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(180), t.capture("true", &[]))
+        .await
+        .expect("keepalives must end the connection to a dead guest");
+    let err = r.expect_err("a paused guest cannot run anything");
+    assert!(matches!(err, TargetError::Connection { .. }), "{err}");
+    eprintln!(
+        "dead guest noticed after {:.1} s: {err}",
+        t0.elapsed().as_secs_f64()
+    );
+    vm.qmp().execute("cont", None).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_target_against_a_real_guest() {
     let dir = tempfile::tempdir().unwrap();
@@ -574,6 +592,7 @@ async fn ssh_target_against_a_real_guest() {
         check_files(&target).await;
         check_big_round_trip(&target).await;
         check_reboot(&target).await;
+        check_dead_guest_is_noticed(&target, &mut g.vm).await;
         target.close().await.unwrap();
     };
     if tokio::time::timeout(WHOLE_TEST, body).await.is_err() {

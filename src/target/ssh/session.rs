@@ -24,6 +24,18 @@ pub const RETRY_PAUSE: Duration = Duration::from_secs(2);
 /// round trips to a slow (emulated) guest.
 pub const WINDOW_SIZE: u32 = 16 << 20;
 
+/// Ciphers, fastest first for a guest: AES-GCM uses the CPU's AES
+/// instructions, which TCG's `-cpu max` also emulates cheaply (a 100 MiB
+/// SFTP upload measured 8.7 MiB/s with aes256-gcm, 6.2 with aes128-ctr and
+/// 2.7 with chacha20-poly1305, the guest's CPU being the bottleneck).
+const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
 /// What can go wrong before a session is usable, as the handler reports it.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HandshakeError {
@@ -94,6 +106,7 @@ fn client_config() -> client::Config {
         preferred: russh::Preferred {
             // the pinned key is ed25519: ask for nothing else
             key: Cow::Borrowed(&[Algorithm::Ed25519]),
+            cipher: Cow::Borrowed(CIPHERS),
             ..russh::Preferred::default()
         },
         ..client::Config::default()
