@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kiln and its tests use, when they are missing:
-# QEMU (system emulator and qemu-img), and the tools of the Debian bootstrap
+# QEMU (system emulator and qemu-img), the tools of the Debian bootstrap
 # (src/build/bootstrap/debian.sh: mmdebstrap, uidmap for rootless builds,
-# sfdisk, mkfs.vfat, mtools, mke2fs, python3). Needs root (or sudo) for apt-get.
+# sfdisk, mkfs.vfat, mtools, mke2fs, python3), and the tools tests use to check
+# kiln's outputs independently (isoinfo, xorriso, ssh, debugfs).
+# Needs root (or sudo) for apt-get.
 # Idempotent: installs nothing when everything is there.
 set -euo pipefail
 
@@ -16,8 +18,14 @@ have newuidmap || need+=(uidmap)
 have sfdisk || need+=(fdisk)
 have mkfs.vfat || need+=(dosfstools)
 have mcopy || need+=(mtools)
-have mke2fs || need+=(e2fsprogs)
+have mke2fs || need+=(e2fsprogs)   # also debugfs, which tests use to read sealed images
 have python3 || need+=(python3)
+# test tools only: independent readers of kiln's native seed ISO writer
+command -v isoinfo >/dev/null 2>&1 || need+=(genisoimage)
+command -v xorriso >/dev/null 2>&1 || need+=(xorriso)
+# test tools: check the private keys kiln writes, and log in with the
+# command `kiln build --on-error abort` prints
+{ command -v ssh-keygen && command -v ssh; } >/dev/null 2>&1 || need+=(openssh-client)
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "setup-host: all packages present" >&2

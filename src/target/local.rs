@@ -225,25 +225,7 @@ impl Target for LocalTarget {
         group: Option<&str>,
         recursive: bool,
     ) -> Result<()> {
-        let spec = match group {
-            Some(g) => format!("{owner}:{g}"),
-            None => owner.to_string(),
-        };
-        let mut args = Vec::new();
-        if recursive {
-            args.push("-R".to_string());
-        }
-        args.extend(["--".to_string(), spec, path.to_string()]);
-        let out = self.capture("chown", &args).await?;
-        if out.code == Some(0) {
-            Ok(())
-        } else {
-            Err(TargetError::io(
-                "change owner of",
-                path,
-                std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-            ))
-        }
+        super::chown_with_command(self, path, owner, group, recursive).await
     }
 
     async fn upload(&self, local: &Path, path: &str) -> Result<()> {

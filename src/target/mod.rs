@@ -1,8 +1,9 @@
 //! Where actions run. The engine never touches files or processes itself:
 //! it asks a [`Target`], which is this host ([`local::LocalTarget`]) or a
-//! guest over SSH.
+//! guest over SSH ([`ssh::SshTarget`]).
 
 pub mod local;
+pub mod ssh;
 
 use std::path::Path;
 
@@ -206,4 +207,51 @@ pub trait Target: Send + Sync {
     async fn download(&self, path: &str, local: &Path) -> Result<()>;
     /// Reboots the target after `delay_seconds`.
     async fn reboot(&self, delay_seconds: u64) -> Result<RebootOutcome>;
+}
+
+/// Runs `program` with `args` on `target`; a non-zero exit becomes a
+/// [`TargetError::Io`] for `op` on `path` carrying the command's standard
+/// error.
+pub async fn run_checked<T: Target + ?Sized>(
+    target: &T,
+    op: &'static str,
+    path: &str,
+    program: &str,
+    args: &[String],
+) -> Result<()> {
+    let out = target.capture(program, args).await?;
+    if out.code == Some(0) {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let message = if stderr.is_empty() {
+        match out.code {
+            Some(code) => format!("{program} exited with status {code}"),
+            None => format!("{program} was killed by a signal"),
+        }
+    } else {
+        stderr
+    };
+    Err(TargetError::io(op, path, std::io::Error::other(message)))
+}
+
+/// Sets owner and group (names or numbers) with the target's own `chown`,
+/// so names resolve against the target's user database.
+pub async fn chown_with_command<T: Target + ?Sized>(
+    target: &T,
+    path: &str,
+    owner: &str,
+    group: Option<&str>,
+    recursive: bool,
+) -> Result<()> {
+    let spec = match group {
+        Some(g) => format!("{owner}:{g}"),
+        None => owner.to_string(),
+    };
+    let mut args = Vec::new();
+    if recursive {
+        args.push("-R".to_string());
+    }
+    args.extend(["--".to_string(), spec, path.to_string()]);
+    run_checked(target, "change owner of", path, "chown", &args).await
 }
