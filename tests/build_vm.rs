@@ -136,7 +136,10 @@ fn wait_exit(run: &mut KilnRun, limit: Duration) -> i32 {
         if let Some(status) = run.child.try_wait().unwrap() {
             return status.code().unwrap_or(-1);
         }
-        assert!(Instant::now() < deadline, "kiln did not exit within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "kiln did not exit within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -207,11 +210,18 @@ impl SealedFs {
             .status()
             .unwrap();
         assert!(ok.success());
-        let table = Command::new("sfdisk").arg("--json").arg(&raw).output().unwrap();
+        let table = Command::new("sfdisk")
+            .arg("--json")
+            .arg(&raw)
+            .output()
+            .unwrap();
         let table: Value = serde_json::from_slice(&table.stdout).expect("sfdisk --json");
         let parts = table["partitiontable"]["partitions"].as_array().unwrap();
         let root = parts.last().unwrap();
-        let (start, size) = (root["start"].as_u64().unwrap(), root["size"].as_u64().unwrap());
+        let (start, size) = (
+            root["start"].as_u64().unwrap(),
+            root["size"].as_u64().unwrap(),
+        );
         let ext4 = dir.path().join("root.ext4");
         let ok = Command::new("dd")
             .arg(format!("if={}", raw.display()))
@@ -319,11 +329,18 @@ fn example_recipe_end_to_end() {
     assert_eq!(comps[2]["source"], "builtin:simple-boot-test-linux");
     let tests = &manifest["tests"];
     for t in tests["components"].as_array().unwrap() {
-        let expect = if t["name"] == "web-service" { "none" } else { "success" };
+        let expect = if t["name"] == "web-service" {
+            "none"
+        } else {
+            "success"
+        };
         assert_eq!(t["status"], expect, "{t}");
     }
     assert_eq!(tests["cloudInitStatus"], "done");
-    assert!(tests["rebootTest"].as_str().unwrap().contains("new boot id"));
+    assert!(tests["rebootTest"]
+        .as_str()
+        .unwrap()
+        .contains("new boot id"));
     let stages: Vec<&str> = manifest["stages"]
         .as_array()
         .unwrap()
@@ -339,12 +356,21 @@ fn example_recipe_end_to_end() {
         assert_eq!(a["size"], std::fs::metadata(&p).unwrap().len(), "{a}");
         listed.insert(a["path"].as_str().unwrap().to_string());
     }
-    for needed in ["image.qcow2", "logs/kiln.log", "logs/build-serial.log", "logs/test-serial.log", "logs/seal.log"] {
+    for needed in [
+        "image.qcow2",
+        "logs/kiln.log",
+        "logs/build-serial.log",
+        "logs/test-serial.log",
+        "logs/seal.log",
+    ] {
         assert!(listed.contains(needed), "{needed} not in {listed:?}");
     }
     for stage in ["toe-build", "toe-test"] {
         assert!(
-            listed.iter().any(|p| p.starts_with(&format!("logs/{stage}/TOE_")) && p.ends_with("detailedoutput.json")),
+            listed
+                .iter()
+                .any(|p| p.starts_with(&format!("logs/{stage}/TOE_"))
+                    && p.ends_with("detailedoutput.json")),
             "no {stage} report in {listed:?}"
         );
     }
@@ -372,7 +398,11 @@ fn example_recipe_end_to_end() {
         .arg(dir.join("image.qcow2"))
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 
     // sealed: new-machine identity, no build user or keys, the service in place
     let fs = SealedFs::open(&dir.join("image.qcow2"));
@@ -384,13 +414,23 @@ fn example_recipe_end_to_end() {
     assert!(!fs.cat("/etc/passwd").contains("kiln-build"));
     assert!(!fs.cat("/etc/shadow").contains("kiln-build"));
     assert!(!fs.ls("/home").contains("kiln-build"));
-    assert!(fs.ls("/root/.ssh").contains("not found") || !fs.ls("/root/.ssh").contains("authorized_keys"));
+    assert!(
+        fs.ls("/root/.ssh").contains("not found")
+            || !fs.ls("/root/.ssh").contains("authorized_keys")
+    );
     assert!(!fs.ls("/etc/sudoers.d").contains("90-cloud-init-users"));
     let cloud = fs.ls("/var/lib/cloud");
-    assert!(!cloud.contains("instance"), "cloud-init state left: {cloud}");
+    assert!(
+        !cloud.contains("instance"),
+        "cloud-init state left: {cloud}"
+    );
     assert!(!fs.ls("/tmp").contains("TOE_"), "TOE files left");
-    assert!(fs.ls("/etc/systemd/system/multi-user.target.wants").contains("web.service"));
-    assert!(fs.cat("/srv/www/index.html").contains("Hello from a kiln golden image"));
+    assert!(fs
+        .ls("/etc/systemd/system/multi-user.target.wants")
+        .contains("web.service"));
+    assert!(fs
+        .cat("/srv/www/index.html")
+        .contains("Hello from a kiln golden image"));
 
     assert_no_qemu(out.path().to_str().unwrap());
     nothing_published_tmp(out.path());
@@ -473,8 +513,11 @@ fn failing_component_with_abort_keeps_the_vm_for_ssh_then_cleans_up() {
     // the printed command gets into the still-running VM, host key pinned
     let command = ssh_line.trim().to_string();
     let mut args: Vec<String> = command.split_whitespace().map(String::from).collect();
-    args.remove(0);
-    args.extend(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "cat /etc/hostname"].map(String::from));
+    assert_eq!(args.remove(0), "ssh", "{command}");
+    let destination = args.pop().unwrap();
+    args.extend(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"].map(String::from));
+    args.push(destination);
+    args.push("cat /etc/hostname".into());
     let got = Command::new("ssh").args(&args).output().unwrap();
     assert!(
         got.status.success(),

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::target::ssh::{KeyPair, SshConfig, SshError, SshTarget};
+use super::IoError;
+use crate::target::ssh::keys::KeyPair;
+use crate::target::ssh::{SshConfig, SshError, SshTarget};
 use crate::target::Target;
 use crate::vm::qemu::{Accel, Drive, Firmware, Media, Vm, VmConfig};
 use crate::vm::seed::{self, SeedConfig};
@@ -19,16 +21,8 @@ pub const BUILD_USER: &str = "kiln-build";
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
     /// A file of the guest could not be written.
-    #[error("{what} {path}")]
-    Io {
-        /// What was attempted.
-        what: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The NoCloud seed could not be written.
     #[error("cannot write the cloud-init seed")]
     Seed(#[source] seed::SeedError),
@@ -176,37 +170,37 @@ pub fn diagnose_console(serial: &str) -> String {
     out.join("\n")
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GuestError + '_ {
-    move |source| GuestError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 impl Guest {
     /// Boots a guest and waits for SSH and cloud-init.
     pub async fn boot(spec: GuestSpec<'_>) -> Result<Guest, GuestError> {
         let name = spec.name;
-        let client_key = KeyPair::generate();
-        let host_key = KeyPair::generate();
+        let ssh_err = |source| GuestError::Ssh {
+            vm: name.to_string(),
+            source,
+        };
+        let client_key = KeyPair::generate().map_err(ssh_err)?;
+        let host_key = KeyPair::generate().map_err(ssh_err)?;
         let key_file = spec.vm_dir.join(format!("{name}-id_ed25519"));
-        client_key
-            .write_private(&key_file)
-            .map_err(io("cannot write", &key_file))?;
-        let port = free_port().map_err(io("cannot find a free port on", Path::new("127.0.0.1")))?;
+        client_key.write_private(&key_file).map_err(ssh_err)?;
+        let port = free_port().map_err(IoError::at(
+            "cannot find a free port on",
+            Path::new("127.0.0.1"),
+        ))?;
         let known_hosts = spec.vm_dir.join(format!("{name}-known_hosts"));
-        std::fs::write(&known_hosts, format!("{}\n", host_key.known_hosts_line(port)))
-            .map_err(io("cannot write", &known_hosts))?;
+        std::fs::write(
+            &known_hosts,
+            format!("{}\n", host_key.known_hosts_line(port)),
+        )
+        .map_err(IoError::at("cannot write", &known_hosts))?;
         let seed_cfg = SeedConfig {
             instance_id: format!("kiln-{name}-{}", spec.build_id),
             hostname: format!("kiln-{name}"),
             user: BUILD_USER.to_string(),
             authorized_key: client_key.public_line("kiln"),
-            host_key: host_key.clone(),
+            host_key: host_key.seed_host_key().map_err(ssh_err)?,
         };
         let seed_path = spec.vm_dir.join(format!("{name}-seed.iso"));
-        seed::write_seed(&seed_path, &seed_cfg).map_err(GuestError::Seed)?;
+        let seed_drive = seed::write_seed(&seed_path, &seed_cfg).map_err(GuestError::Seed)?;
         let serial_log = spec.log_dir.join(format!("{name}-serial.log"));
         let cfg = VmConfig {
             name: format!("{name}-{}", spec.build_id),
@@ -220,11 +214,7 @@ impl Guest {
                     format: "qcow2".into(),
                     media: Media::Disk,
                 },
-                Drive {
-                    path: seed_path,
-                    format: "raw".into(),
-                    media: Media::Cdrom,
-                },
+                seed_drive,
             ],
             ssh_port: Some(port),
             serial_log: serial_log.clone(),
@@ -239,7 +229,7 @@ impl Guest {
             port,
             user: BUILD_USER.into(),
             client_key,
-            host_key: host_key.public(),
+            host_key: host_key.public_key().clone(),
             connect_timeout: Duration::from_secs(20),
             reboot_timeout: spec.boot_timeout,
         };
@@ -266,7 +256,7 @@ impl Guest {
                         diagnosis,
                         console,
                     },
-                    (None, e) if e.is_timeout() => GuestError::BootTimeout {
+                    (None, e @ SshError::Timeout { .. }) => GuestError::BootTimeout {
                         vm: name.into(),
                         seconds: spec.boot_timeout.as_secs(),
                         last_error: e.to_string(),
@@ -313,7 +303,11 @@ impl Guest {
 
     /// Waits for cloud-init to finish; `done` is the only good end.
     pub async fn wait_cloud_init(&self, limit: Duration) -> Result<String, GuestError> {
-        let waited = tokio::time::timeout(limit, self.shell("cloud-init status --wait >/dev/null 2>&1; cloud-init status --long")).await;
+        let waited = tokio::time::timeout(
+            limit,
+            self.shell("cloud-init status --wait >/dev/null 2>&1; cloud-init status --long"),
+        )
+        .await;
         let (_, text) = match waited {
             Ok(r) => r?,
             Err(_) => {
@@ -339,14 +333,13 @@ impl Guest {
         Ok(status)
     }
 
-    /// The command a person can use to get in (for `--on-error abort`).
+    /// The command a person can use to get in (for `--on-error abort`),
+    /// with the host key pinned.
     pub fn ssh_command(&self) -> String {
-        format!(
-            "ssh -i {} -o UserKnownHostsFile={} -o IdentitiesOnly=yes -p {} {BUILD_USER}@127.0.0.1",
-            self.key_file.display(),
-            self.known_hosts.display(),
-            self.port
-        )
+        self.target
+            .config()
+            .ssh_command(&self.key_file, &self.known_hosts)
+            .unwrap_or_else(|e| format!("(no ssh command: {e})"))
     }
 
     /// Asks the guest to power off and waits for QEMU to exit; kills it and

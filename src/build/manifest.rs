@@ -214,7 +214,7 @@ fn kind_of(rel: &str) -> String {
 
 /// Every regular file under `dir` except `manifest.json`, sorted, with its
 /// size and sha256.
-pub fn artifacts(dir: &Path) -> Result<Vec<Artifact>, ManifestError> {
+pub async fn artifacts(dir: &Path) -> Result<Vec<Artifact>, ManifestError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -253,7 +253,7 @@ pub fn artifacts(dir: &Path) -> Result<Vec<Artifact>, ManifestError> {
                 .len();
             out.push(Artifact {
                 kind: kind_of(&rel),
-                sha256: sha256_file(&path)?,
+                sha256: sha256_file(&path).await?,
                 path: rel,
                 size,
             });
@@ -267,14 +267,14 @@ pub fn artifacts(dir: &Path) -> Result<Vec<Artifact>, ManifestError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn artifacts_list_every_file_but_the_manifest() {
+    #[tokio::test]
+    async fn artifacts_list_every_file_but_the_manifest() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("logs/toe")).unwrap();
         std::fs::write(dir.path().join("image.qcow2"), b"abc").unwrap();
         std::fs::write(dir.path().join("logs/toe/console.log"), b"").unwrap();
         std::fs::write(dir.path().join("manifest.json"), b"{}").unwrap();
-        let a = artifacts(dir.path()).unwrap();
+        let a = artifacts(dir.path()).await.unwrap();
         let paths: Vec<&str> = a.iter().map(|x| x.path.as_str()).collect();
         assert_eq!(paths, ["image.qcow2", "logs/toe/console.log"]);
         assert_eq!(

@@ -103,12 +103,11 @@ impl PhaseRun<'_> {
                 source,
             })?;
         let console_path = log_folder.join("console.log");
-        let console_file = std::fs::File::create(&console_path).map_err(|source| {
-            logs::LogError::Io {
+        let console_file =
+            std::fs::File::create(&console_path).map_err(|source| logs::LogError::Io {
                 path: console_path.display().to_string(),
                 source,
-            }
-        })?;
+            })?;
         let console = Console::new(Some(console_file), self.echo, self.redactor.clone());
         let clients = Clients::default();
         let engine = Engine {
@@ -122,15 +121,13 @@ impl PhaseRun<'_> {
         };
         let phases: Vec<String> = self.phases.iter().map(|p| p.to_string()).collect();
         let progress = Progress::new(&execution_id, self.docs.len());
-        let outcome = tokio::time::timeout(
-            self.timeout,
-            engine.run(self.docs, Some(&phases), progress),
-        )
-        .await
-        .map_err(|_| PhaseError::Timeout {
-            phases: self.phases.join(", "),
-            seconds: self.timeout.as_secs(),
-        })?;
+        let outcome =
+            tokio::time::timeout(self.timeout, engine.run(self.docs, Some(&phases), progress))
+                .await
+                .map_err(|_| PhaseError::Timeout {
+                    phases: self.phases.join(", "),
+                    seconds: self.timeout.as_secs(),
+                })?;
         let progress = match outcome {
             Outcome::Finished(p) => p,
             Outcome::RebootDeferred(_) => return Err(PhaseError::RebootDeferred),

@@ -142,12 +142,7 @@ impl Reporter {
             "warning" => format!("[{:>7}] {prefix}warning: {message}", human(elapsed)),
             _ => format!("[{:>7}] {prefix}{message}", human(elapsed)),
         };
-        if let Some(f) = self
-            .log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
+        if let Some(f) = self.log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             let _ = writeln!(f, "{} {text}", chrono::Utc::now().to_rfc3339());
         }
         if self.quiet {
@@ -181,12 +176,7 @@ impl Reporter {
     /// A stage ended well after `took`.
     pub fn stage_end(&self, stage: Stage, took: Duration, message: &str) {
         let message = format!("{message} ({})", human(took));
-        self.emit(
-            "stage-end",
-            Some(stage),
-            &message,
-            Some(took.as_secs_f64()),
-        );
+        self.emit("stage-end", Some(stage), &message, Some(took.as_secs_f64()));
     }
 
     /// A stage failed after `took`.

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::cache::Cache;
 use super::guest::{Guest, GuestError, GuestSpec, BUILD_USER};
 use super::manifest::{self, Manifest};
-use super::parent::{self, Cache, ResolvedParent};
+use super::parent::{self, ResolvedParent};
 use super::phases::{PhaseError, PhaseResult, PhaseRun};
 use super::progress::{human, Reporter, Stage};
 use super::seal;
@@ -89,7 +90,7 @@ pub enum BuildError {
         stage: &'static str,
         /// The cause.
         #[source]
-        source: GuestError,
+        source: Box<GuestError>,
     },
     /// A phase run could not complete.
     #[error("{stage} stage")]
@@ -185,9 +186,14 @@ fn machine(
     selected: Selected,
     parent: &ResolvedParent,
 ) -> Result<Machine, BuildError> {
-    let scale = if selected.accel == Accel::Tcg { TCG_SCALE } else { 1 };
+    let scale = if selected.accel == Accel::Tcg {
+        TCG_SCALE
+    } else {
+        1
+    };
     let t = &recipe.build.timeouts;
-    let pick = |given: Option<u64>, default: u64| Duration::from_secs(given.unwrap_or(default * scale));
+    let pick =
+        |given: Option<u64>, default: u64| Duration::from_secs(given.unwrap_or(default * scale));
     let disk_bytes = match recipe.root_volume_gib {
         Some(g) if g * GIB < parent.virtual_size => {
             return Err(BuildError::Setting(format!(
@@ -352,7 +358,10 @@ impl<'a> Build<'a> {
         );
 
         // plan
-        let t = self.begin(Stage::Plan, &format!("{} {} (build {})", recipe.name, recipe.version, self.id));
+        let t = self.begin(
+            Stage::Plan,
+            &format!("{} {} (build {})", recipe.name, recipe.version, self.id),
+        );
         let choice = opts
             .accel
             .or(recipe.build.accelerator)
@@ -368,28 +377,49 @@ impl<'a> Build<'a> {
         self.timed(Stage::Plan, t, "ready");
 
         // build VM
-        let t = self.begin(Stage::Build, "booting the build VM from an overlay on the parent");
+        let t = self.begin(
+            Stage::Build,
+            "booting the build VM from an overlay on the parent",
+        );
         let overlay = ws.vm().join("build.qcow2");
-        img::create_overlay(&parent.path, parent.format.qemu_name(), &overlay, Some(m.disk_bytes))
-            .await
-            .map_err(|source| BuildError::Image {
-                stage: "build",
-                source,
-            })?;
+        img::create_overlay(
+            &parent.path,
+            parent.format.qemu_name(),
+            &overlay,
+            Some(m.disk_bytes),
+        )
+        .await
+        .map_err(|source| BuildError::Image {
+            stage: "build",
+            source,
+        })?;
         let guest = self.boot("build", &overlay, &m, ws).await?;
         rep.info(
             Some(Stage::Build),
-            &format!("SSH up after {:.0} s; cloud-init {}", guest.boot_to_ssh, guest.cloud_init),
+            &format!(
+                "SSH up after {:.0} s; cloud-init {}",
+                guest.boot_to_ssh, guest.cloud_init
+            ),
         );
         let build_docs = doc_runs(components, false);
         let result = self
-            .phases(&guest, &build_docs, &["build", "validate"], ws, m.build, components)
+            .phases(
+                &guest,
+                &build_docs,
+                &["build", "validate"],
+                ws,
+                m.build,
+                components,
+            )
             .await;
         let (_, guest) = self.check(result, guest, Stage::Build).await?;
         self.timed(Stage::Build, t, "build and validate phases passed");
 
         // seal
-        let t = self.begin(Stage::Seal, "Image Builder cleanup, new-machine identity, trim");
+        let t = self.begin(
+            Stage::Seal,
+            "Image Builder cleanup, new-machine identity, trim",
+        );
         let sealed = guest
             .shell(&seal::script(&recipe.working_directory, BUILD_USER))
             .await;
@@ -398,7 +428,7 @@ impl<'a> Build<'a> {
             Ok((code, output)) => Err(BuildError::Seal { code, output }),
             Err(source) => Err(BuildError::Guest {
                 stage: "seal",
-                source,
+                source: Box::new(source),
             }),
         };
         let (seal_output, guest) = self.check(sealed, guest, Stage::Seal).await?;
@@ -412,12 +442,15 @@ impl<'a> Build<'a> {
             .await
             .map_err(|source| BuildError::Guest {
                 stage: "seal",
-                source,
+                source: Box::new(source),
             })?;
         self.timed(Stage::Seal, t, "sealed and powered off");
 
         // flatten
-        let t = self.begin(Stage::Flatten, "writing a standalone qcow2 (zstd-compressed clusters)");
+        let t = self.begin(
+            Stage::Flatten,
+            "writing a standalone qcow2 (zstd-compressed clusters)",
+        );
         let image = ws.stage().join("image.qcow2");
         let flatten = ConvertOptions {
             format: img::Format::Qcow2,
@@ -431,14 +464,20 @@ impl<'a> Build<'a> {
                 source,
             })?;
         let _ = std::fs::remove_file(&overlay);
-        let info = img::info(&image).await.map_err(|source| BuildError::Image {
-            stage: "flatten",
-            source,
-        })?;
+        let info = img::info(&image)
+            .await
+            .map_err(|source| BuildError::Image {
+                stage: "flatten",
+                source,
+            })?;
         self.timed(
             Stage::Flatten,
             t,
-            &format!("image.qcow2: {:.0} MiB on disk, {} GiB virtual", info.actual_size as f64 / (1 << 20) as f64, info.virtual_size / GIB),
+            &format!(
+                "image.qcow2: {:.0} MiB on disk, {} GiB virtual",
+                info.actual_size as f64 / (1 << 20) as f64,
+                info.virtual_size / GIB
+            ),
         );
 
         // test VM
@@ -453,7 +492,10 @@ impl<'a> Build<'a> {
         let guest = self.boot("test", &test_disk, &m, ws).await?;
         rep.info(
             Some(Stage::Test),
-            &format!("boot test passed: SSH after {:.0} s; cloud-init {}", guest.boot_to_ssh, guest.cloud_init),
+            &format!(
+                "boot test passed: SSH after {:.0} s; cloud-init {}",
+                guest.boot_to_ssh, guest.cloud_init
+            ),
         );
         let test_docs = doc_runs(components, true);
         let result = self
@@ -462,7 +504,10 @@ impl<'a> Build<'a> {
         let (tested, guest) = self.check(result, guest, Stage::Test).await?;
         let reboot = self.reboot_test(&guest, m.boot).await;
         let (reboot_text, guest) = self.check(reboot, guest, Stage::Test).await?;
-        rep.info(Some(Stage::Test), &format!("reboot test passed: {reboot_text}"));
+        rep.info(
+            Some(Stage::Test),
+            &format!("reboot test passed: {reboot_text}"),
+        );
         let mut tests = manifest::TestResults {
             boot_to_ssh_seconds: (guest.boot_to_ssh * 10.0).round() / 10.0,
             cloud_init_status: guest.cloud_init.clone(),
@@ -475,7 +520,12 @@ impl<'a> Build<'a> {
             let test_phase = report.and_then(|d| d.phases.iter().find(|p| p.name == "test"));
             tests.components.push(manifest::ComponentTest {
                 name,
-                status: test_phase.map_or("none".into(), |p| serde_json::to_value(p.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+                status: test_phase.map_or("none".into(), |p| {
+                    serde_json::to_value(p.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                }),
                 steps: test_phase.map_or(0, |p| p.steps.len()),
             });
         }
@@ -484,7 +534,10 @@ impl<'a> Build<'a> {
         self.timed(Stage::Test, t, "boot, component and reboot tests passed");
 
         // publish
-        let t = self.begin(Stage::Publish, &format!("to {}", ws.destination().display()));
+        let t = self.begin(
+            Stage::Publish,
+            &format!("to {}", ws.destination().display()),
+        );
         let mut manifest = Manifest {
             manifest_version: manifest::MANIFEST_VERSION,
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -496,7 +549,9 @@ impl<'a> Build<'a> {
             },
             recipe: manifest::RecipeInfo {
                 file: recipe.file.display().to_string(),
-                sha256: super::digest::sha256_file(&recipe.file).map_err(manifest::ManifestError::from)?,
+                sha256: super::digest::sha256_file(&recipe.file)
+                    .await
+                    .map_err(manifest::ManifestError::from)?,
                 root_volume_gib: recipe.root_volume_gib,
                 working_directory: recipe.working_directory.clone(),
             },
@@ -540,13 +595,13 @@ impl<'a> Build<'a> {
         self.timed(Stage::Publish, t, "manifest written");
         manifest.stages = self.timings.clone();
         manifest.finished_at = chrono::Utc::now().to_rfc3339();
-        manifest.artifacts = manifest::artifacts(ws.stage())?;
-        crate::toe::logs::write_json(&ws.stage().join("manifest.json"), &manifest).map_err(|e| {
-            BuildError::Log {
+        manifest.artifacts = manifest::artifacts(ws.stage()).await?;
+        crate::toe::logs::write_json(&ws.stage().join("manifest.json"), &manifest).map_err(
+            |e| BuildError::Log {
                 path: ws.stage().join("manifest.json"),
                 source: std::io::Error::other(e.to_string()),
-            }
-        })?;
+            },
+        )?;
         Ok(manifest)
     }
 
@@ -559,7 +614,16 @@ impl<'a> Build<'a> {
     ) {
         let rep = self.reporter;
         let p = Some(Stage::Plan);
-        rep.info(p, &format!("parent: {} ({}, {} GiB virtual, sha256 {})", parent.origin, parent.format.qemu_name(), parent.virtual_size.div_ceil(GIB), parent.sha256));
+        rep.info(
+            p,
+            &format!(
+                "parent: {} ({}, {} GiB virtual, sha256 {})",
+                parent.origin,
+                parent.format.qemu_name(),
+                parent.virtual_size.div_ceil(GIB),
+                parent.sha256
+            ),
+        );
         for (i, c) in components.iter().enumerate() {
             let params: Vec<String> = shown_parameters(c)
                 .into_iter()
@@ -574,7 +638,11 @@ impl<'a> Build<'a> {
                     c.loaded.id,
                     if c.is_test_only { ", test" } else { "" },
                     &c.text_sha256[..16],
-                    if params.is_empty() { String::new() } else { format!(" {}", params.join(" ")) }
+                    if params.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", params.join(" "))
+                    }
                 ),
             );
         }
@@ -596,7 +664,13 @@ impl<'a> Build<'a> {
         rep.info(p, &format!("output: {}", ws.destination().display()));
     }
 
-    async fn boot(&self, name: &'static str, disk: &Path, m: &Machine, ws: &Workspace) -> Result<Guest, BuildError> {
+    async fn boot(
+        &self,
+        name: &'static str,
+        disk: &Path,
+        m: &Machine,
+        ws: &Workspace,
+    ) -> Result<Guest, BuildError> {
         Guest::boot(GuestSpec {
             name,
             disk,
@@ -611,7 +685,10 @@ impl<'a> Build<'a> {
             build_id: &self.id,
         })
         .await
-        .map_err(|source| BuildError::Guest { stage: name, source })
+        .map_err(|source| BuildError::Guest {
+            stage: name,
+            source: Box::new(source),
+        })
     }
 
     async fn phases(
@@ -623,7 +700,11 @@ impl<'a> Build<'a> {
         timeout: Duration,
         components: &[ResolvedComponent],
     ) -> Result<PhaseResult, BuildError> {
-        let stage = if phases.contains(&"test") { "test" } else { "build" };
+        let stage = if phases.contains(&"test") {
+            "test"
+        } else {
+            "build"
+        };
         let log_dir = ws.logs().join(format!("toe-{stage}"));
         std::fs::create_dir_all(&log_dir).map_err(|source| BuildError::Log {
             path: log_dir.clone(),

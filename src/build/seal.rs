@@ -122,7 +122,11 @@ mod tests {
             .env("ROOT", r)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             text.contains("kiln-seal: skipped: skip_cleanup_ssh_files is present"),
@@ -173,6 +177,10 @@ mod tests {
             .arg(script("/tmp/it's", "kiln-build"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

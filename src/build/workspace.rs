@@ -11,31 +11,19 @@
 
 use std::path::{Path, PathBuf};
 
+use super::IoError;
+
 /// Errors of the build's files.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
     /// A file operation failed.
-    #[error("{what} {path}")]
-    Io {
-        /// What was attempted.
-        what: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The version is already published.
-    #[error("{0} already exists; bump the recipe's semanticVersion, or pass --force to replace it")]
+    #[error(
+        "{0} already exists; bump the recipe's semanticVersion, or pass --force to replace it"
+    )]
     Exists(PathBuf),
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WorkspaceError + '_ {
-    move |source| WorkspaceError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// The files of one build; dropping it unpublished cleans up (see module docs).
@@ -67,16 +55,17 @@ impl Workspace {
         let stage = root.join("stage");
         let vm = root.join("vm");
         for d in [stage.join("logs"), vm.clone()] {
-            std::fs::create_dir_all(&d).map_err(io("cannot create", &d))?;
+            std::fs::create_dir_all(&d).map_err(IoError::at("cannot create", &d))?;
         }
         let sockets = tempfile::Builder::new()
             .prefix("kiln-")
             .tempdir()
-            .map_err(io("cannot create a folder in", &std::env::temp_dir()))?;
+            .map_err(IoError::at(
+                "cannot create a folder in",
+                &std::env::temp_dir(),
+            ))?;
         Ok(Workspace {
-            failed: output
-                .join("failed")
-                .join(format!("{name}-{version}-{id}")),
+            failed: output.join("failed").join(format!("{name}-{version}-{id}")),
             root,
             stage,
             vm,
@@ -126,14 +115,15 @@ impl Workspace {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        std::fs::create_dir_all(&parent).map_err(io("cannot create", &parent))?;
+        std::fs::create_dir_all(&parent).map_err(IoError::at("cannot create", &parent))?;
         let old = self.root.join("replaced");
         let had_old = self.destination.exists();
         if had_old {
-            std::fs::rename(&self.destination, &old).map_err(io("cannot move aside", &old))?;
+            std::fs::rename(&self.destination, &old)
+                .map_err(IoError::at("cannot move aside", &old))?;
         }
         std::fs::rename(&self.stage, &self.destination)
-            .map_err(io("cannot publish", &self.destination))?;
+            .map_err(IoError::at("cannot publish", &self.destination))?;
         sync_dir(&parent)?;
         self.finished = true;
         let _ = std::fs::remove_dir_all(&self.root);
@@ -178,7 +168,10 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         if !self.finished {
             let kept = self.keep_logs();
-            eprintln!("kiln: nothing was published; the logs are in {}", kept.display());
+            eprintln!(
+                "kiln: nothing was published; the logs are in {}",
+                kept.display()
+            );
         }
     }
 }
@@ -192,21 +185,22 @@ fn remove_if_empty(dir: Option<&Path>) {
 fn sync_dir(dir: &Path) -> Result<(), WorkspaceError> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
-        .map_err(io("cannot sync", dir))
+        .map_err(IoError::at("cannot sync", dir))?;
+    Ok(())
 }
 
 /// fsyncs every file and folder under `dir`, and `dir` itself.
 pub fn sync_tree(dir: &Path) -> Result<(), WorkspaceError> {
-    for e in std::fs::read_dir(dir).map_err(io("cannot read", dir))? {
-        let e = e.map_err(io("cannot read", dir))?;
+    for e in std::fs::read_dir(dir).map_err(IoError::at("cannot read", dir))? {
+        let e = e.map_err(IoError::at("cannot read", dir))?;
         let path = e.path();
-        let ft = e.file_type().map_err(io("cannot stat", &path))?;
+        let ft = e.file_type().map_err(IoError::at("cannot stat", &path))?;
         if ft.is_dir() {
             sync_tree(&path)?;
         } else if ft.is_file() {
             std::fs::File::open(&path)
                 .and_then(|f| f.sync_all())
-                .map_err(io("cannot sync", &path))?;
+                .map_err(IoError::at("cannot sync", &path))?;
         }
     }
     sync_dir(dir)

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::toe::invalid_report;
 use super::{CliError, EXIT_SUCCESS};
-use crate::build::parent::Cache;
+use crate::build::cache::Cache;
 use crate::build::progress::Reporter;
 use crate::build::run::{Build, BuildOptions, OnError};
-use super::toe::invalid_report;
 use crate::recipe::{self, RecipeError};
 use crate::vm::accel::AccelChoice;
 

@@ -1,7 +1,7 @@
 //! `kiln toe validate` and `kiln toe run`: AWSTOE's CLI on this host.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -207,7 +207,8 @@ fn fresh_setup(args: &RunArgs) -> Result<RunSetup, CliError> {
     let log_folder = args.log_directory.join(logs::folder_name(&execution_id));
     std::fs::create_dir_all(log_folder.join("scripts"))
         .with_context(|| format!("creating the log folder {}", log_folder.display()))?;
-    logs::write_documents(&log_folder, &docs).context("copying the documents into the log folder")?;
+    logs::write_documents(&log_folder, &docs)
+        .context("copying the documents into the log folder")?;
     let progress = Progress::new(&execution_id, docs.len());
     Ok(RunSetup {
         docs,
