@@ -50,7 +50,8 @@ async fn accelerator_probe_and_selection() {
     assert!(
         accel::probe(QEMU, Accel::Tcg, dir.path(), Duration::from_secs(60))
             .await
-            .unwrap(),
+            .unwrap()
+            == accel::Probe::Booted,
         "TCG must boot the probe sector"
     );
     let started = Instant::now();
@@ -66,6 +67,7 @@ async fn accelerator_probe_and_selection() {
             accel::probe(QEMU, Accel::Kvm, dir.path(), accel::KVM_PROBE_TIMEOUT)
                 .await
                 .unwrap()
+                == accel::Probe::Booted
         ),
         Accel::Tcg => {
             assert!(sel.reason.contains("TCG"), "{}", sel.reason);

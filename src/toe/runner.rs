@@ -517,6 +517,24 @@ impl Engine<'_> {
                                 "Step {label}: {} rebooted; continuing",
                                 self.target.describe()
                             ));
+                            // a boot may empty the scratch folder (systemd
+                            // cleans /tmp); the next scripts go there
+                            if let Err(e) = self.target.create_dir_all(&self.scratch_dir).await {
+                                let msg = format!(
+                                    "cannot recreate {} after the reboot: {e}",
+                                    self.scratch_dir
+                                );
+                                return StepEnd::Done(
+                                    Box::new(finish(
+                                        report,
+                                        Status::Failed,
+                                        msg,
+                                        progress,
+                                        chain_log,
+                                    )),
+                                    None,
+                                );
+                            }
                             iteration = next_iteration;
                             partial = outputs;
                             continue;

@@ -80,37 +80,59 @@ pub fn probe_config(accel: Accel, workdir: &Path) -> Result<VmConfig, VmError> {
     })
 }
 
-/// Boots the probe sector with `accel` in `workdir`; true when it printed the
-/// marker within `timeout`. QEMU is always stopped before returning.
+/// What a probe boot showed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The probe guest printed its marker.
+    Booted,
+    /// It did not; why, for the user.
+    Failed(String),
+}
+
+/// Boots the probe sector with `accel` in `workdir`; [`Probe::Booted`] when
+/// it printed the marker within `timeout`. QEMU is always stopped before
+/// returning.
 pub async fn probe(
     qemu: &str,
     accel: Accel,
     workdir: &Path,
     timeout: Duration,
-) -> Result<bool, VmError> {
+) -> Result<Probe, VmError> {
     let cfg = probe_config(accel, workdir)?;
     let serial_log = cfg.serial_log.clone();
     let mut vm = match Vm::start(qemu, &cfg).await {
         Ok(vm) => vm,
         // KVM unavailable (no device, no permission): QEMU exits at once
-        Err(VmError::Exited { .. }) if accel == Accel::Kvm => return Ok(false),
+        Err(VmError::Exited { status, .. }) if accel == Accel::Kvm => {
+            return Ok(Probe::Failed(format!(
+                "QEMU could not start with KVM ({})",
+                status.trim()
+            )))
+        }
         Err(e) => return Err(e),
     };
     let deadline = Instant::now() + timeout;
-    let ok = loop {
+    let outcome = loop {
         if std::fs::read_to_string(&serial_log)
             .unwrap_or_default()
             .contains(PROBE_MARKER)
         {
-            break true;
+            break Probe::Booted;
         }
-        if Instant::now() > deadline || vm.exited().is_some() {
-            break false;
+        if let Some(status) = vm.exited() {
+            break Probe::Failed(format!("the probe guest's QEMU exited ({status})"));
+        }
+        if Instant::now() > deadline {
+            break Probe::Failed(format!(
+                "a {} probe guest did not boot within {} s",
+                accel.name(),
+                timeout.as_secs()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     vm.kill().await;
-    Ok(ok)
+    Ok(outcome)
 }
 
 /// What the user asked for.
@@ -145,18 +167,21 @@ pub async fn select(choice: AccelChoice, qemu: &str, workdir: &Path) -> Result<S
             reason: "TCG requested".into(),
         }),
         AccelChoice::Kvm | AccelChoice::Auto => {
-            let usable = Path::new("/dev/kvm").exists()
-                && probe(qemu, Accel::Kvm, workdir, KVM_PROBE_TIMEOUT).await?;
-            match (usable, choice) {
-                (true, _) => Ok(kvm_ok("a KVM probe guest booted")),
-                (false, AccelChoice::Kvm) => Err(VmError::Timeout { what: "a KVM probe guest to boot (KVM does not work on this host; use --accel tcg)".into(), seconds: KVM_PROBE_TIMEOUT.as_secs() }),
-                (false, _) => Ok(Selected {
+            let probe = if Path::new("/dev/kvm").exists() {
+                probe(qemu, Accel::Kvm, workdir, KVM_PROBE_TIMEOUT).await?
+            } else {
+                Probe::Failed("no /dev/kvm".into())
+            };
+            match (probe, choice) {
+                (Probe::Booted, _) => Ok(kvm_ok("a KVM probe guest booted")),
+                (Probe::Failed(why), AccelChoice::Kvm) => Err(VmError::Unusable(format!(
+                    "KVM does not work on this host: {why}; use --accel tcg or auto"
+                ))),
+                (Probe::Failed(why), _) => Ok(Selected {
                     accel: Accel::Tcg,
-                    reason: if Path::new("/dev/kvm").exists() {
-                        format!("/dev/kvm exists but a KVM probe guest did not boot within {} s; using TCG (software emulation, much slower; timeouts are scaled)", KVM_PROBE_TIMEOUT.as_secs())
-                    } else {
-                        "no /dev/kvm; using TCG (software emulation, much slower; timeouts are scaled)".into()
-                    },
+                    reason: format!(
+                        "KVM is not usable ({why}); using TCG: software emulation, much slower, default timeouts scaled"
+                    ),
                 }),
             }
         }

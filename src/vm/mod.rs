@@ -37,6 +37,9 @@ pub enum VmError {
         /// What went wrong.
         message: String,
     },
+    /// The host cannot do what was asked.
+    #[error("{0}")]
+    Unusable(String),
     /// Waiting took too long.
     #[error("timed out after {seconds} s waiting for {what}")]
     Timeout {
