@@ -92,6 +92,15 @@ mod tests {
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
     }
 
+    fn run_cleanup(root: &std::path::Path) -> std::process::Output {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(cleanup_sections("/work dir"))
+            .env("ROOT", root)
+            .output()
+            .unwrap()
+    }
+
     /// Runs Image Builder's cleanup against a scratch root: each section
     /// removes its files, and a marker skips exactly its own section.
     #[test]
@@ -116,12 +125,7 @@ mod tests {
             std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
             std::fs::write(r.join(f), "x").unwrap();
         }
-        let out = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(cleanup_sections("/work dir"))
-            .env("ROOT", r)
-            .output()
-            .unwrap();
+        let out = run_cleanup(r);
         assert!(
             out.status.success(),
             "{}",
@@ -152,12 +156,7 @@ mod tests {
             assert!(r.join(kept).exists(), "{kept} should be kept");
         }
         std::fs::remove_file(r.join("work dir/skip_cleanup_ssh_files")).unwrap();
-        let out = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(cleanup_sections("/work dir"))
-            .env("ROOT", r)
-            .output()
-            .unwrap();
+        let out = run_cleanup(r);
         assert!(out.status.success());
         for gone in [
             "etc/ssh/ssh_host_ed25519_key",

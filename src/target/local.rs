@@ -218,16 +218,6 @@ impl Target for LocalTarget {
             .map_err(|e| TargetError::io("set permissions of", path, e))
     }
 
-    async fn chown(
-        &self,
-        path: &str,
-        owner: &str,
-        group: Option<&str>,
-        recursive: bool,
-    ) -> Result<()> {
-        super::chown_with_command(self, path, owner, group, recursive).await
-    }
-
     async fn upload(&self, local: &Path, path: &str) -> Result<()> {
         tokio::fs::copy(local, path)
             .await

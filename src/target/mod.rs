@@ -194,13 +194,17 @@ pub trait Target: Send + Sync {
     /// Sets permission bits.
     async fn chmod(&self, path: &str, mode: u32) -> Result<()>;
     /// Sets owner and group, by name or number; `recursive` for folders.
+    /// By default with the target's own `chown` command (see
+    /// [`chown_with_command`]), so names resolve in the target's user database.
     async fn chown(
         &self,
         path: &str,
         owner: &str,
         group: Option<&str>,
         recursive: bool,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        chown_with_command(self, path, owner, group, recursive).await
+    }
     /// Copies a file from this host into the target.
     async fn upload(&self, local: &Path, path: &str) -> Result<()>;
     /// Copies a file from the target to this host.

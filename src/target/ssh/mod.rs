@@ -389,16 +389,6 @@ impl Target for SshTarget {
         files::chmod(&self.conn(), path, mode).await
     }
 
-    async fn chown(
-        &self,
-        path: &str,
-        owner: &str,
-        group: Option<&str>,
-        recursive: bool,
-    ) -> Result<()> {
-        super::chown_with_command(self, path, owner, group, recursive).await
-    }
-
     async fn upload(&self, local: &Path, path: &str) -> Result<()> {
         files::upload(&self.conn(), local, path).await
     }
