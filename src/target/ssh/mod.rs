@@ -225,7 +225,8 @@ impl SshTarget {
         Ok(SshTarget::new(cfg, conn))
     }
 
-    /// Connects, retrying transient failures every ~2 s until `deadline`;
+    /// Connects, retrying transient failures every ~2 s until `deadline`
+    /// (refused logins for up to a minute; a host key mismatch never);
     /// `alive` is asked before every attempt and stops the wait with its
     /// message (use it to notice that QEMU exited).
     pub async fn wait_for(

@@ -18,8 +18,15 @@ use super::{SshConfig, SshError};
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// See [`KEEPALIVE_INTERVAL`].
 pub const KEEPALIVE_MAX: usize = 4;
+/// The shortest time one attempt gets in [`wait_for`].
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 /// The pause between two connection attempts while waiting for a guest.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// How long [`wait_for`] keeps retrying when logins are refused: an sshd
+/// that is shutting down for a reboot refuses them (measured), and on some
+/// images sshd answers before cloud-init has installed the key. A key that
+/// is still refused after this long is wrong.
+pub const AUTH_GRACE: Duration = Duration::from_secs(60);
 /// Our receive window per channel: large, so downloads are not throttled by
 /// round trips to a slow (emulated) guest.
 pub const WINDOW_SIZE: u32 = 16 << 20;
@@ -193,34 +200,44 @@ pub(crate) async fn connect_within(
 }
 
 /// Retries [`connect_within`] every [`RETRY_PAUSE`] until `deadline`, while
-/// `alive` says the guest can still come up. Only transient errors are
-/// retried.
+/// `alive` says the guest can still come up. Transient errors are retried,
+/// refused logins for [`AUTH_GRACE`]; a host key mismatch ends the wait.
 pub(crate) async fn wait_for(
     cfg: &SshConfig,
     deadline: Instant,
     mut alive: impl FnMut() -> Result<(), String>,
 ) -> Result<Connection, SshError> {
     let started = Instant::now();
+    let mut first_refusal: Option<Instant> = None;
     loop {
         alive().map_err(|reason| SshError::Aborted {
             addr: cfg.address(),
             reason,
         })?;
+        // every attempt gets at least a second, even at the deadline
         let left = deadline.saturating_duration_since(Instant::now());
-        let last = match connect_within(cfg, cfg.connect_timeout.min(left)).await {
+        let limit = cfg.connect_timeout.min(left).max(MIN_ATTEMPT);
+        let last = match connect_within(cfg, limit).await {
             Ok(conn) => return Ok(conn),
             Err(e) if e.is_transient() => e,
+            Err(e @ SshError::AuthRejected { .. }) => {
+                let since = *first_refusal.get_or_insert_with(Instant::now);
+                if since.elapsed() >= AUTH_GRACE {
+                    return Err(e);
+                }
+                e
+            }
             Err(e) => return Err(e),
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        tokio::time::sleep(RETRY_PAUSE.min(left)).await;
+        if Instant::now() >= deadline {
             return Err(SshError::Timeout {
                 addr: cfg.address(),
                 waited_secs: started.elapsed().as_secs(),
                 last: Box::new(last),
             });
         }
-        tokio::time::sleep(RETRY_PAUSE.min(left)).await;
     }
 }
 
@@ -246,6 +263,126 @@ mod tests {
             .local_addr()
             .unwrap()
             .port()
+    }
+
+    /// An SSH server in this process (russh's own) with host key `host`
+    /// that accepts only `allowed`; sessions live until the client leaves.
+    struct TestServer {
+        allowed: PublicKey,
+    }
+
+    impl russh::server::Handler for TestServer {
+        type Error = russh::Error;
+
+        async fn auth_publickey(
+            &mut self,
+            _user: &str,
+            key: russh::server::VerifiedPublicKey<'_>,
+        ) -> Result<russh::server::Auth, russh::Error> {
+            Ok(if key.public_key.key_data() == self.allowed.key_data() {
+                russh::server::Auth::Accept
+            } else {
+                russh::server::Auth::Reject {
+                    proceed_with_methods: None,
+                    partial_success: false,
+                }
+            })
+        }
+    }
+
+    async fn serve(host: &KeyPair, allowed: &KeyPair) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = Arc::new(russh::server::Config {
+            keys: vec![host.private().clone()],
+            auth_rejection_time: Duration::ZERO,
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            ..Default::default()
+        });
+        let allowed = allowed.public_key().clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let handler = TestServer {
+                    allowed: allowed.clone(),
+                };
+                let config = Arc::clone(&config);
+                tokio::spawn(async move {
+                    // a client that gives up mid-handshake ends its session with an error
+                    if let Ok(session) = russh::server::run_stream(config, stream, handler).await {
+                        session.await.ok();
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn cfg_for(port: u16, client: &KeyPair, host: &KeyPair) -> SshConfig {
+        let mut c = SshConfig::localhost(port, "kiln", client.clone(), host.public_key().clone());
+        c.connect_timeout = Duration::from_secs(10);
+        c
+    }
+
+    #[tokio::test]
+    async fn the_pinned_host_key_and_the_client_key_decide() {
+        let (host, client) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let port = serve(&host, &client).await;
+        let ok = connect_within(&cfg_for(port, &client, &host), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(!ok.handle.is_closed());
+
+        let impostor = KeyPair::generate().unwrap();
+        let err = connect_within(&cfg_for(port, &client, &impostor), Duration::from_secs(10))
+            .await
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(matches!(err, SshError::HostKeyMismatch { .. }), "{text}");
+        assert!(
+            text.contains(&host.fingerprint()),
+            "presented key named: {text}"
+        );
+        assert!(
+            text.contains(&impostor.fingerprint()),
+            "pinned key named: {text}"
+        );
+        assert!(!err.is_transient());
+        // wait_for does not retry a mismatch
+        let t0 = Instant::now();
+        let err = wait_for(
+            &cfg_for(port, &client, &impostor),
+            Instant::now() + Duration::from_secs(30),
+            || Ok(()),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(matches!(err, SshError::HostKeyMismatch { .. }), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+
+        let stranger = KeyPair::generate().unwrap();
+        let err = connect_within(&cfg_for(port, &stranger, &host), Duration::from_secs(10))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, SshError::AuthRejected { .. }), "{err}");
+        assert!(err.to_string().contains(&stranger.fingerprint()), "{err}");
+        // refused logins are retried within the grace period
+        let err = wait_for(
+            &cfg_for(port, &stranger, &host),
+            Instant::now() + Duration::from_secs(5),
+            || Ok(()),
+        )
+        .await
+        .err()
+        .unwrap();
+        match err {
+            SshError::Timeout { last, .. } => {
+                assert!(matches!(*last, SshError::AuthRejected { .. }), "{last}")
+            }
+            other => panic!("expected a timeout after retries, got {other}"),
+        }
     }
 
     #[tokio::test]
