@@ -205,13 +205,17 @@ impl KillGuard {
 
 impl Drop for KillGuard {
     fn drop(&mut self) {
-        let (Some(tx), progress) = (self.tx.take(), self.progress) else {
+        let Some(tx) = self.tx.take() else {
             return;
         };
+        let progress = self.progress;
+        if progress == Progress::Finished {
+            return;
+        }
         let conn = Arc::clone(&self.conn);
         let job = async move {
             let result = match progress {
-                Progress::Finished => return,
+                Progress::Finished => Ok(()),
                 Progress::Waiting => match tx.eof().await {
                     Ok(()) => tx.close().await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),

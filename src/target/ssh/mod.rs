@@ -225,7 +225,8 @@ impl SshTarget {
         Ok(SshTarget::new(cfg, conn))
     }
 
-    /// Connects, retrying transient failures every ~2 s until `deadline`;
+    /// Connects, retrying transient failures every ~2 s until `deadline`
+    /// (refused logins for up to a minute; a host key mismatch never);
     /// `alive` is asked before every attempt and stops the wait with its
     /// message (use it to notice that QEMU exited).
     pub async fn wait_for(
@@ -307,17 +308,19 @@ impl SshTarget {
                     message: format!("after the reboot: {e}"),
                 })?;
             *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(conn);
-            let now = self.boot_id().await?;
-            if now != before {
-                return Ok(());
-            }
-            // the old system still answered while shutting down
+            // the old system may still answer while it shuts down, and may
+            // drop the connection in the middle of this command
+            let seen = match self.boot_id().await {
+                Ok(now) if now != before => return Ok(()),
+                Ok(_) => format!("the boot id is still {before}"),
+                Err(e) => format!("reading the boot id failed: {e}"),
+            };
             self.close().await?;
             if Instant::now() >= deadline {
                 return Err(TargetError::Connection {
                     target: self.describe(),
                     message: format!(
-                        "the guest did not reboot within {} s (boot id still {before})",
+                        "the guest did not come back from the reboot within {} s: {seen}",
                         started.elapsed().as_secs()
                     ),
                 });

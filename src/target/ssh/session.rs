@@ -18,8 +18,18 @@ use super::{SshConfig, SshError};
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// See [`KEEPALIVE_INTERVAL`].
 pub const KEEPALIVE_MAX: usize = 4;
+/// How long the server may take to send its SSH banner after the TCP
+/// connection is open.
+pub const BANNER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest time one attempt gets in [`wait_for`].
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 /// The pause between two connection attempts while waiting for a guest.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// How long [`wait_for`] keeps retrying when logins are refused: an sshd
+/// that is shutting down for a reboot refuses them (measured), and on some
+/// images sshd answers before cloud-init has installed the key. A key that
+/// is still refused after this long is wrong.
+pub const AUTH_GRACE: Duration = Duration::from_secs(60);
 /// Our receive window per channel: large, so downloads are not throttled by
 /// round trips to a slow (emulated) guest.
 pub const WINDOW_SIZE: u32 = 16 << 20;
@@ -102,7 +112,6 @@ fn client_config() -> client::Config {
         keepalive_interval: Some(KEEPALIVE_INTERVAL),
         keepalive_max: KEEPALIVE_MAX,
         window_size: WINDOW_SIZE,
-        nodelay: true,
         preferred: russh::Preferred {
             // the pinned key is ed25519: ask for nothing else
             key: Cow::Borrowed(&[Algorithm::Ed25519]),
@@ -145,17 +154,43 @@ fn classify(cfg: &SshConfig, e: HandshakeError) -> SshError {
     }
 }
 
+/// Opens the TCP connection and waits until the server's first byte (its
+/// SSH banner) arrives. QEMU's user network accepts connections at once,
+/// also while the guest's network is not up, and such a connection then
+/// hangs: waiting for the banner with a short limit lets the next attempt
+/// come soon instead of after the whole connect timeout.
+async fn open_stream(cfg: &SshConfig) -> Result<tokio::net::TcpStream, SshError> {
+    let not_up = |e: std::io::Error| SshError::NotUp {
+        addr: cfg.address(),
+        source: russh::Error::IO(e),
+    };
+    let stream = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port))
+        .await
+        .map_err(not_up)?;
+    stream.set_nodelay(true).map_err(not_up)?;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(BANNER_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(0)) => Err(not_up(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed before the SSH banner",
+        ))),
+        Ok(Ok(_)) => Ok(stream),
+        Ok(Err(e)) => Err(not_up(e)),
+        Err(_) => Err(SshError::ConnectTimeout {
+            addr: cfg.address(),
+            seconds: BANNER_TIMEOUT.as_secs_f64(),
+        }),
+    }
+}
+
 async fn handshake(cfg: &SshConfig) -> Result<Connection, SshError> {
     let handler = PinnedHostKey {
         expected: cfg.host_key.clone(),
     };
-    let mut handle = client::connect(
-        Arc::new(client_config()),
-        (cfg.host.as_str(), cfg.port),
-        handler,
-    )
-    .await
-    .map_err(|e| classify(cfg, e))?;
+    let stream = open_stream(cfg).await?;
+    let mut handle = client::connect_stream(Arc::new(client_config()), stream, handler)
+        .await
+        .map_err(|e| classify(cfg, e))?;
     let key = PrivateKeyWithHashAlg::new(Arc::new(cfg.client_key.private().clone()), None);
     let auth = handle
         .authenticate_publickey(cfg.user.clone(), key)
@@ -193,34 +228,44 @@ pub(crate) async fn connect_within(
 }
 
 /// Retries [`connect_within`] every [`RETRY_PAUSE`] until `deadline`, while
-/// `alive` says the guest can still come up. Only transient errors are
-/// retried.
+/// `alive` says the guest can still come up. Transient errors are retried,
+/// refused logins for [`AUTH_GRACE`]; a host key mismatch ends the wait.
 pub(crate) async fn wait_for(
     cfg: &SshConfig,
     deadline: Instant,
     mut alive: impl FnMut() -> Result<(), String>,
 ) -> Result<Connection, SshError> {
     let started = Instant::now();
+    let mut first_refusal: Option<Instant> = None;
     loop {
         alive().map_err(|reason| SshError::Aborted {
             addr: cfg.address(),
             reason,
         })?;
+        // every attempt gets at least a second, even at the deadline
         let left = deadline.saturating_duration_since(Instant::now());
-        let last = match connect_within(cfg, cfg.connect_timeout.min(left)).await {
+        let limit = cfg.connect_timeout.min(left).max(MIN_ATTEMPT);
+        let last = match connect_within(cfg, limit).await {
             Ok(conn) => return Ok(conn),
             Err(e) if e.is_transient() => e,
+            Err(e @ SshError::AuthRejected { .. }) => {
+                let since = *first_refusal.get_or_insert_with(Instant::now);
+                if since.elapsed() >= AUTH_GRACE {
+                    return Err(e);
+                }
+                e
+            }
             Err(e) => return Err(e),
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        tokio::time::sleep(RETRY_PAUSE.min(left)).await;
+        if Instant::now() >= deadline {
             return Err(SshError::Timeout {
                 addr: cfg.address(),
                 waited_secs: started.elapsed().as_secs(),
                 last: Box::new(last),
             });
         }
-        tokio::time::sleep(RETRY_PAUSE.min(left)).await;
     }
 }
 
@@ -246,6 +291,126 @@ mod tests {
             .local_addr()
             .unwrap()
             .port()
+    }
+
+    /// An SSH server in this process (russh's own) with host key `host`
+    /// that accepts only `allowed`; sessions live until the client leaves.
+    struct TestServer {
+        allowed: PublicKey,
+    }
+
+    impl russh::server::Handler for TestServer {
+        type Error = russh::Error;
+
+        async fn auth_publickey(
+            &mut self,
+            _user: &str,
+            key: russh::server::VerifiedPublicKey<'_>,
+        ) -> Result<russh::server::Auth, russh::Error> {
+            Ok(if key.public_key.key_data() == self.allowed.key_data() {
+                russh::server::Auth::Accept
+            } else {
+                russh::server::Auth::Reject {
+                    proceed_with_methods: None,
+                    partial_success: false,
+                }
+            })
+        }
+    }
+
+    async fn serve(host: &KeyPair, allowed: &KeyPair) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = Arc::new(russh::server::Config {
+            keys: vec![host.private().clone()],
+            auth_rejection_time: Duration::ZERO,
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            ..Default::default()
+        });
+        let allowed = allowed.public_key().clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let handler = TestServer {
+                    allowed: allowed.clone(),
+                };
+                let config = Arc::clone(&config);
+                tokio::spawn(async move {
+                    // a client that gives up mid-handshake ends its session with an error
+                    if let Ok(session) = russh::server::run_stream(config, stream, handler).await {
+                        session.await.ok();
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn cfg_for(port: u16, client: &KeyPair, host: &KeyPair) -> SshConfig {
+        let mut c = SshConfig::localhost(port, "kiln", client.clone(), host.public_key().clone());
+        c.connect_timeout = Duration::from_secs(10);
+        c
+    }
+
+    #[tokio::test]
+    async fn the_pinned_host_key_and_the_client_key_decide() {
+        let (host, client) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let port = serve(&host, &client).await;
+        let ok = connect_within(&cfg_for(port, &client, &host), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(!ok.handle.is_closed());
+
+        let impostor = KeyPair::generate().unwrap();
+        let err = connect_within(&cfg_for(port, &client, &impostor), Duration::from_secs(10))
+            .await
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(matches!(err, SshError::HostKeyMismatch { .. }), "{text}");
+        assert!(
+            text.contains(&host.fingerprint()),
+            "presented key named: {text}"
+        );
+        assert!(
+            text.contains(&impostor.fingerprint()),
+            "pinned key named: {text}"
+        );
+        assert!(!err.is_transient());
+        // wait_for does not retry a mismatch
+        let t0 = Instant::now();
+        let err = wait_for(
+            &cfg_for(port, &client, &impostor),
+            Instant::now() + Duration::from_secs(30),
+            || Ok(()),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(matches!(err, SshError::HostKeyMismatch { .. }), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+
+        let stranger = KeyPair::generate().unwrap();
+        let err = connect_within(&cfg_for(port, &stranger, &host), Duration::from_secs(10))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, SshError::AuthRejected { .. }), "{err}");
+        assert!(err.to_string().contains(&stranger.fingerprint()), "{err}");
+        // refused logins are retried within the grace period
+        let err = wait_for(
+            &cfg_for(port, &stranger, &host),
+            Instant::now() + Duration::from_secs(5),
+            || Ok(()),
+        )
+        .await
+        .err()
+        .unwrap();
+        match err {
+            SshError::Timeout { last, .. } => {
+                assert!(matches!(*last, SshError::AuthRejected { .. }), "{last}")
+            }
+            other => panic!("expected a timeout after retries, got {other}"),
+        }
     }
 
     #[tokio::test]
@@ -274,21 +439,25 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, SshError::NotUp { .. }), "{err}");
-        // now a peer that accepts and never speaks
+        // now a peer that accepts and never speaks (a guest whose network is
+        // not up yet, behind QEMU's user network): the banner wait ends the
+        // attempt long before a generous connect limit
         let listener = closer.await.unwrap();
         let _holder = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
             drop(s);
         });
         let t0 = Instant::now();
-        let err = connect_within(&cfg(port), Duration::from_millis(500))
+        let err = connect_within(&cfg(port), Duration::from_secs(50))
             .await
             .err()
             .unwrap();
         assert!(matches!(err, SshError::ConnectTimeout { .. }), "{err}");
+        assert!(err.to_string().contains("10.0 s"), "{err}");
         assert!(err.is_transient());
-        assert!(t0.elapsed() < Duration::from_secs(3));
+        let waited = t0.elapsed();
+        assert!(waited >= BANNER_TIMEOUT && waited < BANNER_TIMEOUT + Duration::from_secs(3));
     }
 
     #[tokio::test]
