@@ -1,6 +1,6 @@
 //! The SSH target against one real guest: an overlay of the Debian 12
-//! cloud-init base image (`KILN_TEST_BASE_IMAGE`, default
-//! `/work/proto/bootstrap/final/base.qcow2`) booted under QEMU/TCG with a
+//! cloud-init base image (`tests/support/base_image.rs`: `KILN_TEST_BASE_IMAGE`,
+//! else the Debian image kiln bootstraps once) booted under QEMU/TCG with a
 //! seed written by kiln. One boot proves: cloud-init took our seed, the host
 //! key is pinned, exec runs as root with streaming, exit codes, env, cwd and
 //! safe quoting, a dropped exec kills its whole process group, every file
@@ -8,6 +8,8 @@
 //! that keepalives notice a guest that stopped answering.
 //! On any failure the serial console's tail is printed; QEMU never outlives
 //! the test.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,6 @@ use kiln::vm::qemu::{self, Accel, Drive, Firmware, Media, Vm, VmConfig};
 use kiln::vm::seed::{self, SeedConfig};
 
 const QEMU: &str = "qemu-system-x86_64";
-const DEFAULT_BASE: &str = "/work/proto/bootstrap/final/base.qcow2";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 const WHOLE_TEST: Duration = Duration::from_secs(1800);
 const BIG_FILE_MIB: usize = 100;
@@ -110,12 +111,8 @@ struct Guest {
 }
 
 async fn boot(dir: &Path) -> Guest {
-    let base = std::env::var("KILN_TEST_BASE_IMAGE").unwrap_or_else(|_| DEFAULT_BASE.into());
-    assert!(
-        Path::new(&base).is_file(),
-        "base image {base} is missing: set KILN_TEST_BASE_IMAGE to a cloud-init qcow2 \
-         (vm-fixtures/debian-bootstrap/make-base.sh builds one)"
-    );
+    let base = support::base_image::base_image();
+    let base = base.to_str().expect("a UTF-8 base image path");
     let overlay = dir.join("overlay.qcow2");
     let st = std::process::Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", &base])
