@@ -119,6 +119,12 @@ impl Reporter {
         Ok(())
     }
 
+    /// Stops writing the log file (the terminal still gets every line): the
+    /// log's digest goes into the manifest, so it must not change after.
+    pub fn close_log(&self) {
+        *self.log.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Replaces the secrets to redact.
     pub fn set_redactor(&mut self, redactor: Redactor) {
         self.redactor = redactor;
