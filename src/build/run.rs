@@ -592,7 +592,11 @@ impl<'a> Build<'a> {
             started_at,
             finished_at: String::new(),
         };
-        self.timed(Stage::Publish, t, "stages done; writing digests and the manifest");
+        self.timed(
+            Stage::Publish,
+            t,
+            "stages done; writing digests and the manifest",
+        );
         // kiln.log is an artifact too: it ends here, before the digests
         self.reporter.close_log();
         manifest.stages = self.timings.clone();
