@@ -115,7 +115,7 @@ async fn boot(dir: &Path) -> Guest {
     let base = base.to_str().expect("a UTF-8 base image path");
     let overlay = dir.join("overlay.qcow2");
     let st = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", &base])
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base])
         .arg(&overlay)
         .status()
         .unwrap();

@@ -16,7 +16,7 @@ use super::model::{
 };
 use super::parent;
 use super::version::{Version, MAX_VERSION_PART};
-use crate::toe::diag::Diagnostics;
+use crate::toe::diag::{record_yaml_issues, Diagnostics};
 use crate::toe::yaml::{self, Pos, YamlIssueKind};
 use crate::vm::accel::AccelChoice;
 
@@ -130,28 +130,13 @@ pub(crate) fn read(display: &str, text: &str, dir: &Path) -> (Draft, Diagnostics
     let mut d = Diagnostics::new(display);
     let mut draft = Draft::new(RecipeForm::Kiln);
     let (root, issues) = yaml::parse_checked(text);
-    for issue in issues {
-        let (code, message, hint) = match issue.kind {
-            YamlIssueKind::Syntax => (
-                "yaml-syntax",
-                format!("YAML syntax error: {}", issue.message),
-                issue.hint,
-            ),
-            YamlIssueKind::ComplexKey => ("yaml-syntax", issue.message, issue.hint),
-            YamlIssueKind::DuplicateKey => ("duplicate-key", issue.message, issue.hint),
-            YamlIssueKind::MultipleDocuments => (
-                "recipe-shape",
-                "the file holds several YAML documents (`---`); a recipe is one document".into(),
-                Some("keep one recipe per file".into()),
-            ),
-            YamlIssueKind::Empty => (
-                "recipe-shape",
-                "the recipe is empty".into(),
-                Some(RECIPE_HINT.into()),
-            ),
-        };
-        d.error(issue.pos, code, issue.field, message, hint);
-    }
+    record_yaml_issues(&mut d, issues, "recipe-shape", |issue| match issue.kind {
+        YamlIssueKind::Empty => ("the recipe is empty".into(), Some(RECIPE_HINT.into())),
+        _ => (
+            "the file holds several YAML documents (`---`); a recipe is one document".into(),
+            Some("keep one recipe per file".into()),
+        ),
+    });
     let Some(root) = root else {
         return (draft, d);
     };

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::yaml::Pos;
+use super::yaml::{Pos, YamlIssue, YamlIssueKind};
 
 /// One problem found in a document.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -122,6 +122,35 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// Records the problems found while reading YAML: syntax errors, complex
+/// keys and duplicate keys the same way for every kind of file; the shape
+/// problems (several documents, an empty file) under `shape_code`, worded by
+/// `shape` (which gets the issue and returns the message and hint).
+pub fn record_yaml_issues(
+    d: &mut Diagnostics,
+    issues: Vec<YamlIssue>,
+    shape_code: &'static str,
+    shape: impl Fn(YamlIssue) -> (String, Option<String>),
+) {
+    for issue in issues {
+        let (pos, field) = (issue.pos, issue.field.clone());
+        let (code, message, hint) = match issue.kind {
+            YamlIssueKind::Syntax => (
+                "yaml-syntax",
+                format!("YAML syntax error: {}", issue.message),
+                issue.hint,
+            ),
+            YamlIssueKind::ComplexKey => ("yaml-syntax", issue.message, issue.hint),
+            YamlIssueKind::DuplicateKey => ("duplicate-key", issue.message, issue.hint),
+            YamlIssueKind::MultipleDocuments | YamlIssueKind::Empty => {
+                let (message, hint) = shape(issue);
+                (shape_code, message, hint)
+            }
+        };
+        d.error(pos, code, field, message, hint);
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use super::actions::spec::{self, Kind, OsPlatform, Shape};
 use super::condition::{self, IfClause};
-use super::diag::{did_you_mean, Diagnostic, Diagnostics};
+use super::diag::{did_you_mean, record_yaml_issues, Diagnostic, Diagnostics};
 use super::looping::{self, Loop};
 use super::yaml::{self, Node, Pos, YamlIssueKind};
 
@@ -162,24 +162,10 @@ pub fn valid_variable_name(name: &str) -> bool {
 pub fn parse(file: &str, text: &str, os: OsPlatform) -> Result<Document, Vec<Diagnostic>> {
     let mut d = Diagnostics::new(file);
     let (root, issues) = yaml::parse_checked(text);
-    for issue in issues {
-        let (code, message, hint) = match issue.kind {
-            YamlIssueKind::Syntax => (
-                "yaml-syntax",
-                format!("YAML syntax error: {}", issue.message),
-                issue.hint,
-            ),
-            YamlIssueKind::ComplexKey => ("yaml-syntax", issue.message, issue.hint),
-            YamlIssueKind::DuplicateKey => ("duplicate-key", issue.message, issue.hint),
-            YamlIssueKind::MultipleDocuments => ("document-shape", issue.message, issue.hint),
-            YamlIssueKind::Empty => (
-                "document-shape",
-                issue.message,
-                Some(DOCUMENT_HINT.to_string()),
-            ),
-        };
-        d.error(issue.pos, code, issue.field, message, hint);
-    }
+    record_yaml_issues(&mut d, issues, "document-shape", |issue| match issue.kind {
+        YamlIssueKind::Empty => (issue.message, Some(DOCUMENT_HINT.to_string())),
+        _ => (issue.message, issue.hint),
+    });
     let Some(root) = root else {
         return Err(d.into_vec());
     };

@@ -84,7 +84,7 @@ impl Encoding {
                 .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?
                 .to_string(),
             Encoding::Utf16Le | Encoding::Utf16Be => {
-                if bytes.len() % 2 != 0 {
+                if !bytes.len().is_multiple_of(2) {
                     return Err(format!(
                         "{} bytes is not a whole number of UTF-16 units",
                         bytes.len()
@@ -101,7 +101,7 @@ impl Encoding {
                 decode_utf16(units)?
             }
             Encoding::Utf32Le | Encoding::Utf32Be => {
-                if bytes.len() % 4 != 0 {
+                if !bytes.len().is_multiple_of(4) {
                     return Err(format!(
                         "{} bytes is not a whole number of UTF-32 units",
                         bytes.len()
