@@ -43,11 +43,7 @@ impl Drop for ConsoleOnFailure {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    qemu::free_port().expect("a free loopback port")
 }
 
 /// Whether process `pid` runs (exists and is not a zombie).

@@ -10,7 +10,7 @@ use super::IoError;
 use crate::target::ssh::keys::KeyPair;
 use crate::target::ssh::{SshConfig, SshError, SshTarget};
 use crate::target::Target;
-use crate::vm::qemu::{Accel, Drive, Firmware, Media, Vm, VmConfig};
+use crate::vm::qemu::{free_port, Accel, Drive, Firmware, Media, Vm, VmConfig};
 use crate::vm::seed::{self, SeedConfig};
 use crate::vm::VmError;
 
@@ -133,12 +133,6 @@ pub struct Guest {
     pub serial_log: PathBuf,
     /// Which VM (`build`, `test`).
     pub name: String,
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// What the serial console tells about a boot that never reached SSH.

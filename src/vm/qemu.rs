@@ -187,6 +187,13 @@ pub fn arguments(cfg: &VmConfig) -> Vec<String> {
     a
 }
 
+/// A free TCP port on 127.0.0.1 (for [`VmConfig::ssh_port`] and other
+/// loopback peers). The port is free when asked; a peer must bind it soon.
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
 /// A running QEMU. Dropping it kills QEMU.
 pub struct Vm {
     child: tokio::process::Child,

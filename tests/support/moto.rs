@@ -4,7 +4,7 @@
 //! Tests that need it fail (never skip) when the venv is missing.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -84,8 +84,7 @@ pub struct MotoServer {
 }
 
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
-    l.local_addr().expect("local addr").port()
+    kiln::vm::qemu::free_port().expect("bind 127.0.0.1:0 to find a free port")
 }
 
 /// True once something answers HTTP on the port.

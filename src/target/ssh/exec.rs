@@ -29,7 +29,7 @@
 use std::sync::Arc;
 
 use russh::client::Msg;
-use russh::{ChannelMsg, ChannelWriteHalf};
+use russh::{Channel, ChannelMsg, ChannelWriteHalf};
 
 use super::quote::{self, NulInWord};
 use super::session::Connection;
@@ -260,10 +260,9 @@ fn lost(conn: &Connection, what: &str, e: impl std::fmt::Display) -> TargetError
     }
 }
 
-/// Runs `command` (already a shell command line) on a new channel and
-/// collects its output; no wrapper, no kill on drop.
-pub(crate) async fn run_raw(conn: &Connection, command: &str) -> Result<RawOutput> {
-    let mut ch = conn
+/// Opens a session channel and asks the server to run `command` on it.
+async fn open_exec(conn: &Connection, command: &str) -> Result<Channel<Msg>> {
+    let ch = conn
         .handle
         .channel_open_session()
         .await
@@ -271,6 +270,13 @@ pub(crate) async fn run_raw(conn: &Connection, command: &str) -> Result<RawOutpu
     ch.exec(true, command)
         .await
         .map_err(|e| lost(conn, "cannot send a command", e))?;
+    Ok(ch)
+}
+
+/// Runs `command` (already a shell command line) on a new channel and
+/// collects its output; no wrapper, no kill on drop.
+pub(crate) async fn run_raw(conn: &Connection, command: &str) -> Result<RawOutput> {
+    let mut ch = open_exec(conn, command).await?;
     let mut out = RawOutput::default();
     while let Some(msg) = ch.wait().await {
         match msg {
@@ -288,14 +294,7 @@ pub(crate) async fn run_raw(conn: &Connection, command: &str) -> Result<RawOutpu
 /// waiting for it to finish (for `systemctl reboot`, which ends the
 /// connection).
 pub(crate) async fn start_detached(conn: &Connection, command: &str) -> Result<()> {
-    let mut ch = conn
-        .handle
-        .channel_open_session()
-        .await
-        .map_err(|e| lost(conn, "cannot open a channel", e))?;
-    ch.exec(true, command)
-        .await
-        .map_err(|e| lost(conn, "cannot send a command", e))?;
+    let mut ch = open_exec(conn, command).await?;
     loop {
         match ch.wait().await {
             Some(ChannelMsg::Success) => return Ok(()),

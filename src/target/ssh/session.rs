@@ -286,11 +286,7 @@ mod tests {
     }
 
     fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        crate::vm::qemu::free_port().unwrap()
     }
 
     /// An SSH server in this process (russh's own) with host key `host`
