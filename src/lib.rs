@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod export;
 pub mod process;
 pub mod recipe;
 pub mod target;

@@ -5,6 +5,7 @@
 //! - the example recipe: build VM (with a reboot), seal, flatten, a fresh
 //!   test VM (boot test, test phases, reboot test), publish; then the
 //!   manifest, the image and the sealed file system are checked from outside;
+//!   its exports equal the image, and the VMDK and the VHDX boot side by side;
 //! - a failing component with `--on-error abort`: the printed ssh command
 //!   gets in, Ctrl-C cleans up, nothing is published, the logs are named;
 //! - SIGTERM and SIGKILL during the build stage: no QEMU left, nothing published.
@@ -300,7 +301,16 @@ fn example_recipe_end_to_end() {
         .collect();
     assert_eq!(
         ended,
-        ["parent", "plan", "build", "seal", "flatten", "test", "publish"]
+        [
+            "parent",
+            "plan",
+            "build",
+            "seal",
+            "flatten",
+            "test",
+            "distribute",
+            "publish"
+        ]
     );
     assert!(ev.last().unwrap()["event"] == "result");
 
@@ -434,6 +444,120 @@ fn example_recipe_end_to_end() {
 
     assert_no_qemu(out.path().to_str().unwrap());
     nothing_published_tmp(out.path());
+
+    exports_equal_the_image_and_boot(&dir, &manifest);
+}
+
+/// The recipe's distribution formats: each listed in the manifest with its
+/// format, equal to image.qcow2 (`qemu-img compare`; the OVA's disk read
+/// out of the tar), accepted by `kiln verify`; and the VMDK and the VHDX
+/// each boot to SSH, side by side, with the web service up.
+fn exports_equal_the_image_and_boot(dir: &Path, manifest: &Value) {
+    let image = dir.join("image.qcow2");
+    let kinds: std::collections::BTreeMap<&str, &str> = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["path"].as_str().unwrap(), a["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds.get("image.vmdk"), Some(&"vmdk"), "{kinds:?}");
+    assert_eq!(kinds.get("image.vhdx"), Some(&"vhdx"), "{kinds:?}");
+    assert_eq!(kinds.get("image.ova"), Some(&"ova"), "{kinds:?}");
+    for f in ["image.vmdk", "image.vhdx", "image.ova"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("verify")
+            .arg(dir.join(f))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let extracted = tempfile::tempdir().unwrap();
+    let tar = Command::new("tar")
+        .arg("-xf")
+        .arg(dir.join("image.ova"))
+        .arg("-C")
+        .arg(extracted.path())
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let ova_disk = std::fs::read_dir(extracted.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "vmdk"))
+        .expect("a disk in the OVA");
+    for disk in [dir.join("image.vmdk"), dir.join("image.vhdx"), ova_disk] {
+        let cmp = Command::new("qemu-img")
+            .arg("compare")
+            .arg(&image)
+            .arg(&disk)
+            .output()
+            .unwrap();
+        assert!(cmp.status.success(), "{}: {cmp:?}", disk.display());
+    }
+
+    let work = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let selected = kiln::vm::accel::select(
+            kiln::vm::accel::AccelChoice::Auto,
+            "qemu-system-x86_64",
+            work.path(),
+        )
+        .await
+        .unwrap();
+        let (vmdk, vhdx) = (dir.join("image.vmdk"), dir.join("image.vhdx"));
+        let (a, b) = tokio::join!(
+            boot_export(&vmdk, "vmdk", selected.accel, work.path()),
+            boot_export(&vhdx, "vhdx", selected.accel, work.path()),
+        );
+        a.unwrap();
+        b.unwrap();
+    });
+    assert_no_qemu(work.path().to_str().unwrap());
+}
+
+/// Boots a VM from an overlay on `disk` and checks the web service.
+async fn boot_export(
+    disk: &Path,
+    format: &str,
+    accel: kiln::vm::qemu::Accel,
+    work: &Path,
+) -> Result<(), String> {
+    use kiln::build::guest::{Guest, GuestSpec};
+    let overlay = work.join(format!("{format}.qcow2"));
+    kiln::vm::img::create_overlay(disk, format, &overlay, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let guest = Guest::boot(GuestSpec {
+        name: format,
+        disk: &overlay,
+        accel,
+        cpus: 1,
+        memory_mib: 1024,
+        boot_timeout: Duration::from_secs(1200),
+        vm_dir: work,
+        log_dir: work,
+        socket_dir: work,
+        qemu: "qemu-system-x86_64",
+        build_id: "exports",
+    })
+    .await
+    .map_err(|e| format!("{format}: {e:?}"))?;
+    let (code, out) = guest
+        .shell("systemctl is-active web.service && cat /srv/www/index.html")
+        .await
+        .map_err(|e| format!("{format}: {e:?}"))?;
+    if code != Some(0) || !out.contains("Hello from a kiln golden image") {
+        return Err(format!("{format}: web service check: {code:?} {out}"));
+    }
+    guest
+        .power_off(Duration::from_secs(120))
+        .await
+        .map_err(|e| format!("{format}: {e:?}"))
 }
 
 fn nothing_published_tmp(output: &Path) {

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiln::export::format::ExportFormat;
 use kiln::recipe::{
     self, BootstrapSpec, ComponentSource, ParentImage, Recipe, RecipeError, RecipeForm, Version,
 };
@@ -610,6 +611,72 @@ fn invalid_build_settings_and_volumes() {
     }
     let e = errors(&format!("{HEAD}build: {{accelerator: tgc}}\n"));
     assert_eq!(hint_of(&e[0]), "did you mean `tcg`?");
+}
+
+#[test]
+fn distribution_formats() {
+    let r = parse(&format!(
+        "{HEAD}distribution:\n  formats: [vmdk, ova, vhd]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        r.distribution.formats,
+        vec![ExportFormat::Vmdk, ExportFormat::Ova, ExportFormat::Vhd]
+    );
+    assert!(parse(HEAD).unwrap().distribution.formats.is_empty());
+    let cases: Vec<(&str, String, Vec<Expect>)> = vec![
+        (
+            "unknown, repeated, not a string, unknown key",
+            format!("{HEAD}distribution:\n  formats: [vmdk, vdmk, vmdk, [x]]\n  format: ova\n"),
+            vec![
+                (
+                    7,
+                    19,
+                    "distribution.formats[1]",
+                    "unknown-format",
+                    "kiln cannot export to `vdmk`",
+                ),
+                (
+                    7,
+                    25,
+                    "distribution.formats[2]",
+                    "duplicate-format",
+                    "the format `vmdk` is listed twice",
+                ),
+                (
+                    7,
+                    31,
+                    "distribution.formats[3]",
+                    "wrong-type",
+                    "must be a string",
+                ),
+                (
+                    8,
+                    3,
+                    "distribution.format",
+                    "unknown-key",
+                    "unknown key `format`",
+                ),
+            ],
+        ),
+        (
+            "formats not a list",
+            format!("{HEAD}distribution: {{formats: vmdk}}\n"),
+            vec![(
+                6,
+                25,
+                "distribution.formats",
+                "wrong-type",
+                "must be a list",
+            )],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        println!("case: {name}");
+        assert_diags(&errors(&text), FILE, &expected);
+    }
+    let e = errors(&format!("{HEAD}distribution: {{formats: [vdmk]}}\n"));
+    assert_eq!(hint_of(&e[0]), "did you mean `vmdk`?");
 }
 
 #[test]

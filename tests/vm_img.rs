@@ -181,11 +181,16 @@ async fn overlays_and_resizing() {
 }
 
 #[tokio::test]
-async fn check_is_for_qcow2_only() {
+async fn check_is_for_formats_with_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let raw = raw_disk(dir.path());
     let e = img::check(&raw).await.unwrap_err();
-    assert!(e.to_string().contains("only qcow2"), "{e}");
+    assert!(e.to_string().contains("only qcow2, vmdk and vhdx"), "{e}");
+    let vhdx = dir.path().join("d.vhdx");
+    img::convert(&raw, None, &vhdx, &ConvertOptions::to(Format::Vhdx))
+        .await
+        .unwrap();
+    assert!(img::check(&vhdx).await.unwrap().is_clean());
 }
 
 #[tokio::test]

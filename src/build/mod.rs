@@ -6,6 +6,7 @@
 pub mod bootstrap;
 pub mod cache;
 pub mod digest;
+pub mod distribute;
 pub mod download;
 pub mod guest;
 pub mod lock;

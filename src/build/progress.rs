@@ -29,6 +29,8 @@ pub enum Stage {
     Flatten,
     /// VM #2 from the new image: boot test, test phases, reboot test.
     Test,
+    /// The tested image exported to the recipe's formats.
+    Distribute,
     /// The output directory, published atomically.
     Publish,
 }
@@ -43,6 +45,7 @@ impl Stage {
             Stage::Seal => "seal",
             Stage::Flatten => "flatten",
             Stage::Test => "test",
+            Stage::Distribute => "distribute",
             Stage::Publish => "publish",
         }
     }

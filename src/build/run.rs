@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::cache::Cache;
+use super::distribute;
 use super::guest::{Guest, GuestError, GuestSpec, BUILD_USER};
 use super::manifest::{self, Manifest};
 use super::parent::{self, ResolvedParent};
@@ -15,6 +16,8 @@ use super::phases::{PhaseError, PhaseResult, PhaseRun};
 use super::progress::{human, Reporter, Stage};
 use super::seal;
 use super::workspace::{Workspace, WorkspaceError};
+use crate::export::format::ExportFormat;
+use crate::export::write::ExportError;
 use crate::recipe::{Recipe, ResolvedComponent};
 use crate::toe::console::Redactor;
 use crate::toe::diag::Diagnostic;
@@ -54,6 +57,8 @@ pub struct BuildOptions {
     pub qemu: String,
     /// The cache for parent images.
     pub cache: Cache,
+    /// Export formats (overrides the recipe's `distribution.formats`).
+    pub formats: Option<Vec<ExportFormat>>,
 }
 
 /// Errors of a build.
@@ -121,6 +126,9 @@ pub enum BuildError {
         /// Its output.
         output: String,
     },
+    /// An export of the tested image failed.
+    #[error("distribute stage")]
+    Distribute(#[source] ExportError),
     /// The reboot test failed.
     #[error("test stage: reboot test: {0}")]
     RebootTest(String),
@@ -455,7 +463,7 @@ impl<'a> Build<'a> {
         let flatten = ConvertOptions {
             format: img::Format::Qcow2,
             compress: Some(Compression::Zstd),
-            options: Vec::new(),
+            ..ConvertOptions::to(img::Format::Qcow2)
         };
         img::convert(&overlay, Some("qcow2"), &image, &flatten)
             .await
@@ -533,6 +541,36 @@ impl<'a> Build<'a> {
         let _ = std::fs::remove_file(&test_disk);
         self.timed(Stage::Test, t, "boot, component and reboot tests passed");
 
+        // distribute
+        let formats = opts
+            .formats
+            .as_ref()
+            .unwrap_or(&recipe.distribution.formats);
+        let t = self.begin(
+            Stage::Distribute,
+            &if formats.is_empty() {
+                "no export formats (recipe distribution.formats or --format)".to_string()
+            } else {
+                format!(
+                    "exporting to {}",
+                    formats
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        );
+        let progress = |line: &str| rep.info(Some(Stage::Distribute), line);
+        let distributed = distribute::distribute(&image, ws.stage(), formats, &progress)
+            .await
+            .map_err(BuildError::Distribute)?;
+        self.timed(
+            Stage::Distribute,
+            t,
+            &format!("{} format(s) written and checked", distributed.len()),
+        );
+
         // publish
         let t = self.begin(
             Stage::Publish,
@@ -602,6 +640,12 @@ impl<'a> Build<'a> {
         manifest.stages = self.timings.clone();
         manifest.finished_at = chrono::Utc::now().to_rfc3339();
         manifest.artifacts = manifest::artifacts(ws.stage()).await?;
+        for d in &distributed {
+            let rel = d.path.to_string_lossy();
+            if let Some(a) = manifest.artifacts.iter_mut().find(|a| a.path == rel) {
+                a.kind = d.format.name().to_string();
+            }
+        }
         crate::toe::logs::write_json(&ws.stage().join("manifest.json"), &manifest).map_err(
             |e| BuildError::Log {
                 path: ws.stage().join("manifest.json"),

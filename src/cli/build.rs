@@ -9,6 +9,7 @@ use super::{CliError, EXIT_SUCCESS};
 use crate::build::cache::Cache;
 use crate::build::progress::Reporter;
 use crate::build::run::{Build, BuildOptions, OnError};
+use crate::export::format::ExportFormat;
 use crate::recipe::{self, RecipeError};
 use crate::vm::accel::AccelChoice;
 
@@ -44,6 +45,9 @@ pub struct BuildArgs {
     /// Do not print the components' step output on the terminal (it is always in the logs).
     #[arg(long)]
     pub quiet_steps: bool,
+    /// Export formats, comma-separated (overrides the recipe's distribution.formats): vmdk, vmdk-sparse, vhdx, vhd, raw, qcow2, qcow2-zlib, gce, ovf, ova (see `kiln export --help`).
+    #[arg(long, value_delimiter = ',', value_parser = super::export::parse_format)]
+    pub format: Option<Vec<ExportFormat>>,
     /// The QEMU system emulator to run.
     #[arg(long, default_value = "qemu-system-x86_64", env = "KILN_QEMU")]
     pub qemu: String,
@@ -73,6 +77,11 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
         echo: !args.json && !args.quiet_steps,
         qemu: args.qemu,
         cache,
+        formats: args.format.map(|mut f| {
+            let mut seen = std::collections::HashSet::new();
+            f.retain(|x| seen.insert(*x));
+            f
+        }),
     };
     let reporter = Reporter::new(args.json, Build::secrets(&components));
     match Build::new(&recipe, &opts, &reporter).run(components).await {

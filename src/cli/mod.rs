@@ -1,8 +1,10 @@
 //! Command-line interface: one file per subcommand, each thin.
 
 pub mod build;
+pub mod export;
 pub mod toe;
 pub mod validate;
+pub mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -38,11 +40,15 @@ pub struct Cli {
 pub enum Command {
     /// Build a tested golden image from a recipe in local QEMU VMs and publish it to OUTPUT/<name>/<version>/.
     Build(Box<build::BuildArgs>),
+    /// Write an image as VMDK, VHDX, VHD, raw, qcow2, GCE tar.gz, OVF or OVA, checked, published atomically.
+    Export(export::ExportArgs),
     /// Validate and run AWSTOE component documents on this host (like `awstoe`).
     #[command(subcommand)]
     Toe(toe::ToeCommand),
     /// Check a recipe and every component it names, without building anything.
     Validate(validate::ValidateArgs),
+    /// Check disk images, OVF packages, OVAs and GCE tarballs (exit 0 good, 1 problems found, 2 unreadable).
+    Verify(verify::VerifyArgs),
 }
 
 /// An error that ends the command.
@@ -97,8 +103,10 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         let work = async move {
             match cli.command {
                 Command::Build(args) => build::run(*args).await,
+                Command::Export(args) => export::run(args).await,
                 Command::Toe(cmd) => toe::run(cmd).await,
                 Command::Validate(args) => validate::run(args),
+                Command::Verify(args) => verify::run(args).await,
             }
         };
         // Dropping `work` on a signal drops every running step, which kills

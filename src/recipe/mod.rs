@@ -3,6 +3,7 @@
 //! prints; and resolving the components they name into loaded documents.
 
 mod component_ref;
+pub mod distribution;
 mod fields;
 pub mod model;
 pub mod parent;
@@ -13,8 +14,8 @@ pub mod version;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    BootstrapSpec, BuildSettings, ComponentRef, ComponentSource, ParentImage, Recipe, RecipeForm,
-    RecipeParameter, ResolvedComponent, Timeouts,
+    BootstrapSpec, BuildSettings, ComponentRef, ComponentSource, Distribution, ParentImage, Recipe,
+    RecipeForm, RecipeParameter, ResolvedComponent, Timeouts,
 };
 pub use resolve::resolve_components;
 pub use version::{Version, VersionError};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use super::distribution::Distribution;
 use super::version::Version;
 use crate::toe::load::LoadedDocument;
 use crate::toe::yaml::Pos;
@@ -62,6 +63,8 @@ pub struct Recipe {
     pub working_directory: String,
     /// kiln's build settings (`build:`).
     pub build: BuildSettings,
+    /// The export formats (`distribution:`).
+    pub distribution: Distribution,
 }
 
 /// Where the parent image comes from.

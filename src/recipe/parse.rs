@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::component_ref;
+use super::distribution::{self, Distribution};
 use super::fields::{optional, Field, Keys, Obj};
 use super::model::{
     BuildSettings, ComponentRef, ParentImage, Recipe, RecipeForm, RecipeParameter, Timeouts,
@@ -29,6 +30,7 @@ const KILN_KEYS: &[&str] = &[
     "blockDeviceMappings",
     "workingDirectory",
     "build",
+    "distribution",
 ];
 const COMPONENT_KEYS: &[&str] = &["component", "componentArn", "parameters"];
 const PARAMETER_KEYS: &[&str] = &["name", "value", "secret"];
@@ -87,6 +89,8 @@ pub(crate) struct Draft {
     pub working_directory: Option<String>,
     /// [`Recipe::build`] (the defaults when absent).
     pub build: Option<BuildSettings>,
+    /// [`Recipe::distribution`] (none when absent).
+    pub distribution: Option<Distribution>,
 }
 
 impl Draft {
@@ -102,6 +106,7 @@ impl Draft {
             root_volume_gib: Some(None),
             working_directory: Some(DEFAULT_WORKING_DIRECTORY.into()),
             build: Some(BuildSettings::default()),
+            distribution: Some(Distribution::default()),
         }
     }
 
@@ -120,6 +125,7 @@ impl Draft {
             root_volume_gib: self.root_volume_gib?,
             working_directory: self.working_directory?,
             build: self.build?,
+            distribution: self.distribution?,
         })
     }
 }
@@ -228,6 +234,9 @@ impl Reader<'_> {
         }
         if let Some(f) = top.get("build") {
             draft.build = self.build(&f);
+        }
+        if let Some(f) = top.get("distribution") {
+            draft.distribution = distribution::parse(&f, self.d);
         }
     }
 

@@ -178,6 +178,8 @@ pub struct ImageInfo {
     pub backing_file: Option<PathBuf>,
     /// The backing file's format, when recorded.
     pub backing_format: Option<String>,
+    /// The VMDK create type (`streamOptimized`, `monolithicSparse`, …).
+    pub vmdk_create_type: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -190,6 +192,18 @@ struct RawInfo {
     backing_filename: Option<String>,
     full_backing_filename: Option<String>,
     backing_filename_format: Option<String>,
+    format_specific: Option<FormatSpecific>,
+}
+
+#[derive(serde::Deserialize)]
+struct FormatSpecific {
+    data: Option<FormatData>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct FormatData {
+    create_type: Option<String>,
 }
 
 /// Parses the output of `qemu-img info --output=json` (one image, not a chain).
@@ -204,6 +218,10 @@ pub fn parse_info(json: &str) -> Result<ImageInfo, serde_json::Error> {
             .or(raw.backing_filename)
             .map(PathBuf::from),
         backing_format: raw.backing_filename_format,
+        vmdk_create_type: raw
+            .format_specific
+            .and_then(|f| f.data)
+            .and_then(|d| d.create_type),
     })
 }
 
@@ -252,6 +270,9 @@ pub struct ConvertOptions {
     pub compress: Option<Compression>,
     /// Format options for `-o`, e.g. `subformat=streamOptimized` for VMDK.
     pub options: Vec<String>,
+    /// Create the output with this virtual size (at least the source's)
+    /// and the `options`, then convert into it (`qemu-img convert -n`).
+    pub target_size: Option<u64>,
 }
 
 impl ConvertOptions {
@@ -261,22 +282,20 @@ impl ConvertOptions {
             format,
             compress: None,
             options: Vec::new(),
+            target_size: None,
         }
     }
 }
 
-/// The `qemu-img convert` arguments after the subcommand (without the
-/// output path, which is a temporary name).
-fn convert_args(
+/// The `qemu-img` command lines (without the binary) that convert `src`
+/// into `out`: one `convert`, or a `create` of the sized target followed by
+/// `convert -n` when [`ConvertOptions::target_size`] is set.
+fn convert_commands(
     src: &Path,
     src_fmt: Option<&str>,
     opts: &ConvertOptions,
-) -> Result<Vec<OsString>, String> {
-    let mut args: Vec<OsString> = Vec::new();
-    if let Some(f) = src_fmt {
-        args.extend(["-f".into(), f.into()]);
-    }
-    args.extend(["-O".into(), opts.format.qemu_name().into()]);
+    out: &Path,
+) -> Result<Vec<Vec<OsString>>, String> {
     // these write extra extent files named after the (temporary) output
     // name, so they cannot be published by a rename
     if let Some(multi) = opts
@@ -289,6 +308,7 @@ fn convert_args(
         ));
     }
     let mut options = opts.options.clone();
+    let mut compress = false;
     if let Some(c) = opts.compress {
         if opts.format != Format::Qcow2 {
             return Err(format!(
@@ -296,16 +316,42 @@ fn convert_args(
                 opts.format
             ));
         }
-        args.push("-c".into());
+        compress = true;
         if c == Compression::Zstd {
             options.push("compression_type=zstd".into());
         }
     }
-    if !options.is_empty() {
-        args.extend(["-o".into(), options.join(",").into()]);
+    let mut commands = Vec::new();
+    let mut convert: Vec<OsString> = vec!["convert".into()];
+    if let Some(f) = src_fmt {
+        convert.extend(["-f".into(), f.into()]);
     }
-    args.push(src.into());
-    Ok(args)
+    convert.extend(["-O".into(), opts.format.qemu_name().into()]);
+    if compress {
+        convert.push("-c".into());
+    }
+    let mut format_options = Vec::new();
+    if !options.is_empty() {
+        format_options.extend(["-o".into(), options.join(",").into()]);
+    }
+    match opts.target_size {
+        Some(size) => {
+            let mut create: Vec<OsString> = vec![
+                "create".into(),
+                "-q".into(),
+                "-f".into(),
+                opts.format.qemu_name().into(),
+            ];
+            create.extend(format_options);
+            create.extend([out.into(), size.to_string().into()]);
+            commands.push(create);
+            convert.push("-n".into());
+        }
+        None => convert.extend(format_options),
+    }
+    convert.extend([src.into(), out.into()]);
+    commands.push(convert);
+    Ok(commands)
 }
 
 fn command_line(args: &[OsString]) -> String {
@@ -318,16 +364,16 @@ fn command_line(args: &[OsString]) -> String {
 
 /// Runs `qemu-img ARGS`; exit codes in `ok_codes` count as success (besides 0).
 async fn run(args: &[OsString], ok_codes: &[i32]) -> Result<Output, ImgError> {
-    let out = tokio::process::Command::new(QEMU_IMG)
-        .args(args)
+    let mut cmd = tokio::process::Command::new(QEMU_IMG);
+    cmd.args(args)
         .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| ImgError::Spawn {
-            command: command_line(args),
-            source,
-        })?;
+        .kill_on_drop(true);
+    // dies with kiln, even when kiln is killed
+    crate::process::supervise(&mut cmd, libc::SIGKILL);
+    let out = cmd.output().await.map_err(|source| ImgError::Spawn {
+        command: command_line(args),
+        source,
+    })?;
     let code = out.status.code();
     if code == Some(0) || code.is_some_and(|c| ok_codes.contains(&c)) {
         return Ok(out);
@@ -366,21 +412,29 @@ pub async fn info(path: &Path) -> Result<ImageInfo, ImgError> {
     parse_output(&args, &out, parse_info)
 }
 
-/// `qemu-img check` of a qcow2 image: leaks and corruptions are reported,
-/// not errors; an image that is not qcow2 is an error.
+/// Whether `qemu-img check` can check images of this format (raw and VHD
+/// have no metadata it checks).
+pub fn checkable(format: Format) -> bool {
+    matches!(format, Format::Qcow2 | Format::Vmdk | Format::Vhdx)
+}
+
+/// `qemu-img check` of a qcow2, VMDK or VHDX image: leaks and corruptions
+/// are reported, not errors; another format is an error (see [`checkable`]).
 pub async fn check(path: &Path) -> Result<CheckReport, ImgError> {
     let format = detect_format(path)?;
-    if format != Format::Qcow2 {
+    if !checkable(format) {
         return Err(ImgError::Invalid {
             path: path.to_path_buf(),
-            message: format!("only qcow2 images can be checked, this one is {format}"),
+            message: format!(
+                "only qcow2, vmdk and vhdx images can be checked, this one is {format}"
+            ),
         });
     }
     let args: Vec<OsString> = vec![
         "check".into(),
         "--output=json".into(),
         "-f".into(),
-        "qcow2".into(),
+        format.qemu_name().into(),
         path.into(),
     ];
     // 2: corruptions found, 3: leaks found; both still print the report
@@ -449,13 +503,6 @@ pub async fn convert(
     dst: &Path,
     opts: &ConvertOptions,
 ) -> Result<(), ImgError> {
-    let mut args = vec![OsString::from("convert")];
-    args.extend(
-        convert_args(src, src_fmt, opts).map_err(|message| ImgError::Invalid {
-            path: dst.to_path_buf(),
-            message,
-        })?,
-    );
     let dir = match dst.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -472,8 +519,14 @@ pub async fn convert(
         uuid::Uuid::new_v4().simple()
     ));
     let tmp = tempfile::TempPath::try_from_path(&tmp_path).map_err(io_err("resolve", &tmp_path))?;
-    args.push(tmp.to_path_buf().into());
-    run(&args, &[]).await?;
+    let commands =
+        convert_commands(src, src_fmt, opts, &tmp).map_err(|message| ImgError::Invalid {
+            path: dst.to_path_buf(),
+            message,
+        })?;
+    for args in &commands {
+        run(args, &[]).await?;
+    }
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(io_err("flush", &tmp))?;
@@ -576,6 +629,7 @@ mod tests {
                 actual_size: 200704,
                 backing_file: Some("/t/base.qcow2".into()),
                 backing_format: Some("qcow2".into()),
+                vmdk_create_type: None,
             }
         );
         let raw = r#"{"virtual-size": 1048576, "filename": "d.img", "format": "raw", "actual-size": 4096}"#;
@@ -597,22 +651,27 @@ mod tests {
 
     #[test]
     fn convert_arguments() {
-        let s = |v: Vec<OsString>| {
+        let s = |v: Vec<Vec<OsString>>| {
             v.iter()
-                .map(|a| a.to_string_lossy().into_owned())
+                .map(|c| {
+                    c.iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
                 .collect::<Vec<_>>()
-                .join(" ")
         };
+        let out = Path::new("o");
         let mut o = ConvertOptions::to(Format::Qcow2);
         o.compress = Some(Compression::Zstd);
         assert_eq!(
-            s(convert_args(Path::new("a.raw"), Some("raw"), &o).unwrap()),
-            "-f raw -O qcow2 -c -o compression_type=zstd a.raw"
+            s(convert_commands(Path::new("a.raw"), Some("raw"), &o, out).unwrap()),
+            ["convert -f raw -O qcow2 -c -o compression_type=zstd a.raw o"]
         );
         o.compress = Some(Compression::Zlib);
         assert_eq!(
-            s(convert_args(Path::new("a"), None, &o).unwrap()),
-            "-O qcow2 -c a"
+            s(convert_commands(Path::new("a"), None, &o, out).unwrap()),
+            ["convert -O qcow2 -c a o"]
         );
         let mut v = ConvertOptions::to(Format::Vmdk);
         v.options = vec![
@@ -620,11 +679,11 @@ mod tests {
             "adapter_type=lsilogic".into(),
         ];
         assert_eq!(
-            s(convert_args(Path::new("a"), None, &v).unwrap()),
-            "-O vmdk -o subformat=streamOptimized,adapter_type=lsilogic a"
+            s(convert_commands(Path::new("a"), None, &v, out).unwrap()),
+            ["convert -O vmdk -o subformat=streamOptimized,adapter_type=lsilogic a o"]
         );
         v.compress = Some(Compression::Zlib);
-        assert!(convert_args(Path::new("a"), None, &v)
+        assert!(convert_commands(Path::new("a"), None, &v, out)
             .unwrap_err()
             .contains("only for qcow2"));
         for multi in [
@@ -634,9 +693,19 @@ mod tests {
         ] {
             let mut m = ConvertOptions::to(Format::Vmdk);
             m.options = vec![format!("subformat={multi}")];
-            assert!(convert_args(Path::new("a"), None, &m)
+            assert!(convert_commands(Path::new("a"), None, &m, out)
                 .unwrap_err()
                 .contains("several files"));
         }
+        let mut vhd = ConvertOptions::to(Format::Vpc);
+        vhd.options = vec!["subformat=fixed".into(), "force_size=on".into()];
+        vhd.target_size = Some(1 << 20);
+        assert_eq!(
+            s(convert_commands(Path::new("a"), Some("qcow2"), &vhd, out).unwrap()),
+            [
+                "create -q -f vpc -o subformat=fixed,force_size=on o 1048576",
+                "convert -f qcow2 -O vpc -n a o"
+            ]
+        );
     }
 }

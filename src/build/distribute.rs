@@ -1,0 +1,62 @@
+//! The distribute stage of a build: the tested image exported to the
+//! recipe's formats inside the build's private stage folder, so they are
+//! published (or not) together with the image.
+
+use std::path::{Path, PathBuf};
+
+use super::Progress;
+use crate::export::cancel::Cancel;
+use crate::export::format::ExportFormat;
+use crate::export::write::{self, ExportError, ExportJob};
+
+/// The base name of a build's files (`image.qcow2`, `image.vmdk`, …).
+pub const IMAGE_BASE: &str = "image";
+
+/// A file the distribute stage wrote, relative to the stage folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Distributed {
+    /// The main file of the export.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: ExportFormat,
+}
+
+/// Exports `image` (the flattened qcow2 in `stage`) to each format; the
+/// `qcow2` format is the image itself (already zstd-compressed).
+pub async fn distribute(
+    image: &Path,
+    stage: &Path,
+    formats: &[ExportFormat],
+    progress: Progress<'_>,
+) -> Result<Vec<Distributed>, ExportError> {
+    let cancel = Cancel::new();
+    let mut out = Vec::new();
+    for &format in formats {
+        let file_name = format.file_name(IMAGE_BASE);
+        if stage.join(&file_name) == image {
+            progress(&format!("{file_name}: the built image is already {format}"));
+            out.push(Distributed {
+                path: PathBuf::from(file_name),
+                format,
+            });
+            continue;
+        }
+        let job = ExportJob {
+            source: image,
+            format,
+            dir: stage,
+            file_name: &file_name,
+            threads: None,
+        };
+        let exported = write::export(&job, &cancel, progress).await?;
+        progress(&format!(
+            "{file_name}: written and checked ({})",
+            exported.report.checked.join("; ")
+        ));
+        out.push(Distributed {
+            path: PathBuf::from(file_name),
+            format,
+        });
+    }
+    Ok(out)
+}

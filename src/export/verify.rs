@@ -1,0 +1,206 @@
+//! Checks of written files, right after an export and on demand
+//! (`kiln verify`): what the file is, what was checked, and every problem
+//! found. A file that cannot be read at all is an error; a file that can be
+//! read but is wrong is a report with problems.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::vhd;
+use crate::build::IoError;
+use crate::vm::img::{self, Format, ImgError};
+
+/// What a check found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// The checked file.
+    pub path: PathBuf,
+    /// What it is, e.g. `vmdk (streamOptimized)`, `ova`.
+    pub kind: String,
+    /// The virtual disk size in bytes, when the file is (or holds) a disk.
+    pub virtual_size: Option<u64>,
+    /// What was checked and passed, one line each.
+    pub checked: Vec<String>,
+    /// What is wrong, one line each; empty when the file is good.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    fn new(path: &Path, kind: impl Into<String>) -> Self {
+        Report {
+            path: path.to_path_buf(),
+            kind: kind.into(),
+            ..Report::default()
+        }
+    }
+
+    /// No problems found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Records a check that passed.
+    pub fn passed(&mut self, what: impl Into<String>) {
+        self.checked.push(what.into());
+    }
+
+    /// Records a problem.
+    pub fn problem(&mut self, what: impl Into<String>) {
+        self.problems.push(what.into());
+    }
+
+    /// Records `what` as passed when `problems` is empty, else each problem.
+    pub fn outcome(&mut self, what: impl Into<String>, problems: Vec<String>) {
+        if problems.is_empty() {
+            self.passed(what);
+        } else {
+            self.problems.extend(problems);
+        }
+    }
+}
+
+/// A file that could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// `qemu-img` could not run.
+    #[error(transparent)]
+    Img(#[from] ImgError),
+}
+
+/// What a file is, by its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A disk image (qcow2, raw, vmdk, vhdx, vhd).
+    Disk,
+    /// An OVF descriptor (XML).
+    Ovf,
+    /// A tar file: an OVA.
+    Ova,
+    /// A gzip file: a GCE image tarball.
+    Gce,
+}
+
+/// Classifies a file by its first 512 bytes: ustar magic at byte 257 is an
+/// OVA, gzip's `1f 8b` a GCE tarball, XML (after an optional BOM) an OVF
+/// descriptor, anything else a disk image.
+pub fn classify(head: &[u8]) -> FileKind {
+    let text = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+    let text_start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map(|i| &text[i..]);
+    if head.len() >= 262 && &head[257..262] == b"ustar" {
+        FileKind::Ova
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        FileKind::Gce
+    } else if text_start.is_some_and(|t| {
+        t.starts_with(b"<?xml") || t.starts_with(b"<Envelope") || t.starts_with(b"<ovf:Envelope")
+    }) {
+        FileKind::Ovf
+    } else {
+        FileKind::Disk
+    }
+}
+
+/// The first 512 bytes of a file (fewer if it is shorter), for [`classify`].
+pub fn read_head(path: &Path) -> Result<Vec<u8>, IoError> {
+    let mut head = Vec::with_capacity(512);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(512).read_to_end(&mut head))
+        .map_err(IoError::at("read", path))?;
+    Ok(head)
+}
+
+/// Checks any file `kiln export` writes, by what it is (see [`classify`]).
+pub async fn verify_path(path: &Path) -> Result<Report, VerifyError> {
+    match classify(&read_head(path)?) {
+        FileKind::Disk => disk(path).await,
+        other => unreachable!("{other:?}"),
+    }
+}
+
+/// Checks a disk image: `qemu-img info` reads it (the format by its magic
+/// bytes), `qemu-img check` finds no corruption or leak (qcow2, VMDK,
+/// VHDX), no backing file, and a VHD has a valid fixed-disk footer of a
+/// whole number of MiB (what Azure requires).
+pub async fn disk(path: &Path) -> Result<Report, VerifyError> {
+    let format = img::detect_format(path)?;
+    let mut report = Report::new(path, format.to_string());
+    let info = match img::info(path).await {
+        Ok(info) => info,
+        Err(ImgError::Failed { stderr, .. }) => {
+            report.problem(format!("qemu-img cannot read it as {format}: {stderr}"));
+            return Ok(report);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    report.virtual_size = Some(info.virtual_size);
+    if let Some(t) = &info.vmdk_create_type {
+        report.kind = format!("vmdk ({t})");
+    }
+    report.passed(format!(
+        "qemu-img reads it: {format}, virtual size {} bytes",
+        info.virtual_size
+    ));
+    match &info.backing_file {
+        Some(b) => report.problem(format!(
+            "it depends on a backing file ({}); export a standalone image",
+            b.display()
+        )),
+        None => report.passed("no backing file"),
+    }
+    if img::checkable(format) {
+        match img::check(path).await {
+            Ok(c) if c.is_clean() => report.passed("qemu-img check: no errors"),
+            Ok(c) => report.problem(format!(
+                "qemu-img check: {} corruptions, {} leaked clusters, {} check errors",
+                c.corruptions, c.leaks, c.check_errors
+            )),
+            Err(ImgError::Failed { stderr, .. }) => {
+                report.problem(format!("qemu-img check failed: {stderr}"))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if format == Format::Vpc {
+        vhd_footer(path, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Checks a VHD's footer for Azure's rules.
+fn vhd_footer(path: &Path, report: &mut Report) -> Result<(), VerifyError> {
+    let mut f = std::fs::File::open(path).map_err(IoError::at("open", path))?;
+    let len = f.metadata().map_err(IoError::at("stat", path))?.len();
+    let mut footer = [0u8; vhd::FOOTER_BYTES];
+    if len < footer.len() as u64 {
+        report.problem("shorter than a VHD footer");
+        return Ok(());
+    }
+    f.seek(SeekFrom::Start(len - footer.len() as u64))
+        .and_then(|_| f.read_exact(&mut footer))
+        .map_err(IoError::at("read the footer of", path))?;
+    match vhd::parse_footer(&footer) {
+        Ok(parsed) if parsed.disk_type == vhd::DiskType::Fixed => {
+            report.kind = "vhd (fixed)".into();
+            report.outcome(
+                format!(
+                    "VHD footer: fixed, {} bytes (a whole number of MiB, as Azure requires), checksum valid",
+                    parsed.current_size
+                ),
+                vhd::azure_problems(&parsed, len),
+            )
+        }
+        Ok(parsed) => {
+            report.kind = format!("vhd ({:?})", parsed.disk_type).to_lowercase();
+            report.passed(
+                "VHD footer: checksum valid (Azure needs a fixed VHD: `kiln export --format vhd`)",
+            )
+        }
+        Err(e) => report.problem(format!("VHD footer at byte {}: {e}", len - 512)),
+    }
+    Ok(())
+}
