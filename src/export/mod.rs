@@ -5,6 +5,7 @@
 pub mod cancel;
 pub mod disk;
 pub mod format;
+pub mod gce;
 pub mod ova;
 pub mod ovf;
 pub mod publish;

@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use super::cancel::{Cancel, Cancelled};
-use super::disk;
 use super::format::ExportFormat;
 use super::verify::{self, Report, VerifyError};
+use super::{disk, gce, ova, vmdk};
 use crate::build::{IoError, Progress};
 use crate::vm::img::{self, ImgError};
 
@@ -80,6 +80,12 @@ pub enum ExportError {
     /// A file could not be read or written.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// kiln's streamOptimized VMDK writer failed.
+    #[error("writing the streamOptimized VMDK")]
+    Vmdk(#[from] super::vmdk::VmdkError),
+    /// A writer that is not in this build yet.
+    #[error("the {0} writer is not in this build")]
+    NotBuilt(&'static str),
     /// Ctrl-C, SIGTERM or a dropped build stopped the export.
     #[error("the export was cancelled")]
     Cancelled(#[from] Cancelled),
@@ -171,7 +177,11 @@ pub async fn export(
                 })?;
             vec![PathBuf::from(job.file_name)]
         }
-        None => unreachable!("written natively"),
+        None => match job.format {
+            ExportFormat::Vmdk => vmdk::export(job, cancel, progress).await?,
+            ExportFormat::Gce => gce::export(job, cancel, progress).await?,
+            _ => ova::export(job, cancel, progress).await?,
+        },
     };
     cancel.check()?;
     let report = check_output(job.format, &main, virtual_size).await?;
