@@ -10,7 +10,7 @@ set -euo pipefail
 
 need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
-command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+{ command -v qemu-img && command -v qemu-nbd; } >/dev/null 2>&1 || need+=(qemu-utils)
 # the bootstrap's tools (some live in sbin, which a user's PATH may lack)
 have() { PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
 have mmdebstrap || need+=(mmdebstrap)
@@ -33,6 +33,15 @@ if [ ${#need[@]} -eq 0 ]; then
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-echo "setup-host: installing ${need[*]}" >&2
+install() {
+    echo "setup-host: installing $*" >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
+}
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+install "${need[@]}"
+# Installing Debian's qemu-system-x86 removes a newer qemu-utils (e.g. one from
+# backports, which breaks the older qemu-system-common): put the matching
+# qemu-utils back so qemu-img and qemu-nbd are there.
+if ! { command -v qemu-img && command -v qemu-nbd; } >/dev/null 2>&1; then
+    install qemu-utils
+fi
