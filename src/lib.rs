@@ -1,6 +1,7 @@
 //! kiln: a local VM image factory that runs EC2 Image Builder components.
 
 pub mod build;
+pub mod catalog;
 pub mod cli;
 pub mod export;
 pub mod process;

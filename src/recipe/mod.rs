@@ -18,7 +18,7 @@ pub use model::{
     RecipeForm, RecipeParameter, ResolvedComponent, Timeouts,
 };
 pub use resolve::resolve_components;
-pub use version::{Version, VersionError};
+pub use version::{Version, VersionError, VersionFilter, VersionFilterError};
 
 use crate::toe::diag::Diagnostic;
 
