@@ -28,6 +28,7 @@ fn done(dir: &str) -> FinishedBuild {
         amis: vec![],
         test_results: Some(serde_json::json!({"rebootTest": "success"})),
         log_location: Some(format!("{dir}/logs")),
+        location: Some(dir.into()),
     }
 }
 
@@ -231,4 +232,87 @@ fn concurrent_builds_get_distinct_numbers() {
         .unwrap()
         .iter()
         .all(|i| i.version == v));
+}
+
+fn kiln(catalog: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("images")
+        .arg("--catalog")
+        .arg(catalog)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// `kiln images` on a catalog with a real published folder: list, show,
+/// refused and accepted deletes (the folder goes too), deprecate, keep.
+#[test]
+fn images_command_lists_shows_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat_path = dir.path().join("c.sqlite");
+    let folder = dir.path().join("out/web/1.0.0");
+    std::fs::create_dir_all(folder.join("logs")).unwrap();
+    std::fs::write(folder.join("image.qcow2"), b"disk").unwrap();
+    std::fs::write(folder.join("manifest.json"), b"{}").unwrap();
+    let mut c = Catalog::open(&cat_path).unwrap();
+    let base = publish(&mut c, "base", "1.0.0");
+    let mut web = new("web", "1.0.0");
+    web.parent = Some(Parent {
+        image_id: Some(base),
+        sha256: "ef".repeat(32),
+        origin: "kiln:base/1.0.0/1".into(),
+    });
+    let w = c.begin_build(&web).unwrap();
+    c.finish_build(w.id, &done(folder.to_str().unwrap()))
+        .unwrap();
+    drop(c);
+
+    let (code, out, _) = kiln(&cat_path, &["list"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("IMAGE"), "{out}");
+    assert!(
+        out.contains("web/1.0.0/1") && out.contains("kiln:base/1.0.0/1"),
+        "{out}"
+    );
+    let (code, out, _) = kiln(&cat_path, &["list", "web", "--json"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["status"], "available");
+    let (code, out, _) = kiln(&cat_path, &["show", "web/1.x.x"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("image:    web/1.0.0/1"), "{out}");
+
+    let (code, _, err) = kiln(&cat_path, &["delete", "base/1.0.0/1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is the parent of web/1.0.0/1"), "{err}");
+    let (code, _, err) = kiln(&cat_path, &["delete", "web/1.x.x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("does not name one build"), "{err}");
+    let (code, _, err) = kiln(&cat_path, &["show", "web/x.1.x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("may only be followed by wildcards"), "{err}");
+
+    assert_eq!(kiln(&cat_path, &["keep", "web/1.0.0/1"]).0, 0);
+    let (code, _, err) = kiln(&cat_path, &["delete", "web/1.0.0/1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("marked keep"), "{err}");
+    assert_eq!(kiln(&cat_path, &["keep", "--off", "web/1.0.0/1"]).0, 0);
+    let (code, out, err) = kiln(&cat_path, &["delete", "web/1.0.0/1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted web/1.0.0/1"), "{out}");
+    assert!(!folder.exists());
+
+    let (code, out, _) = kiln(&cat_path, &["deprecate", "base/1.0.0/1", "--json"]);
+    assert_eq!(code, 0);
+    let img: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(img["status"], "deprecated");
+    let (code, _, err) = kiln(&cat_path, &["show", "base/1.x.x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no image base/1.x.x"), "{err}");
 }

@@ -5,6 +5,7 @@
 //! The database is in WAL mode with a busy timeout, and every write is one
 //! IMMEDIATE transaction, so several kiln processes can share a catalog.
 
+pub mod files;
 pub mod model;
 pub mod schema;
 mod store;
@@ -105,6 +106,15 @@ pub enum CatalogError {
         text: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A deleted image's file could not be removed.
+    #[error("cannot remove {}", path.display())]
+    RemoveFile {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
     },
     /// No data folder is known (no `$KILN_DATA_DIR`, `$XDG_DATA_HOME` or `$HOME`).
     #[error(

@@ -122,6 +122,8 @@ pub struct Image {
     pub test_results: Option<serde_json::Value>,
     /// Where its logs are.
     pub log_location: Option<String>,
+    /// The folder it was published in (`OUTPUT/NAME/VERSION`).
+    pub location: Option<String>,
     /// Why the build failed.
     pub failure: Option<String>,
     /// When the build started (RFC 3339, UTC).
@@ -172,6 +174,8 @@ pub struct FinishedBuild {
     pub test_results: Option<serde_json::Value>,
     /// The log folder.
     pub log_location: Option<String>,
+    /// The folder the build was published in.
+    pub location: Option<String>,
 }
 
 impl FinishedBuild {
@@ -195,6 +199,7 @@ impl FinishedBuild {
             amis: Vec::new(),
             test_results: Some(serde_json::to_value(&manifest.tests)?),
             log_location: Some(dir.join("logs").display().to_string()),
+            location: Some(dir.display().to_string()),
         })
     }
 }

@@ -30,12 +30,14 @@ pub const MIGRATIONS: &[&str] = &[
         size INTEGER NOT NULL,
         PRIMARY KEY (image_id, path)
     );",
-    // 2: keep flag, pipelines, parent origin, tests, logs, failures, AMIs
+    // 2: keep flag, pipelines, parent origin, tests, logs, published folder,
+    // failures, AMIs
     "ALTER TABLE images ADD COLUMN keep INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE images ADD COLUMN pipeline TEXT;
     ALTER TABLE images ADD COLUMN parent_origin TEXT;
     ALTER TABLE images ADD COLUMN test_results TEXT;
     ALTER TABLE images ADD COLUMN log_location TEXT;
+    ALTER TABLE images ADD COLUMN location TEXT;
     ALTER TABLE images ADD COLUMN failure TEXT;
     CREATE INDEX images_parent ON images (parent_image_id);
     CREATE INDEX images_pipeline ON images (pipeline, id);

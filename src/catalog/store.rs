@@ -41,7 +41,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 const IMAGE_COLUMNS: &str = "id, name, major, minor, patch, build, status, keep, pipeline, \
      inputs_digest, parent_image_id, parent_digest, parent_origin, test_results, log_location, \
-     failure, created_at, finished_at";
+     location, failure, created_at, finished_at";
 
 /// An open catalog.
 pub struct Catalog {
@@ -195,8 +195,8 @@ impl Catalog {
         }
         tx.execute(
             "UPDATE images SET status = 'available', test_results = ?2, log_location = ?3,
-                 finished_at = ?4 WHERE id = ?1 AND status = 'building'",
-            params![id, tests, done.log_location, now()],
+                 location = ?4, finished_at = ?5 WHERE id = ?1 AND status = 'building'",
+            params![id, tests, done.log_location, done.location, now()],
         )
         .map_err(sql("marking the image available"))?;
         tx.commit().map_err(sql("committing the build"))
@@ -442,6 +442,7 @@ struct RawImage {
     parent: (Option<ImageId>, Option<String>, Option<String>),
     test_results: Option<String>,
     log_location: Option<String>,
+    location: Option<String>,
     failure: Option<String>,
     created_at: String,
     finished_at: Option<String>,
@@ -460,9 +461,10 @@ fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawImage> {
         parent: (r.get(10)?, r.get(11)?, r.get(12)?),
         test_results: r.get(13)?,
         log_location: r.get(14)?,
-        failure: r.get(15)?,
-        created_at: r.get(16)?,
-        finished_at: r.get(17)?,
+        location: r.get(15)?,
+        failure: r.get(16)?,
+        created_at: r.get(17)?,
+        finished_at: r.get(18)?,
     })
 }
 
@@ -567,6 +569,7 @@ fn complete(conn: &Connection, path: &Path, raw: RawImage) -> Result<Image, Cata
         amis,
         test_results,
         log_location: raw.log_location,
+        location: raw.location,
         failure: raw.failure,
         created_at: raw.created_at,
         finished_at: raw.finished_at,

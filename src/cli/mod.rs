@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod export;
+pub mod images;
 pub mod toe;
 pub mod validate;
 pub mod verify;
@@ -42,6 +43,8 @@ pub enum Command {
     Build(Box<build::BuildArgs>),
     /// Write an image as VMDK, VHDX, VHD, raw, qcow2, GCE tar.gz, OVF or OVA, checked, published atomically.
     Export(export::ExportArgs),
+    /// The image catalog: list, show, delete, deprecate and keep built images.
+    Images(images::ImagesArgs),
     /// Validate and run AWSTOE component documents on this host (like `awstoe`).
     #[command(subcommand)]
     Toe(toe::ToeCommand),
@@ -104,6 +107,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             match cli.command {
                 Command::Build(args) => build::run(*args).await,
                 Command::Export(args) => export::run(args).await,
+                Command::Images(args) => images::run(args),
                 Command::Toe(cmd) => toe::run(cmd).await,
                 Command::Validate(args) => validate::run(args),
                 Command::Verify(args) => verify::run(args).await,
