@@ -2,6 +2,8 @@
 //! build numbers (also from two processes' worth of connections at once),
 //! wildcard resolution, statuses, and refused deletions.
 
+use std::path::Path;
+
 use kiln::catalog::{
     schema, Artifact, Catalog, CatalogError, FinishedBuild, ImageRef, NewBuild, Parent, Status,
 };
@@ -315,4 +317,67 @@ fn images_command_lists_shows_and_deletes() {
     let (code, _, err) = kiln(&cat_path, &["show", "base/1.x.x"]);
     assert_eq!(code, 2);
     assert!(err.contains("no image base/1.x.x"), "{err}");
+}
+
+/// A recipe's `parentImage: kiln:base/1.x.x` parses (and a misplaced
+/// wildcard is a positioned diagnostic), then resolves to the newest
+/// available build's disk, whose digest is checked.
+#[test]
+fn kiln_parent_images_parse_and_resolve() {
+    use kiln::catalog::parent;
+    use kiln::recipe::ParentImage;
+    let recipe = |p: &str| {
+        format!("name: web\nsemanticVersion: 1.0.0\nparentImage: {p}\ncomponents:\n  - component: update-linux\n")
+    };
+    let r = kiln::recipe::parse("r.yml", &recipe("kiln:base/1.x.x"), Path::new("/r")).unwrap();
+    let ParentImage::Catalog { name, filter } = &r.parent else {
+        panic!("{:?}", r.parent)
+    };
+    assert_eq!(r.parent.summary(), "kiln:base/1.x.x");
+    let d = kiln::recipe::parse("r.yml", &recipe("kiln:base/x.1.x"), Path::new("/r")).unwrap_err();
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        (d[0].pos.line, d[0].pos.column, d[0].code),
+        (3, 14, "parent-image")
+    );
+    assert!(
+        d[0].message.contains("may only be followed by wildcards"),
+        "{}",
+        d[0].message
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+    assert!(matches!(
+        parent::resolve(&c, name, filter),
+        Err(CatalogError::NotFound { .. })
+    ));
+    let disk = dir.path().join("base.qcow2");
+    std::fs::write(&disk, b"abc").unwrap();
+    let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    for version in ["1.0.0", "1.1.0", "2.0.0"] {
+        let b = c.begin_build(&new("base", version)).unwrap();
+        let mut f = done("/nowhere");
+        f.artifacts[0].path = disk.display().to_string();
+        f.artifacts[0].sha256 = sha.into();
+        c.finish_build(b.id, &f).unwrap();
+    }
+    let p = parent::resolve(&c, name, filter).unwrap();
+    assert_eq!(p.image.full_name(), "base/1.1.0/1");
+    assert_eq!(p.origin, "kiln:base/1.1.0/1 (from kiln:base/1.x.x)");
+    assert_eq!(p.path, disk);
+    parent::check_digest(&p, sha).unwrap();
+    assert!(matches!(
+        parent::check_digest(&p, &"0".repeat(64)),
+        Err(CatalogError::DiskChanged { .. })
+    ));
+    assert_eq!(
+        c.find_by_disk_digest(sha).unwrap().unwrap().full_name(),
+        "base/2.0.0/1"
+    );
+    std::fs::remove_file(&disk).unwrap();
+    assert!(matches!(
+        parent::resolve(&c, name, filter),
+        Err(CatalogError::DiskMissing { .. })
+    ));
 }

@@ -7,6 +7,7 @@
 
 pub mod files;
 pub mod model;
+pub mod parent;
 pub mod schema;
 mod store;
 
@@ -116,6 +117,32 @@ pub enum CatalogError {
         #[source]
         source: std::io::Error,
     },
+    /// An image has no qcow2 artifact to build on.
+    #[error("image {image} has no qcow2 disk in the catalog, so it cannot be a parent")]
+    NoDisk {
+        /// `NAME/x.y.z/n`.
+        image: String,
+    },
+    /// An image's disk file is gone.
+    #[error("the disk of image {image}, {}, is missing: delete the image (`kiln images delete {image} --keep-files`) or restore the file", path.display())]
+    DiskMissing {
+        /// `NAME/x.y.z/n`.
+        image: String,
+        /// The disk file.
+        path: PathBuf,
+    },
+    /// An image's disk file changed since it was published.
+    #[error("the disk of image {image}, {}, has sha256 {actual} but was published with {recorded}: it was modified", path.display())]
+    DiskChanged {
+        /// `NAME/x.y.z/n`.
+        image: String,
+        /// The disk file.
+        path: PathBuf,
+        /// The digest recorded.
+        recorded: String,
+        /// The digest found.
+        actual: String,
+    },
     /// No data folder is known (no `$KILN_DATA_DIR`, `$XDG_DATA_HOME` or `$HOME`).
     #[error(
         "no catalog location: set KILN_DATA_DIR, XDG_DATA_HOME or HOME, or pass --catalog PATH"
@@ -134,6 +161,8 @@ impl CatalogError {
                 | CatalogError::ParentOfOthers { .. }
                 | CatalogError::Kept { .. }
                 | CatalogError::BadReference { .. }
+                | CatalogError::NoDisk { .. }
+                | CatalogError::DiskMissing { .. }
                 | CatalogError::NoLocation
         )
     }

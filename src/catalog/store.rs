@@ -383,6 +383,19 @@ impl Catalog {
         Ok(found.pop())
     }
 
+    /// The image whose qcow2 disk has sha256 `digest` (the newest if
+    /// several), or `None`: how a build's parent is recognised as a catalog
+    /// image whatever way the recipe named it.
+    pub fn find_by_disk_digest(&self, digest: &str) -> Result<Option<Image>, CatalogError> {
+        let mut found = self.select(
+            "WHERE id IN (SELECT image_id FROM artifacts WHERE format = 'qcow2' AND sha256 = ?1)
+               AND status IN ('available', 'deprecated')
+             ORDER BY id DESC LIMIT 1",
+            params![digest],
+        )?;
+        Ok(found.pop())
+    }
+
     /// The most recent successful build (available or deprecated) of
     /// images named `name`, or `None`.
     pub fn last_successful(&self, name: &str) -> Result<Option<Image>, CatalogError> {

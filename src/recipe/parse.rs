@@ -61,7 +61,7 @@ pub const MAX_VOLUME_GIB: u64 = 65536;
 
 const RECIPE_HINT: &str = "a recipe is a map with `name`, `semanticVersion`, `parentImage` and `components`, or the JSON that `aws imagebuilder get-image-recipe` prints";
 
-static NAME: LazyLock<Regex> =
+pub(crate) static NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$").expect("a valid regex"));
 
 /// What could be read of a recipe, field by field; a field is `None` when
