@@ -22,7 +22,7 @@ pub const DEFAULT_SUITE: &str = "bookworm";
 
 /// How to write `parentImage`.
 pub const PARENT_HINT: &str =
-    "give a local disk file path, {url: …, sha256: …}, {bootstrap: {distro: debian, …}} or kiln:NAME/1.x.x";
+    "give a local disk file path, {url: …, sha256: …} or {bootstrap: {distro: debian, …}}";
 
 /// The prefix of a catalog parent, `kiln:NAME/VERSION`.
 pub const CATALOG_PREFIX: &str = "kiln:";
