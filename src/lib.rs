@@ -4,6 +4,7 @@ pub mod build;
 pub mod catalog;
 pub mod cli;
 pub mod export;
+pub mod pipeline;
 pub mod process;
 pub mod recipe;
 pub mod target;

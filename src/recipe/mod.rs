@@ -4,10 +4,10 @@
 
 mod component_ref;
 pub mod distribution;
-mod fields;
+pub(crate) mod fields;
 pub mod model;
 pub mod parent;
-mod parse;
+pub(crate) mod parse;
 pub mod resolve;
 pub mod version;
 

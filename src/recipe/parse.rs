@@ -189,6 +189,30 @@ pub(crate) fn read(display: &str, text: &str, dir: &Path) -> (Draft, Diagnostics
     (draft, d)
 }
 
+/// Reads a recipe written inline as the map `top` (kiln's form) inside
+/// another file, e.g. a pipeline's `recipe:`; diagnostics go to `d`.
+pub(crate) fn read_inline(top: &Obj<'_>, dir: &Path, d: &mut Diagnostics) -> Draft {
+    let mut draft = Draft::new(RecipeForm::Kiln);
+    Reader {
+        d,
+        dir,
+        form: RecipeForm::Kiln,
+    }
+    .fill(top, &mut draft);
+    draft
+}
+
+/// Reads a block shaped like a recipe's `build:` (cpus, memoryMiB,
+/// accelerator, timeouts), e.g. a pipeline's `infrastructure:`.
+pub(crate) fn build_settings(f: &Field<'_>, d: &mut Diagnostics) -> Option<BuildSettings> {
+    Reader {
+        d,
+        dir: Path::new("."),
+        form: RecipeForm::Kiln,
+    }
+    .build(f)
+}
+
 struct Reader<'a> {
     d: &'a mut Diagnostics,
     dir: &'a Path,
