@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::Duration;
 
 use super::retention::RetentionPolicy;
-use super::schedule::Schedule;
+use super::schedule::{parse_time_zone, Schedule};
 use crate::export::format::ExportFormat;
 use crate::recipe::fields::{optional, Field, Keys, Obj};
 use crate::recipe::parent::is_http_url;
@@ -314,21 +314,28 @@ fn schedule(f: &Field<'_>, d: &mut Diagnostics) -> Option<Schedule> {
     let expr_field = expr_field?;
     let expression = expr_field.str(d)?;
     let tz = match &tz_field {
-        Some(t) => Some(t.str(d)?),
-        None => None,
-    };
-    match Schedule::parse(expression, tz) {
-        Ok(s) => Some(s),
-        Err(e @ super::schedule::ScheduleError::TimeZone(_)) => {
-            let t = tz_field.as_ref().unwrap_or(&expr_field);
-            t.error(d, "invalid-schedule", e.to_string(), None);
-            None
+        Some(t) => {
+            let name = t.str(d);
+            match name.map(parse_time_zone) {
+                Some(Ok(tz)) => Some(tz),
+                Some(Err(e)) => {
+                    t.error(d, "invalid-schedule", e.to_string(), None);
+                    None
+                }
+                None => None,
+            }
         }
+        None => Some(chrono_tz::Tz::UTC),
+    };
+    // the expression is checked even when the time zone is wrong
+    let schedule = match Schedule::new(expression, tz.unwrap_or(chrono_tz::Tz::UTC)) {
+        Ok(s) => Some(s),
         Err(e) => {
             expr_field.error(d, "invalid-schedule", e.to_string(), Some(HINT.into()));
             None
         }
-    }
+    };
+    tz.and(schedule)
 }
 
 fn notifications(f: &Field<'_>, d: &mut Diagnostics) -> Option<Vec<Notification>> {

@@ -60,15 +60,21 @@ pub enum Due {
     },
 }
 
+/// Parses an IANA time zone name (`UTC`, `Europe/Paris`, …).
+pub fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
+    name.parse()
+        .map_err(|_| ScheduleError::TimeZone(name.into()))
+}
+
 impl Schedule {
-    /// Parses `expression` in time zone `tz` (default UTC).
+    /// Parses `expression` in time zone `tz` (an IANA name; default UTC).
     pub fn parse(expression: &str, tz: Option<&str>) -> Result<Self, ScheduleError> {
-        let tz: Tz = match tz {
-            None => Tz::UTC,
-            Some(name) => name
-                .parse()
-                .map_err(|_| ScheduleError::TimeZone(name.into()))?,
-        };
+        let tz = tz.map(parse_time_zone).transpose()?.unwrap_or(Tz::UTC);
+        Self::new(expression, tz)
+    }
+
+    /// Parses `expression` (5 fields, or 6 with seconds first) in `tz`.
+    pub fn new(expression: &str, tz: Tz) -> Result<Self, ScheduleError> {
         let cron = croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Optional)
             .build()

@@ -1,0 +1,148 @@
+//! Pipeline files: every field read, inline recipes, and each problem
+//! reported at its file:line:column with a field and a hint.
+
+use std::path::Path;
+
+use kiln::pipeline::{self, Notification, RecipeSource, StartCondition};
+
+const FILE: &str = "p.yml";
+
+fn errors(text: &str) -> Vec<(usize, usize, String, &'static str, String)> {
+    pipeline::parse(FILE, text, Path::new("/p"))
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| (d.pos.line, d.pos.column, d.field, d.code, d.message))
+        .collect()
+}
+
+#[test]
+fn a_full_pipeline() {
+    let text = r#"name: web-nightly
+description: the web image, every night
+recipe: ../recipes/web/recipe.yml
+infrastructure:
+  cpus: 4
+  memoryMiB: 4096
+  accelerator: tcg
+  timeouts: {bootSeconds: 600}
+distribution:
+  formats: [vmdk, ova]
+  outputDirectories: [/srv/images, out]
+  s3Prefix: s3://images/web/
+  ami: {regions: [eu-west-1], name: "web-{{ version }}"}
+schedule:
+  expression: "0 2 * * 1-5"
+  timezone: Europe/Paris
+startCondition: ifChanged
+notifications:
+  - webhook: https://hooks.example/kiln
+  - command: [/usr/local/bin/notify, --channel, images]
+retention: {keepLast: 5, maxAgeDays: 90}
+"#;
+    let p = pipeline::parse(FILE, text, Path::new("/p")).unwrap();
+    assert_eq!(p.name, "web-nightly");
+    let RecipeSource::Path(r) = &p.recipe else {
+        panic!("{:?}", p.recipe)
+    };
+    assert_eq!(r, Path::new("/p/../recipes/web/recipe.yml"));
+    assert_eq!(p.infrastructure.cpus, Some(4));
+    assert_eq!(p.infrastructure.memory_mib, Some(4096));
+    assert_eq!(p.infrastructure.timeouts.boot_seconds, Some(600));
+    let formats: Vec<String> = p
+        .distribution
+        .formats
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    assert_eq!(formats, ["vmdk", "ova"]);
+    assert_eq!(
+        p.distribution.output_directories,
+        [Path::new("/srv/images"), Path::new("/p/out")]
+    );
+    assert_eq!(
+        p.distribution.s3_prefix.as_deref(),
+        Some("s3://images/web/")
+    );
+    assert_eq!(
+        p.distribution.ami.as_ref().unwrap()["regions"][0],
+        "eu-west-1"
+    );
+    let s = p.schedule.as_ref().unwrap();
+    assert_eq!(s.expression(), "0 2 * * 1-5");
+    assert_eq!(s.time_zone().name(), "Europe/Paris");
+    assert_eq!(p.start_condition, StartCondition::IfChanged);
+    assert_eq!(
+        p.notifications,
+        [
+            Notification::Webhook("https://hooks.example/kiln".into()),
+            Notification::Command(vec![
+                "/usr/local/bin/notify".into(),
+                "--channel".into(),
+                "images".into()
+            ]),
+        ]
+    );
+    assert_eq!(p.retention.keep_last, Some(5));
+    assert_eq!(p.retention.max_age.unwrap().num_days(), 90);
+}
+
+#[test]
+fn an_inline_recipe_and_defaults() {
+    let text = "name: base\nrecipe:\n  name: base\n  semanticVersion: 1.2.0\n  parentImage: kiln:debian/1.x.x\n  components:\n    - component: update-linux\nschedule: \"*/30 * * * *\"\n";
+    let p = pipeline::parse(FILE, text, Path::new("/p")).unwrap();
+    let RecipeSource::Inline(r) = &p.recipe else {
+        panic!("{:?}", p.recipe)
+    };
+    assert_eq!(r.version.to_string(), "1.2.0");
+    assert_eq!(r.parent.summary(), "kiln:debian/1.x.x");
+    assert_eq!(p.start_condition, StartCondition::Always);
+    assert!(p.notifications.is_empty());
+    assert_eq!(p.retention, Default::default());
+    assert_eq!(p.schedule.unwrap().time_zone().name(), "UTC");
+}
+
+#[test]
+fn every_problem_has_a_position() {
+    let text = r#"name: "bad name"
+recipe:
+  name: r
+  semanticVersion: 1.x.0
+  parentImage: kiln:base/x.1.x
+  components: [{component: update-linux}]
+distribution: {formats: [vmdkk], s3Prefix: images/web, amis: {}}
+schedule: {expression: "61 * * * *", timezone: Mars/Olympus}
+startCondition: whenChanged
+notifications:
+  - webhook: ftp://x
+  - {webhook: "https://a", command: [x]}
+  - command: []
+retention: {}
+"#;
+    let e = errors(text);
+    let at: Vec<(usize, usize, &str, &str)> = e
+        .iter()
+        .map(|(l, c, f, code, _)| (*l, *c, f.as_str(), *code))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (1, 7, "name", "invalid-name"),
+            (4, 20, "recipe.semanticVersion", "invalid-version"),
+            (5, 16, "recipe.parentImage", "parent-image"),
+            (7, 26, "distribution.formats[0]", "unknown-format"),
+            (7, 44, "distribution.s3Prefix", "invalid-s3-prefix"),
+            (7, 56, "distribution.amis", "unknown-key"),
+            (8, 24, "schedule.expression", "invalid-schedule"),
+            (8, 48, "schedule.timezone", "invalid-schedule"),
+            (9, 17, "startCondition", "start-condition"),
+            (11, 14, "notifications[0].webhook", "invalid-url"),
+            (12, 5, "notifications[1]", "notification"),
+            (13, 14, "notifications[2].command", "notification"),
+            (14, 12, "retention", "retention"),
+        ],
+        "{e:#?}"
+    );
+}
