@@ -146,3 +146,116 @@ retention: {}
         "{e:#?}"
     );
 }
+
+/// A real HTTP/1.1 receiver on 127.0.0.1 that records each request's
+/// request line and body and answers `status`.
+async fn receiver(
+    status: u16,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            let (head_end, length) = loop {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed before the request head");
+                data.extend_from_slice(&buf[..n]);
+                if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&data[..i]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                        .unwrap_or(0);
+                    break (i + 4, length);
+                }
+            };
+            while data.len() < head_end + length {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed before the body");
+                data.extend_from_slice(&buf[..n]);
+            }
+            let line = String::from_utf8_lossy(&data[..head_end])
+                .lines()
+                .next()
+                .unwrap()
+                .to_string();
+            tx.send((line, data[head_end..head_end + length].to_vec()))
+                .unwrap();
+            let reply =
+                format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            s.write_all(reply.as_bytes()).await.unwrap();
+            s.shutdown().await.unwrap();
+        }
+    });
+    (format!("http://{addr}"), rx)
+}
+
+#[tokio::test]
+async fn the_webhook_receives_the_event_as_json() {
+    use kiln::pipeline::notify::{send, BuildEvent, Outcome};
+    let (base, mut rx) = receiver(200).await;
+    let mut event = BuildEvent::new(Outcome::Success, "web-nightly", "web", "1.0.0/3");
+    event.manifest = Some(serde_json::json!({"image": {"name": "web"}}));
+    let url = format!("{base}/hooks/secret-token");
+    send(&Notification::Webhook(url), &event).await.unwrap();
+    let (line, body) = rx.recv().await.unwrap();
+    assert_eq!(line, "POST /hooks/secret-token HTTP/1.1");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["v"], 1);
+    assert_eq!(json["outcome"], "success");
+    assert_eq!(json["pipeline"], "web-nightly");
+    assert_eq!(json["version"], "1.0.0/3");
+    assert_eq!(json["manifest"]["image"]["name"], "web");
+
+    // a refusing server is an error that does not show the token
+    let (base, mut rx) = receiver(500).await;
+    let url = format!("{base}/hooks/secret-token");
+    let e = send(&Notification::Webhook(url), &event).await.unwrap_err();
+    assert!(rx.recv().await.is_some());
+    let text = format!("{e} {:?}", std::error::Error::source(&e));
+    assert!(text.contains("answered HTTP 500"), "{text}");
+    assert!(!text.contains("secret-token"), "{text}");
+    // nothing listening: a request error, without the token either
+    let url = format!("{base}/hooks/secret-token").replace(&base, "http://127.0.0.1:9");
+    let e = send(&Notification::Webhook(url), &event).await.unwrap_err();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    assert!(!text.contains("secret-token"), "{text}");
+}
+
+#[tokio::test]
+async fn a_command_receives_the_event_on_stdin() {
+    use kiln::pipeline::notify::{send, BuildEvent, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("event.json");
+    let mut event = BuildEvent::new(Outcome::Failure, "p", "web", "1.0.0/1");
+    event.failure = Some("component web failed".into());
+    let argv = vec![
+        "sh".to_string(),
+        "-c".into(),
+        format!("cat > {}", out.display()),
+    ];
+    send(&Notification::Command(argv), &event).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(json["outcome"], "failure");
+    assert_eq!(json["failure"], "component web failed");
+    let e = send(
+        &Notification::Command(vec!["sh".into(), "-c".into(), "exit 3".into()]),
+        &event,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("exit status: 3"), "{e}");
+}

@@ -6,6 +6,7 @@
 
 pub mod digest;
 pub mod file;
+pub mod notify;
 pub mod retention;
 pub mod schedule;
 
