@@ -259,3 +259,117 @@ async fn a_command_receives_the_event_on_stdin() {
     .unwrap_err();
     assert!(e.to_string().contains("exit status: 3"), "{e}");
 }
+
+/// `kiln pipeline validate` and `kiln pipeline prune` (dry run, then for
+/// real) against a real catalog: old builds go, a kept one and the parent
+/// of another pipeline's image stay.
+#[test]
+fn prune_applies_retention_to_the_catalog() {
+    use kiln::catalog::{Artifact, Catalog, FinishedBuild, NewBuild, Parent};
+    let dir = tempfile::tempdir().unwrap();
+    let cat_path = dir.path().join("c.sqlite");
+    let file = dir.path().join("p.yml");
+    std::fs::write(
+        &file,
+        "name: nightly\nrecipe: ./r.yml\nretention: {keepLast: 1}\n",
+    )
+    .unwrap();
+    let mut c = Catalog::open(&cat_path).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let folder = dir.path().join(format!("out/web/1.0.{n}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("manifest.json"), b"{}").unwrap();
+        std::fs::write(folder.join("image.qcow2"), b"disk").unwrap();
+        let b = c
+            .begin_build(&NewBuild {
+                name: "web".into(),
+                version: format!("1.0.{n}").parse().unwrap(),
+                inputs_digest: "d".into(),
+                parent: None,
+                pipeline: Some("nightly".into()),
+            })
+            .unwrap();
+        c.finish_build(
+            b.id,
+            &FinishedBuild {
+                artifacts: vec![Artifact {
+                    path: folder.join("image.qcow2").display().to_string(),
+                    format: "qcow2".into(),
+                    sha256: "00".repeat(32),
+                    size: 4,
+                }],
+                location: Some(folder.display().to_string()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        ids.push(b.id);
+    }
+    c.set_keep(ids[0], true).unwrap();
+    // another pipeline's image built on 1.0.1
+    c.begin_build(&NewBuild {
+        name: "app".into(),
+        version: "1.0.0".parse().unwrap(),
+        inputs_digest: "d".into(),
+        parent: Some(Parent {
+            image_id: Some(ids[1]),
+            sha256: "00".repeat(32),
+            origin: "kiln:web/1.0.1/1".into(),
+        }),
+        pipeline: Some("app".into()),
+    })
+    .unwrap();
+    drop(c);
+
+    let kiln = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let f = file.to_str().unwrap();
+    let cp = cat_path.to_str().unwrap();
+    let (code, out, err) = kiln(&["pipeline", "validate", f]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("pipeline nightly:") && out.contains("keep last 1"),
+        "{out}"
+    );
+    let (code, out, err) = kiln(&["pipeline", "prune", f, "--catalog", cp, "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "would delete web/1.0.2/1: older than the 1 newest successful builds",
+            "keeps web/1.0.3/1: one of the 1 newest successful builds",
+            "keeps web/1.0.1/1: parent of app/1.0.0/1, which stays",
+            "keeps web/1.0.0/1: marked keep",
+        ],
+        "{out}"
+    );
+    assert!(dir.path().join("out/web/1.0.2").exists());
+    let (code, out, err) = kiln(&["pipeline", "prune", f, "--catalog", cp]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted web/1.0.2/1"), "{out}");
+    assert!(!dir.path().join("out/web/1.0.2").exists());
+    assert!(dir.path().join("out/web/1.0.1").exists());
+    let left: Vec<String> = Catalog::open(&cat_path)
+        .unwrap()
+        .list(Some("web"))
+        .unwrap()
+        .iter()
+        .map(|i| i.full_name())
+        .collect();
+    assert_eq!(left, ["web/1.0.0/1", "web/1.0.1/1", "web/1.0.3/1"]);
+    // a file with no retention is refused with a hint
+    std::fs::write(&file, "name: nightly\nrecipe: ./r.yml\n").unwrap();
+    let (code, _, err) = kiln(&["pipeline", "prune", f, "--catalog", cp]);
+    assert_eq!(code, 2);
+    assert!(err.contains("has no retention policy"), "{err}");
+}
