@@ -1,8 +1,10 @@
 //! kiln: a local VM image factory that runs EC2 Image Builder components.
 
 pub mod build;
+pub mod catalog;
 pub mod cli;
 pub mod export;
+pub mod pipeline;
 pub mod process;
 pub mod recipe;
 pub mod target;

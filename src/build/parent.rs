@@ -46,6 +46,9 @@ pub enum ParentError {
     /// The bootstrap failed.
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
+    /// A `kiln:NAME/…` parent could not be resolved in the catalog.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
 }
 
 /// Resolves `parent` to a local file in or through `cache`. Downloads and
@@ -85,6 +88,12 @@ pub async fn resolve(
                 &b.record.digest[..12]
             );
             (b.path, sha256, origin)
+        }
+        ParentImage::Catalog { name, filter } => {
+            let p = crate::catalog::parent::resolve_default(name, filter)?;
+            let sha256 = digest::cached_sha256(cache, &p.path).await?;
+            crate::catalog::parent::check_digest(&p, &sha256)?;
+            (p.path, sha256, p.origin)
         }
     };
     let format = img::detect_format(&path)?;

@@ -2,6 +2,8 @@
 
 pub mod build;
 pub mod export;
+pub mod images;
+pub mod pipeline;
 pub mod toe;
 pub mod validate;
 pub mod verify;
@@ -42,6 +44,11 @@ pub enum Command {
     Build(Box<build::BuildArgs>),
     /// Write an image as VMDK, VHDX, VHD, raw, qcow2, GCE tar.gz, OVF or OVA, checked, published atomically.
     Export(export::ExportArgs),
+    /// The image catalog: list, show, delete, deprecate and keep built images.
+    Images(images::ImagesArgs),
+    /// Pipeline files: check them, apply their retention.
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
     /// Validate and run AWSTOE component documents on this host (like `awstoe`).
     #[command(subcommand)]
     Toe(toe::ToeCommand),
@@ -104,6 +111,8 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             match cli.command {
                 Command::Build(args) => build::run(*args).await,
                 Command::Export(args) => export::run(args).await,
+                Command::Images(args) => images::run(args),
+                Command::Pipeline(cmd) => pipeline::run(cmd),
                 Command::Toe(cmd) => toe::run(cmd).await,
                 Command::Validate(args) => validate::run(args),
                 Command::Verify(args) => verify::run(args).await,

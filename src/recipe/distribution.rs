@@ -19,13 +19,14 @@ pub(crate) fn parse(f: &Field<'_>, d: &mut Diagnostics) -> Option<Distribution> 
     let obj = f.obj(d)?;
     obj.check_keys(KEYS, d);
     let formats = match obj.get("formats") {
-        Some(list) => formats(&list, d)?,
+        Some(list) => parse_formats(&list, d)?,
         None => Vec::new(),
     };
     Some(Distribution { formats })
 }
 
-fn formats(list: &Field<'_>, d: &mut Diagnostics) -> Option<Vec<ExportFormat>> {
+/// Reads a list of export format names, each once.
+pub(crate) fn parse_formats(list: &Field<'_>, d: &mut Diagnostics) -> Option<Vec<ExportFormat>> {
     let mut out = Vec::new();
     let mut ok = true;
     for item in list.seq(d)? {

@@ -4,10 +4,10 @@
 
 mod component_ref;
 pub mod distribution;
-mod fields;
+pub(crate) mod fields;
 pub mod model;
 pub mod parent;
-mod parse;
+pub(crate) mod parse;
 pub mod resolve;
 pub mod version;
 
@@ -18,7 +18,7 @@ pub use model::{
     RecipeForm, RecipeParameter, ResolvedComponent, Timeouts,
 };
 pub use resolve::resolve_components;
-pub use version::{Version, VersionError};
+pub use version::{Version, VersionError, VersionFilter, VersionFilterError};
 
 use crate::toe::diag::Diagnostic;
 

@@ -81,6 +81,14 @@ pub enum ParentImage {
     },
     /// A root file system to bootstrap (mmdebstrap).
     Bootstrap(BootstrapSpec),
+    /// An image of kiln's catalog, `kiln:NAME/1.x.x`: the newest available
+    /// build whose version matches.
+    Catalog {
+        /// The image name.
+        name: String,
+        /// Which versions match.
+        filter: crate::recipe::VersionFilter,
+    },
 }
 
 impl ParentImage {
@@ -90,6 +98,7 @@ impl ParentImage {
             ParentImage::File(p) => format!("file {}", p.display()),
             ParentImage::Url { url, .. } => format!("url {url}"),
             ParentImage::Bootstrap(b) => format!("bootstrap {}/{}", b.distro, b.suite),
+            ParentImage::Catalog { name, filter } => format!("kiln:{name}/{filter}"),
         }
     }
 }

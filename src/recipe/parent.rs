@@ -8,6 +8,7 @@ use regex::Regex;
 
 use super::fields::{optional, Field};
 use super::model::{BootstrapSpec, ParentImage};
+use super::version::{VersionFilter, VersionFilterError};
 use crate::toe::diag::{Diagnostic, Diagnostics};
 use crate::toe::yaml::Pos;
 
@@ -22,6 +23,26 @@ pub const DEFAULT_SUITE: &str = "bookworm";
 /// How to write `parentImage`.
 pub const PARENT_HINT: &str =
     "give a local disk file path, {url: …, sha256: …} or {bootstrap: {distro: debian, …}}";
+
+/// The prefix of a catalog parent, `kiln:NAME/VERSION`.
+pub const CATALOG_PREFIX: &str = "kiln:";
+
+/// How to write a catalog parent.
+const CATALOG_HINT: &str = "write kiln:NAME/1.x.x, kiln:NAME/1.2.x, kiln:NAME/1.2.3 or kiln:NAME/1.2.3/4 (wildcards `x` only on the right)";
+
+/// Parses the text after `kiln:`: `NAME/FILTER`.
+pub fn parse_catalog_ref(text: &str) -> Result<(String, VersionFilter), String> {
+    let (name, filter) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`kiln:{text}` names no version"))?;
+    if !super::parse::NAME.is_match(name) {
+        return Err(format!("`{name}` is not an image name"));
+    }
+    let filter = filter
+        .parse()
+        .map_err(|e: VersionFilterError| e.to_string())?;
+    Ok((name.to_string(), filter))
+}
 
 static AMI_ID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$").expect("a valid regex"));
@@ -65,6 +86,15 @@ pub(crate) fn parse(field: &Field<'_>, dir: &Path, d: &mut Diagnostics) -> Optio
             Some(PARENT_HINT.into()),
         );
         return None;
+    }
+    if let Some(rest) = text.strip_prefix(CATALOG_PREFIX) {
+        return match parse_catalog_ref(rest) {
+            Ok((name, filter)) => Some(ParentImage::Catalog { name, filter }),
+            Err(message) => {
+                field.error(d, "parent-image", message, Some(CATALOG_HINT.into()));
+                None
+            }
+        };
     }
     if let Some(kind) = remote_kind(text) {
         let hint = if kind == "a URL" {
@@ -228,4 +258,29 @@ pub fn check_file(parent: &ParentImage, file: &str, pos: Pos, field: String) -> 
             "relative paths resolve against the recipe's folder; {PARENT_HINT}"
         )),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_refs() {
+        let (name, filter) = parse_catalog_ref("base/1.x.x").unwrap();
+        assert_eq!(
+            (name.as_str(), filter.to_string().as_str()),
+            ("base", "1.x.x")
+        );
+        assert_eq!(parse_catalog_ref("base/1.2.3/4").unwrap().1.build, Some(4));
+        for (text, expected) in [
+            ("base", "names no version"),
+            ("/1.x.x", "is not an image name"),
+            ("ba se/1.x.x", "is not an image name"),
+            ("base/x.1.x", "may only be followed by wildcards"),
+            ("base/1.x.x/2", "may only follow an exact version"),
+        ] {
+            let e = parse_catalog_ref(text).unwrap_err();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+    }
 }

@@ -61,7 +61,7 @@ pub const MAX_VOLUME_GIB: u64 = 65536;
 
 const RECIPE_HINT: &str = "a recipe is a map with `name`, `semanticVersion`, `parentImage` and `components`, or the JSON that `aws imagebuilder get-image-recipe` prints";
 
-static NAME: LazyLock<Regex> =
+pub(crate) static NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$").expect("a valid regex"));
 
 /// What could be read of a recipe, field by field; a field is `None` when
@@ -187,6 +187,30 @@ pub(crate) fn read(display: &str, text: &str, dir: &Path) -> (Draft, Diagnostics
     }
     .fill(&top, &mut draft);
     (draft, d)
+}
+
+/// Reads a recipe written inline as the map `top` (kiln's form) inside
+/// another file, e.g. a pipeline's `recipe:`; diagnostics go to `d`.
+pub(crate) fn read_inline(top: &Obj<'_>, dir: &Path, d: &mut Diagnostics) -> Draft {
+    let mut draft = Draft::new(RecipeForm::Kiln);
+    Reader {
+        d,
+        dir,
+        form: RecipeForm::Kiln,
+    }
+    .fill(top, &mut draft);
+    draft
+}
+
+/// Reads a block shaped like a recipe's `build:` (cpus, memoryMiB,
+/// accelerator, timeouts), e.g. a pipeline's `infrastructure:`.
+pub(crate) fn build_settings(f: &Field<'_>, d: &mut Diagnostics) -> Option<BuildSettings> {
+    Reader {
+        d,
+        dir: Path::new("."),
+        form: RecipeForm::Kiln,
+    }
+    .build(f)
 }
 
 struct Reader<'a> {

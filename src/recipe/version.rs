@@ -83,9 +83,184 @@ impl FromStr for Version {
     }
 }
 
+/// A version filter as Image Builder writes them after an image or
+/// component name: an exact `1.2.3`, an exact build `1.2.3/4`, or wildcards
+/// `x` that only stand right-aligned (`1.2.x`, `1.x.x`, `x.x.x`; never
+/// `x.1.x` nor `1.x.3`). `None` parts match anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VersionFilter {
+    /// The major part, `None` for `x`.
+    pub major: Option<u64>,
+    /// The minor part, `None` for `x`.
+    pub minor: Option<u64>,
+    /// The patch part, `None` for `x`.
+    pub patch: Option<u64>,
+    /// The build number after `/`, only with an exact version.
+    pub build: Option<u64>,
+}
+
+/// Why a text is not a [`VersionFilter`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VersionFilterError {
+    /// A part of the version is invalid.
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    /// A wildcard stands left of a number (`x.1.x`, `1.x.3`).
+    #[error(
+        "`{text}`: a wildcard `x` may only be followed by wildcards (write e.g. 1.x.x or 1.2.x)"
+    )]
+    WildcardNotRightAligned {
+        /// The text given.
+        text: String,
+    },
+    /// A build number follows a version with wildcards, or is not a whole number ≥ 1.
+    #[error(
+        "`{text}`: a build number `/N` (N ≥ 1) may only follow an exact version such as 1.2.3/4"
+    )]
+    Build {
+        /// The text given.
+        text: String,
+    },
+}
+
+impl VersionFilter {
+    /// True when `version` and `build` match this filter.
+    pub fn matches(&self, version: &Version, build: u64) -> bool {
+        self.major.is_none_or(|m| m == version.major)
+            && self.minor.is_none_or(|m| m == version.minor)
+            && self.patch.is_none_or(|p| p == version.patch)
+            && self.build.is_none_or(|b| b == build)
+    }
+
+    /// The exact version, when the filter has no wildcard.
+    pub fn exact(&self) -> Option<Version> {
+        Some(Version {
+            major: self.major?,
+            minor: self.minor?,
+            patch: self.patch?,
+        })
+    }
+}
+
+impl fmt::Display for VersionFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let part = |p: Option<u64>| p.map_or_else(|| "x".to_string(), |n| n.to_string());
+        write!(
+            f,
+            "{}.{}.{}",
+            part(self.major),
+            part(self.minor),
+            part(self.patch)
+        )?;
+        if let Some(b) = self.build {
+            write!(f, "/{b}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for VersionFilter {
+    type Err = VersionFilterError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (version, build) = match text.split_once('/') {
+            Some((v, b)) => (v, Some(b)),
+            None => (text, None),
+        };
+        let parts: Vec<&str> = version.split('.').collect();
+        if parts.len() != 3 {
+            return Err(VersionError::Shape { text: text.into() }.into());
+        }
+        let wild: Vec<bool> = parts.iter().map(|p| matches!(*p, "x" | "X")).collect();
+        if wild.windows(2).any(|w| w[0] && !w[1]) {
+            return Err(VersionFilterError::WildcardNotRightAligned { text: text.into() });
+        }
+        // the numeric parts are checked as a version with wildcards as 0
+        let numeric: Vec<&str> = parts
+            .iter()
+            .zip(&wild)
+            .map(|(p, w)| if *w { "0" } else { p })
+            .collect();
+        let v: Version = numeric.join(".").parse().map_err(|e| match e {
+            VersionError::Shape { .. } => VersionError::Shape { text: text.into() },
+            VersionError::NotNumber { part, .. } => VersionError::NotNumber {
+                text: text.into(),
+                part,
+            },
+            VersionError::TooLarge { part, .. } => VersionError::TooLarge {
+                text: text.into(),
+                part,
+            },
+        })?;
+        let build = match build {
+            None => None,
+            Some(b) => {
+                let n = b
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 1 && b.bytes().all(|c| c.is_ascii_digit()) && !wild[2]);
+                Some(n.ok_or_else(|| VersionFilterError::Build { text: text.into() })?)
+            }
+        };
+        Ok(VersionFilter {
+            major: (!wild[0]).then_some(v.major),
+            minor: (!wild[1]).then_some(v.minor),
+            patch: (!wild[2]).then_some(v.patch),
+            build,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_follow_image_builder_wildcard_rules() {
+        for (text, printed) in [
+            ("1.2.3", "1.2.3"),
+            ("1.2.3/4", "1.2.3/4"),
+            ("1.2.x", "1.2.x"),
+            ("1.x.x", "1.x.x"),
+            ("x.x.x", "x.x.x"),
+            ("1.X.X", "1.x.x"),
+            ("01.2.x", "1.2.x"),
+        ] {
+            let f: VersionFilter = text.parse().unwrap();
+            assert_eq!(f.to_string(), printed, "{text}");
+        }
+        for (text, expected) in [
+            ("x.1.x", "may only be followed by wildcards"),
+            ("1.x.3", "may only be followed by wildcards"),
+            ("x.x.1", "may only be followed by wildcards"),
+            ("1.x.x/2", "may only follow an exact version"),
+            ("1.2.3/0", "may only follow an exact version"),
+            ("1.2.3/", "may only follow an exact version"),
+            ("1.2.3/+4", "may only follow an exact version"),
+            ("1.2", "is not a version of the form"),
+            ("1.y.x", "`y` in version `1.y.x` is not a whole number"),
+            ("1.2.1073741824", "larger than"),
+        ] {
+            let e = text.parse::<VersionFilter>().unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn filters_match_versions_and_builds() {
+        let v = |s: &str| s.parse::<Version>().unwrap();
+        let f = |s: &str| s.parse::<VersionFilter>().unwrap();
+        assert!(f("1.x.x").matches(&v("1.9.9"), 3));
+        assert!(!f("1.x.x").matches(&v("2.0.0"), 1));
+        assert!(f("1.2.x").matches(&v("1.2.0"), 1));
+        assert!(!f("1.2.x").matches(&v("1.3.0"), 1));
+        assert!(f("1.2.3").matches(&v("1.2.3"), 7));
+        assert!(f("1.2.3/7").matches(&v("1.2.3"), 7));
+        assert!(!f("1.2.3/7").matches(&v("1.2.3"), 6));
+        assert!(f("x.x.x").matches(&v("0.0.0"), 1));
+        assert_eq!(f("1.2.3/7").exact(), Some(v("1.2.3")));
+        assert_eq!(f("1.2.x").exact(), None);
+    }
 
     #[test]
     fn parses_and_prints() {

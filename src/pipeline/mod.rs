@@ -1,0 +1,18 @@
+//! Pipelines: a recipe plus its infrastructure, distribution, schedule,
+//! start condition, notifications and retention (`file`); the inputs
+//! digest behind `startCondition: ifChanged` (`digest`); when a schedule is
+//! due, with its catch-up rule (`schedule`); and which old images go
+//! (`retention`). All pure.
+
+pub mod digest;
+pub mod file;
+pub mod notify;
+pub mod retention;
+pub mod schedule;
+
+pub use file::{
+    load, parse, Notification, Pipeline, PipelineDistribution, PipelineError, RecipeSource,
+    StartCondition,
+};
+pub use retention::RetentionPolicy;
+pub use schedule::{Due, Schedule, ScheduleError};
