@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod parent;
 pub mod phases;
 pub mod progress;
+pub mod record;
 pub mod run;
 pub mod seal;
 pub mod workspace;

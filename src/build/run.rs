@@ -14,8 +14,10 @@ use super::manifest::{self, Manifest};
 use super::parent::{self, ResolvedParent};
 use super::phases::{PhaseError, PhaseResult, PhaseRun};
 use super::progress::{human, Reporter, Stage};
+use super::record::{self, RecordError};
 use super::seal;
 use super::workspace::{Workspace, WorkspaceError};
+use crate::catalog::{BuildNumber, Catalog};
 use crate::export::format::ExportFormat;
 use crate::export::write::ExportError;
 use crate::recipe::{Recipe, ResolvedComponent};
@@ -59,6 +61,8 @@ pub struct BuildOptions {
     pub cache: Cache,
     /// Export formats (overrides the recipe's `distribution.formats`).
     pub formats: Option<Vec<ExportFormat>>,
+    /// The image catalog the build is recorded in.
+    pub catalog: PathBuf,
 }
 
 /// Errors of a build.
@@ -126,6 +130,9 @@ pub enum BuildError {
         /// Its output.
         output: String,
     },
+    /// The image catalog could not record the build.
+    #[error("image catalog")]
+    Catalog(#[from] RecordError),
     /// An export of the tested image failed.
     #[error("distribute stage")]
     Distribute(#[source] ExportError),
@@ -260,6 +267,8 @@ pub struct Build<'a> {
     id: String,
     timings: Vec<manifest::StageTiming>,
     current: Option<(Stage, Instant)>,
+    /// The build's catalog entry, once the parent is known.
+    record: Option<BuildNumber>,
 }
 
 impl<'a> Build<'a> {
@@ -273,6 +282,7 @@ impl<'a> Build<'a> {
             id,
             timings: Vec::new(),
             current: None,
+            record: None,
         }
     }
 
@@ -317,13 +327,18 @@ impl<'a> Build<'a> {
                 path: kiln_log.clone(),
                 source,
             })?;
-        match self.stages(&ws, &components, started_at).await {
+        let mut catalog = Catalog::open(&opts.catalog).map_err(RecordError::from)?;
+        match self.stages(&ws, &components, started_at, &mut catalog).await {
             Ok(manifest) => {
                 let dir = ws.publish()?;
+                if let Some(build) = self.record {
+                    record::published(&mut catalog, build, &manifest, &dir)?;
+                }
                 self.reporter.result(&format!(
-                    "published {} {} in {} ({})",
+                    "published {} {}{} in {} ({})",
                     recipe.name,
                     recipe.version,
+                    self.record.map(|b| format!("/{}", b.build)).unwrap_or_default(),
                     dir.display(),
                     human(self.reporter.elapsed())
                 ));
@@ -336,6 +351,15 @@ impl<'a> Build<'a> {
                     self.reporter.stage_failed(stage, since.elapsed(), first);
                 }
                 let logs = ws.fail();
+                if let Some(build) = self.record {
+                    let logs = logs.display().to_string();
+                    if let Err(c) = catalog.fail_build(build.id, &e.to_string(), Some(&logs)) {
+                        self.reporter.warn(
+                            None,
+                            &format!("the failure was not recorded in the image catalog: {c}"),
+                        );
+                    }
+                }
                 self.reporter.result(&format!(
                     "build failed; nothing was published; logs: {}",
                     logs.display()
@@ -350,6 +374,7 @@ impl<'a> Build<'a> {
         ws: &Workspace,
         components: &[ResolvedComponent],
         started_at: String,
+        catalog: &mut Catalog,
     ) -> Result<Manifest, BuildError> {
         let recipe = self.recipe;
         let opts = self.opts;
@@ -359,10 +384,27 @@ impl<'a> Build<'a> {
         let t = self.begin(Stage::Parent, "resolving the parent image");
         let progress = |line: &str| rep.info(Some(Stage::Parent), line);
         let parent = parent::resolve(&recipe.parent, &opts.cache, &progress).await?;
+        let formats = opts
+            .formats
+            .as_ref()
+            .unwrap_or(&recipe.distribution.formats);
+        let recipe_sha256 = super::digest::sha256_file(&recipe.file)
+            .await
+            .map_err(manifest::ManifestError::from)?;
+        let inputs = record::inputs(&recipe_sha256, &parent, components, formats);
+        let build = record::begin(catalog, recipe, &parent, &inputs).map_err(RecordError::from)?;
+        self.record = Some(build);
         self.timed(
             Stage::Parent,
             t,
-            &format!("{} (sha256 {})", parent.origin, &parent.sha256[..16]),
+            &format!(
+                "{} (sha256 {}); catalog build {}/{}/{}",
+                parent.origin,
+                &parent.sha256[..16],
+                recipe.name,
+                recipe.version,
+                build.build
+            ),
         );
 
         // plan
@@ -542,10 +584,6 @@ impl<'a> Build<'a> {
         self.timed(Stage::Test, t, "boot, component and reboot tests passed");
 
         // distribute
-        let formats = opts
-            .formats
-            .as_ref()
-            .unwrap_or(&recipe.distribution.formats);
         let t = self.begin(
             Stage::Distribute,
             &if formats.is_empty() {
@@ -587,9 +625,7 @@ impl<'a> Build<'a> {
             },
             recipe: manifest::RecipeInfo {
                 file: recipe.file.display().to_string(),
-                sha256: super::digest::sha256_file(&recipe.file)
-                    .await
-                    .map_err(manifest::ManifestError::from)?,
+                sha256: recipe_sha256,
                 root_volume_gib: recipe.root_volume_gib,
                 working_directory: recipe.working_directory.clone(),
             },

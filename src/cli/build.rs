@@ -54,6 +54,9 @@ pub struct BuildArgs {
     /// Cache for downloaded and bootstrapped parent images (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
     #[arg(long, env = "KILN_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// The image catalog the build is recorded in (default: $KILN_DATA_DIR/catalog.sqlite, else $XDG_DATA_HOME/kiln/…, else ~/.local/share/kiln/…).
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
 }
 
 /// Runs `kiln build`.
@@ -65,6 +68,11 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
     let cache = match args.cache_dir {
         Some(root) => Cache::new(root),
         None => Cache::from_env().map_err(|e| CliError::Failed(anyhow::Error::new(e)))?,
+    };
+    let catalog = match args.catalog {
+        Some(path) => path,
+        None => crate::catalog::default_path(|k| std::env::var(k).ok())
+            .map_err(|e| CliError::Failed(anyhow::Error::new(e)))?,
     };
     let opts = BuildOptions {
         output: args.output,
@@ -82,6 +90,7 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
             f.retain(|x| seen.insert(*x));
             f
         }),
+        catalog,
     };
     let reporter = Reporter::new(args.json, Build::secrets(&components));
     match Build::new(&recipe, &opts, &reporter).run(components).await {
