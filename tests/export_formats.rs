@@ -293,7 +293,11 @@ fn cot_info(package: &Path) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "cot info {}: {text}", package.display());
+    assert!(
+        out.status.success(),
+        "cot info {}: {text}",
+        package.display()
+    );
     // COT 2.2.1 takes every OVF 1.x manifest for SHA1 (it knows SHA256
     // only from OVF 2.0) and logs a mismatch for kiln's SHA256 lines, as
     // for ovftool's; any other error is a finding
@@ -345,20 +349,19 @@ fn ovf_and_ova_round_trip_verify_and_cot_reads_them() {
 
     // OVA: one ustar tar, .ovf, .mf, disk, nothing else left beside it
     let ova = out.join("web.ova");
-    let (code, stdout, stderr) = kiln!(
-        "export", &src, "-f", "ova", "-o", &ova, "--cpus", "4", "--memory", "1024", "--json"
-    );
+    let (code, stdout, stderr) =
+        kiln!("export", &src, "-f", "ova", "-o", &ova, "--cpus", "4", "--memory", "1024", "--json");
     assert_eq!(code, 0, "{stderr}");
     let result: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(result["files"].as_array().unwrap().len(), 1);
     assert_eq!(listing(&out), ["web.ova"]);
-    assert_eq!(
-        tar_members(&ova),
-        ["web.ovf", "web.mf", "web-disk1.vmdk"]
-    );
+    assert_eq!(tar_members(&ova), ["web.ovf", "web.mf", "web-disk1.vmdk"]);
     let (code, stdout, _) = kiln!("verify", &ova);
     assert_eq!(code, 0, "{stdout}");
-    assert!(stdout.contains("(ok)") && stdout.contains("manifest web.mf: 2 digest(s) match"), "{stdout}");
+    assert!(
+        stdout.contains("(ok)") && stdout.contains("manifest web.mf: 2 digest(s) match"),
+        "{stdout}"
+    );
     let x = tempfile::tempdir().unwrap();
     let st = Command::new("tar")
         .arg("-xf")
@@ -369,13 +372,25 @@ fn ovf_and_ova_round_trip_verify_and_cot_reads_them() {
         .unwrap();
     assert!(st.success());
     let disk = x.path().join("web-disk1.vmdk");
-    assert!(same_content(&src, &disk), "the OVA's disk differs from the source");
+    assert!(
+        same_content(&src, &disk),
+        "the OVA's disk differs from the source"
+    );
     let ovf_text = std::fs::read_to_string(x.path().join("web.ovf")).unwrap();
-    assert!(ovf_text.contains("<vssd:VirtualSystemType>vmx-13<"), "{ovf_text}");
+    assert!(
+        ovf_text.contains("<vssd:VirtualSystemType>vmx-13<"),
+        "{ovf_text}"
+    );
     assert!(ovf_text.contains("<rasd:VirtualQuantity>4<"));
     let info = cot_info(&ova);
-    assert!(info.contains("web-disk1.vmdk") && info.contains("vmx-13"), "{info}");
-    assert!(info.contains("harddisk @ SCSI 0:0") && info.contains("lsilogic"), "{info}");
+    assert!(
+        info.contains("web-disk1.vmdk") && info.contains("vmx-13"),
+        "{info}"
+    );
+    assert!(
+        info.contains("harddisk @ SCSI 0:0") && info.contains("lsilogic"),
+        "{info}"
+    );
     assert!(
         regex::Regex::new(r"None \(default\)\s+4\s+1 GiB\s+1 ")
             .unwrap()
@@ -386,7 +401,17 @@ fn ovf_and_ova_round_trip_verify_and_cot_reads_them() {
     // OVF: side by side, the .ovf published last
     let ovf = out.join("db.ovf");
     let (code, stdout, stderr) = kiln!(
-        "export", &src, "-f", "ovf", "-o", &ovf, "--profile", "workstation", "--firmware", "efi", "--json"
+        "export",
+        &src,
+        "-f",
+        "ovf",
+        "-o",
+        &ovf,
+        "--profile",
+        "workstation",
+        "--firmware",
+        "efi",
+        "--json"
     );
     assert_eq!(code, 0, "{stderr}");
     let result: Value = serde_json::from_str(&stdout).unwrap();
@@ -411,11 +436,23 @@ fn ovf_and_ova_round_trip_verify_and_cot_reads_them() {
 
     // a setting the profile cannot express is bad input: exit 2, nothing left
     let (code, _, stderr) = kiln!(
-        "export", &src, "-f", "ova", "-o", &out.join("vb.ova"), "--profile", "virtualbox", "--firmware", "efi"
+        "export",
+        &src,
+        "-f",
+        "ova",
+        "-o",
+        &out.join("vb.ova"),
+        "--profile",
+        "virtualbox",
+        "--firmware",
+        "efi"
     );
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("EFI"), "{stderr}");
-    assert_eq!(listing(&out), ["db-disk1.vmdk", "db.mf", "db.ovf", "web.ova"]);
+    assert_eq!(
+        listing(&out),
+        ["db-disk1.vmdk", "db.mf", "db.ovf", "web.ova"]
+    );
 
     // damage: a flipped byte in the OVF's disk, a wrong .mf digest
     let broken = dir.path().join("broken");
@@ -424,10 +461,15 @@ fn ovf_and_ova_round_trip_verify_and_cot_reads_them() {
         std::fs::copy(out.join(f), broken.join(f)).unwrap();
     }
     let bovf = broken.join("db.ovf");
-    let disk_len = std::fs::metadata(broken.join("db-disk1.vmdk")).unwrap().len();
+    let disk_len = std::fs::metadata(broken.join("db-disk1.vmdk"))
+        .unwrap()
+        .len();
     flip_byte(&broken.join("db-disk1.vmdk"), disk_len / 2);
     let p = verify_problems(&bovf);
-    assert!(p.contains("`db-disk1.vmdk`: SHA256") && p.contains("the manifest says"), "{p}");
+    assert!(
+        p.contains("`db-disk1.vmdk`: SHA256") && p.contains("the manifest says"),
+        "{p}"
+    );
     flip_byte(&broken.join("db-disk1.vmdk"), disk_len / 2);
     let mf = std::fs::read_to_string(broken.join("db.mf")).unwrap();
     let first = mf.find("= ").unwrap() + 2;
@@ -448,12 +490,21 @@ fn ovf_and_ova_round_trip_verify_and_cot_reads_them() {
     std::fs::copy(&ova, &flipped).unwrap();
     flip_byte(&flipped, ova_len / 2);
     let p = verify_problems(&flipped);
-    assert!(p.contains("web-disk1.vmdk") && p.contains("the manifest says"), "{p}");
+    assert!(
+        p.contains("web-disk1.vmdk") && p.contains("the manifest says"),
+        "{p}"
+    );
     let truncated = dir.path().join("truncated.ova");
-    std::fs::write(&truncated, &std::fs::read(&ova).unwrap()[..(ova_len / 2) as usize + 100])
-        .unwrap();
+    std::fs::write(
+        &truncated,
+        &std::fs::read(&ova).unwrap()[..(ova_len / 2) as usize + 100],
+    )
+    .unwrap();
     let p = verify_problems(&truncated);
     assert!(p.contains("truncated"), "{p}");
+    std::fs::write(&truncated, &std::fs::read(&ova).unwrap()[..200]).unwrap();
+    let p = verify_problems(&truncated);
+    assert!(p.contains("named like an OVA"), "{p}");
     let reordered = dir.path().join("reordered.ova");
     let st = Command::new("tar")
         .args(["--format=ustar", "-cf"])
@@ -494,7 +545,10 @@ fn gce_tarball_round_trips_and_verify_checks_it() {
     // not a whole GiB, an extra member (GNU tar, sparse, as GCE's docs say)
     let odd = tempfile::tempdir().unwrap();
     let raw = odd.path().join("disk.raw");
-    std::fs::File::create(&raw).unwrap().set_len(5 << 20).unwrap();
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(5 << 20)
+        .unwrap();
     std::fs::write(odd.path().join("extra.txt"), "x").unwrap();
     for (members, want) in [
         (&["disk.raw"][..], "not a whole number of GiB"),

@@ -260,12 +260,11 @@ pub async fn package(
     let file_size = std::fs::metadata(disk)
         .map_err(IoError::at("stat", disk))?
         .len();
-    let name = job.machine.name.clone().unwrap_or_else(|| {
-        m.ovf
-            .strip_suffix(".ovf")
-            .unwrap_or(&m.ovf)
-            .to_string()
-    });
+    let name = job
+        .machine
+        .name
+        .clone()
+        .unwrap_or_else(|| m.ovf.strip_suffix(".ovf").unwrap_or(&m.ovf).to_string());
     let descriptor = ovf::descriptor(
         &job.machine,
         &name,
@@ -347,7 +346,9 @@ mod tests {
         assert_eq!(p[0].file, "x (1).vmdk");
         assert_eq!(p[0].digest, "ab".repeat(20));
         assert!(parse_manifest("MD5(x)= 00").unwrap_err().contains("MD5"));
-        assert!(parse_manifest("SHA256(x)= 1234").unwrap_err().contains("line 1"));
+        assert!(parse_manifest("SHA256(x)= 1234")
+            .unwrap_err()
+            .contains("line 1"));
         assert!(parse_manifest("garbage").is_err());
     }
 }

@@ -627,10 +627,7 @@ pub fn check(xml: &str) -> Result<Checked, OvfError> {
     }
     // the VirtualSystem(s)
     let mut used_disks = HashSet::new();
-    for vs in root
-        .descendants()
-        .filter(|n| is_ovf(*n, "VirtualSystem"))
-    {
+    for vs in root.descendants().filter(|n| is_ovf(*n, "VirtualSystem")) {
         if ovf_attr(vs, "id").is_none() {
             p.push("a VirtualSystem has no ovf:id".into());
         }
@@ -710,7 +707,9 @@ fn check_hardware(
     if let Some(s) = system {
         check_cim_order(s, NS_VSSD, "System", p);
     }
-    let vmware = system_type.as_deref().is_some_and(|t| t.starts_with("vmx-"));
+    let vmware = system_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with("vmx-"));
     let mut instance_ids = HashMap::new();
     let mut parents = Vec::new();
     for it in elements(hw) {
@@ -782,9 +781,7 @@ fn check_hardware(
                 }
             }
         }
-        if rtype == Some(17)
-            && !elements(it).any(|n| n.tag_name().name() == "HostResource")
-        {
+        if rtype == Some(17) && !elements(it).any(|n| n.tag_name().name() == "HostResource") {
             p.push(format!("{label}: a disk drive without rasd:HostResource"));
         }
         if rtype == Some(10) {
@@ -951,10 +948,7 @@ mod tests {
             |x| x.replace("ovf:capacity=\"", "ovf:capacity=\"x"),
             "not a whole number",
         );
-        assert_problem(
-            |x| x.replace(" ovf:size=\"12345\"", ""),
-            "no ovf:size",
-        );
+        assert_problem(|x| x.replace(" ovf:size=\"12345\"", ""), "no ovf:size");
         assert_problem(
             |x| x.replace("ovf:size=\"12345\"", "ovf:size=\"big\""),
             "not a number",
@@ -995,7 +989,10 @@ mod tests {
             "alphabetical",
         );
         assert_problem(
-            |x| x.replace("<Item>", "<StorageItem>").replace("</Item>", "</StorageItem>"),
+            |x| {
+                x.replace("<Item>", "<StorageItem>")
+                    .replace("</Item>", "</StorageItem>")
+            },
             "OVF 2.0",
         );
         assert_problem(

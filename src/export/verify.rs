@@ -129,7 +129,19 @@ pub fn read_head(path: &Path) -> Result<Vec<u8>, IoError> {
 
 /// Checks any file `kiln export` writes, by what it is (see [`classify`]).
 pub async fn verify_path(path: &Path) -> Result<Report, VerifyError> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
     match classify(&read_head(path)?) {
+        FileKind::Disk
+            if [".ova", ".ovf", ".tar.gz", ".tgz"]
+                .iter()
+                .any(|e| name.ends_with(e)) =>
+        {
+            let mut r = Report::new(path, "unknown");
+            r.problem(
+                "named like an OVA, OVF or GCE tarball but it is none (no tar header, no XML, no gzip): truncated or not what its name says",
+            );
+            Ok(r)
+        }
         FileKind::Disk => disk(path).await,
         FileKind::Ovf => package::ovf(path).await,
         FileKind::Ova => package::ova(path).await,

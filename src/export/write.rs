@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::cancel::{Cancel, Cancelled};
 use super::format::ExportFormat;
-use super::verify::{self, Report, VerifyError};
 use super::ovf::VmSettings;
+use super::verify::{self, Report, VerifyError};
 use super::{disk, gce, ova, vmdk};
 use crate::build::{IoError, Progress};
 use crate::vm::img::{self, ImgError};

@@ -170,10 +170,7 @@ fn check_members(
                 }
             }
             report.outcome(
-                format!(
-                    "manifest {mf_name}: {} digest(s) match",
-                    entries.len()
-                ),
+                format!("manifest {mf_name}: {} digest(s) match", entries.len()),
                 problems,
             );
         }
@@ -182,7 +179,10 @@ fn check_members(
         .disks
         .iter()
         .filter_map(|d| {
-            let f = checked.files.iter().find(|f| Some(&f.id) == d.file_ref.as_ref())?;
+            let f = checked
+                .files
+                .iter()
+                .find(|f| Some(&f.id) == d.file_ref.as_ref())?;
             let local = members.get(&f.href)?.local.clone()?;
             Some((f.href.clone(), local, d.capacity, d.format.clone()))
         })
@@ -346,8 +346,9 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
             continue;
         }
         if name.contains('/') {
-            scan.problems
-                .push(format!("member `{name}` is in a folder; OVA members are top-level"));
+            scan.problems.push(format!(
+                "member `{name}` is in a folder; OVA members are top-level"
+            ));
         }
         if index == 0 {
             if !name.ends_with(".ovf") {
@@ -397,10 +398,8 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
                             Err(e) => scan.problems.push(e.clone()),
                         }
                     } else if name.ends_with(".mf") && scan.manifest.is_none() {
-                        scan.manifest = Some((
-                            name.clone(),
-                            text.and_then(|t| ova::parse_manifest(&t)),
-                        ));
+                        scan.manifest =
+                            Some((name.clone(), text.and_then(|t| ova::parse_manifest(&t))));
                     }
                     m
                 }
@@ -434,8 +433,14 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
         }
     }
     // the files after the .ovf and .mf: in the References order
-    let in_tar: Vec<&String> = tar_order.iter().filter(|n| file_order.contains(n)).collect();
-    let in_refs: Vec<&String> = file_order.iter().filter(|f| tar_order.contains(f)).collect();
+    let in_tar: Vec<&String> = tar_order
+        .iter()
+        .filter(|n| file_order.contains(n))
+        .collect();
+    let in_refs: Vec<&String> = file_order
+        .iter()
+        .filter(|f| tar_order.contains(f))
+        .collect();
     if in_tar != in_refs {
         scan.problems.push(format!(
             "the files are in the order {in_tar:?}; OVF wants the References order {in_refs:?}"
@@ -469,7 +474,10 @@ pub async fn ova(path: &Path) -> Result<Report, VerifyError> {
     let scratch = tempfile::Builder::new()
         .prefix("kiln-verify-")
         .tempdir()
-        .map_err(IoError::at("create a temporary folder in", &std::env::temp_dir()))?;
+        .map_err(IoError::at(
+            "create a temporary folder in",
+            &std::env::temp_dir(),
+        ))?;
     let (owned, dir) = (path.to_path_buf(), scratch.path().to_path_buf());
     let scan = tokio::task::spawn_blocking(move || scan_ova(&owned, &dir))
         .await
