@@ -12,10 +12,11 @@
 //! a supervised child (own process group, killed on drop and when kiln
 //! dies).
 //!
-//! A corrupt or truncated source is an error, never zeros: qemu-nbd's
-//! read errors come back as NBD errors, and data extents that `qemu-img
-//! map` places beyond the end of the file (a truncated qcow2 reads those
-//! as zeros) are refused when the source is opened.
+//! A corrupt or truncated source is an error, never zeros: qcow2, VMDK
+//! and VHDX sources must pass `qemu-img check` (leaks aside) when opened,
+//! data extents that `qemu-img map` places beyond the end of the file (a
+//! truncated image reads those as zeros) are refused, and qemu-nbd's read
+//! errors come back as NBD errors.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -41,6 +42,15 @@ pub enum SourceError {
     /// The format could not be detected (the file cannot be read).
     #[error("detecting the format of {}", path.display())]
     Format {
+        /// The source.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: ImgError,
+    },
+    /// `qemu-img check` could not check the image.
+    #[error("checking {}", path.display())]
+    Check {
         /// The source.
         path: PathBuf,
         /// The cause.
@@ -245,6 +255,22 @@ impl Source {
         let file_len = std::fs::metadata(path)
             .map_err(io_err("stat", path))?
             .len();
+        if img::checkable(format) {
+            // a damaged header or table can read as zeros: only the check sees it
+            let report = img::check(path).await.map_err(|source| SourceError::Check {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            if report.corruptions > 0 || report.check_errors > 0 {
+                return Err(SourceError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "damaged: `qemu-img check` finds {} corruption(s) and {} error(s); run it for details",
+                        report.corruptions, report.check_errors
+                    ),
+                });
+            }
+        }
         let extents = map(path, format).await?;
         if format != Format::Raw {
             if let Some(e) = beyond_end(&extents, file_len) {
