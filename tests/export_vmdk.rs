@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kiln::export::cancel::Cancel;
+use kiln::export::gce;
 use kiln::export::source::{Source, SourceError};
 use kiln::export::vmdk::{self, VmdkError};
-use kiln::export::gce;
 
 fn run(program: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
     Command::new(program)
@@ -87,9 +87,15 @@ fn check_vmdk(path: &Path, source: &Path, stats: &vmdk::VmdkStats) {
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["format"], "vmdk");
     assert_eq!(info["virtual-size"], SIZE);
-    assert_eq!(info["format-specific"]["data"]["create-type"], "streamOptimized");
+    assert_eq!(
+        info["format-specific"]["data"]["create-type"],
+        "streamOptimized"
+    );
     assert_ok(&sh!("qemu-img", "check", path), "qemu-img check");
-    assert_ok(&sh!("qemu-img", "compare", source, path), "qemu-img compare");
+    assert_ok(
+        &sh!("qemu-img", "compare", source, path),
+        "qemu-img compare",
+    );
 
     let bytes = std::fs::read(path).unwrap();
     assert_eq!(bytes.len() as u64, stats.file_bytes);
@@ -134,8 +140,14 @@ async fn vmdk_from_raw_and_qcow2_reads_back_equal() {
         check_vmdk(&out, &raw, &stats);
         outputs.push(std::fs::read(&out).unwrap());
     }
-    assert!(outputs[0] == outputs[1], "1 and 3 threads wrote different bytes");
-    assert!(outputs[0] == outputs[2], "raw and qcow2 sources wrote different bytes");
+    assert!(
+        outputs[0] == outputs[1],
+        "1 and 3 threads wrote different bytes"
+    );
+    assert!(
+        outputs[0] == outputs[2],
+        "raw and qcow2 sources wrote different bytes"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +169,10 @@ async fn source_reads_the_same_bytes_from_raw_and_qcow2() {
     let mut x = vec![0u8; 4096];
     a.read_at(SIZE - 3000, &mut x).unwrap();
     assert_eq!(&x[..3000], &expected[(SIZE - 3000) as usize..]);
-    assert!(x[3000..].iter().all(|&b| b == 0), "past the end reads as zeros");
+    assert!(
+        x[3000..].iter().all(|&b| b == 0),
+        "past the end reads as zeros"
+    );
 }
 
 #[tokio::test]
@@ -170,7 +185,9 @@ async fn cancelled_write_stops_and_leaves_nothing() {
 
     let cancel = Cancel::new();
     cancel.cancel();
-    let e = vmdk::write_stream_optimized(&src, &out, Some(1), &cancel).await.unwrap_err();
+    let e = vmdk::write_stream_optimized(&src, &out, Some(1), &cancel)
+        .await
+        .unwrap_err();
     assert!(matches!(e, VmdkError::Cancelled(_)), "{e:?}");
 
     let cancel = Cancel::new();
@@ -182,7 +199,9 @@ async fn cancelled_write_stops_and_leaves_nothing() {
         }
         c.cancel();
     });
-    let e = vmdk::write_stream_optimized(&src, &out, Some(1), &cancel).await.unwrap_err();
+    let e = vmdk::write_stream_optimized(&src, &out, Some(1), &cancel)
+        .await
+        .unwrap_err();
     canceller.join().unwrap();
     assert!(matches!(e, VmdkError::Cancelled(_)), "{e:?}");
     assert!(!out.exists(), "the partial file is removed");
@@ -207,7 +226,10 @@ async fn damaged_sources_are_errors_not_zeros() {
         .await
         .unwrap_err();
     let msg = format!("{:#}", anyhow::Error::from(e));
-    assert!(msg.contains("damaged") || msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("damaged") || msg.contains("truncated"),
+        "{msg}"
+    );
     assert!(!out.exists());
 
     // a compressed qcow2 whose cluster data is damaged: qemu-nbd's read
@@ -217,7 +239,10 @@ async fn damaged_sources_are_errors_not_zeros() {
     std::fs::write(&text_raw, text.as_bytes()).unwrap();
     let qcow2 = to_qcow2(&text_raw, &["-c"]);
     let len = std::fs::metadata(&qcow2).unwrap().len();
-    let mut f = std::fs::OpenOptions::new().write(true).open(&qcow2).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&qcow2)
+        .unwrap();
     f.seek(SeekFrom::Start(len * 3 / 5)).unwrap();
     // 0xff: a deflate block of the reserved type, a decompression error
     f.write_all(&[0xff; 64 << 10]).unwrap();
@@ -233,7 +258,10 @@ async fn damaged_sources_are_errors_not_zeros() {
 
     // a qcow2 header pointing its L1 table far beyond the file
     let qcow2 = to_qcow2(&raw, &[]);
-    let mut f = std::fs::OpenOptions::new().write(true).open(&qcow2).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&qcow2)
+        .unwrap();
     f.seek(SeekFrom::Start(40)).unwrap();
     f.write_all(&(1u64 << 40).to_be_bytes()).unwrap();
     drop(f);
@@ -280,6 +308,10 @@ async fn gce_tar_gz_holds_a_whole_gib_disk_raw_equal_to_the_source() {
         "qemu-img compare",
     );
     // the oldgnu header GCE asks for
-    let head = sh!("sh", "-c", &format!("gzip -dc {} | head -c 512", out.display()));
+    let head = sh!(
+        "sh",
+        "-c",
+        &format!("gzip -dc {} | head -c 512", out.display())
+    );
     assert_eq!(&head.stdout[257..265], b"ustar  \0");
 }
