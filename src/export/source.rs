@@ -12,10 +12,11 @@
 //! a supervised child (own process group, killed on drop and when kiln
 //! dies).
 //!
-//! A corrupt or truncated source is an error, never zeros: qemu-nbd's
-//! read errors come back as NBD errors, and data extents that `qemu-img
-//! map` places beyond the end of the file (a truncated qcow2 reads those
-//! as zeros) are refused when the source is opened.
+//! A corrupt or truncated source is an error, never zeros: qcow2, VMDK
+//! and VHDX sources must pass `qemu-img check` (leaks aside) when opened,
+//! data extents that `qemu-img map` places beyond the end of the file (a
+//! truncated image reads those as zeros) are refused, and qemu-nbd's read
+//! errors come back as NBD errors.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -41,6 +42,15 @@ pub enum SourceError {
     /// The format could not be detected (the file cannot be read).
     #[error("detecting the format of {}", path.display())]
     Format {
+        /// The source.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: ImgError,
+    },
+    /// `qemu-img check` could not check the image.
+    #[error("checking {}", path.display())]
+    Check {
         /// The source.
         path: PathBuf,
         /// The cause.
@@ -106,7 +116,10 @@ pub enum SourceError {
     },
 }
 
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SourceError + 'a {
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> SourceError + 'a {
     move |source| SourceError::Io {
         what,
         path: path.to_path_buf(),
@@ -242,9 +255,25 @@ impl Source {
             path: path.to_path_buf(),
             source,
         })?;
-        let file_len = std::fs::metadata(path)
-            .map_err(io_err("stat", path))?
-            .len();
+        let file_len = std::fs::metadata(path).map_err(io_err("stat", path))?.len();
+        if img::checkable(format) {
+            // a damaged header or table can read as zeros: only the check sees it
+            let report = img::check(path)
+                .await
+                .map_err(|source| SourceError::Check {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            if report.corruptions > 0 || report.check_errors > 0 {
+                return Err(SourceError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "damaged: `qemu-img check` finds {} corruption(s) and {} error(s); run it for details",
+                        report.corruptions, report.check_errors
+                    ),
+                });
+            }
+        }
         let extents = map(path, format).await?;
         if format != Format::Raw {
             if let Some(e) = beyond_end(&extents, file_len) {
@@ -266,10 +295,13 @@ impl Source {
             }
             _ => {
                 let (conn, server) = start_nbd(path, format).await?;
-                (conn.size, Reader::Nbd {
-                    conn,
-                    _server: server,
-                })
+                (
+                    conn.size,
+                    Reader::Nbd {
+                        conn,
+                        _server: server,
+                    },
+                )
             }
         };
         if size == 0 {
@@ -369,9 +401,7 @@ async fn map(path: &Path, format: Format) -> Result<Vec<Extent>, SourceError> {
         path.into(),
     ];
     let mut cmd = tokio::process::Command::new("qemu-img");
-    cmd.args(&args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    cmd.args(&args).stdin(Stdio::null()).kill_on_drop(true);
     supervise(&mut cmd, libc::SIGKILL);
     let out = cmd.output().await.map_err(|source| SourceError::Spawn {
         command: command_line("qemu-img", &args),
@@ -396,7 +426,10 @@ async fn start_nbd(path: &Path, format: Format) -> Result<(NbdConn, QemuNbd), So
     let dir = tempfile::Builder::new()
         .prefix("kiln-nbd.")
         .tempdir()
-        .map_err(io_err("create a folder for the NBD socket in", &std::env::temp_dir()))?;
+        .map_err(io_err(
+            "create a folder for the NBD socket in",
+            &std::env::temp_dir(),
+        ))?;
     let socket = dir.path().join("nbd.sock");
     let log = dir.path().join("qemu-nbd.log");
     let stderr = File::create(&log).map_err(io_err("create", &log))?;
@@ -425,12 +458,18 @@ async fn start_nbd(path: &Path, format: Format) -> Result<(NbdConn, QemuNbd), So
     let group = GroupGuard::new(child.id(), libc::SIGKILL);
     let started = Instant::now();
     let stream = loop {
-        if let Some(status) = child.try_wait().map_err(io_err("wait for qemu-nbd on", path))? {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(io_err("wait for qemu-nbd on", path))?
+        {
             return Err(SourceError::Tool {
                 path: path.to_path_buf(),
                 command,
                 status: status.to_string(),
-                stderr: std::fs::read_to_string(&log).unwrap_or_default().trim().to_string(),
+                stderr: std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
             });
         }
         match UnixStream::connect(&socket) {
@@ -503,7 +542,9 @@ fn parse_greeting(g: &[u8; 18]) -> Result<u32, NbdFailure> {
             "the server does not speak fixed newstyle".into(),
         ));
     }
-    Ok(u32::from(flags & (NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES)))
+    Ok(u32::from(
+        flags & (NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES),
+    ))
 }
 
 /// One NBD_CMD request (28 bytes).
@@ -581,8 +622,12 @@ impl NbdConn {
     fn read(&mut self, mut offset: u64, buf: &mut [u8]) -> Result<(), NbdFailure> {
         for chunk in buf.chunks_mut(NBD_MAX_READ) {
             self.handle += 1;
-            self.stream
-                .write_all(&request(NBD_CMD_READ, self.handle, offset, chunk.len() as u32))?;
+            self.stream.write_all(&request(
+                NBD_CMD_READ,
+                self.handle,
+                offset,
+                chunk.len() as u32,
+            ))?;
             let mut reply = [0u8; 16];
             self.stream.read_exact(&mut reply)?;
             check_reply(&reply, self.handle)?;

@@ -295,8 +295,7 @@ fn frame_block(c: &mut Compressor, index: u64, data: Option<&[u8]>) -> Framed {
         let framed = (12 + n as u64).div_ceil(SECTOR) * SECTOR;
         out.bytes.truncate(start + framed as usize);
         out.bytes.resize(start + framed as usize, 0);
-        out.grains
-            .push((grain_index, start as u64 / SECTOR));
+        out.grains.push((grain_index, start as u64 / SECTOR));
     }
     out
 }
@@ -351,7 +350,10 @@ impl<W: Write> Stream<W> {
     fn finish(&mut self, capacity: u64) -> std::io::Result<()> {
         self.finish_gt(self.gt_index)?;
         let mut gd: Vec<u8> = self.gd.iter().flat_map(|e| e.to_le_bytes()).collect();
-        gd.resize((gd.len() as u64).div_ceil(SECTOR).max(1) as usize * SECTOR as usize, 0);
+        gd.resize(
+            (gd.len() as u64).div_ceil(SECTOR).max(1) as usize * SECTOR as usize,
+            0,
+        );
         self.put(&marker(gd.len() as u64 / SECTOR, MARKER_GD))?;
         let gd_offset = self.pos;
         self.put(&gd)?;
@@ -679,7 +681,10 @@ mod tests {
             .zlib_decompress(&f.bytes[12..12 + n], &mut back)
             .unwrap();
         assert_eq!(got, GRAIN_BYTES as usize);
-        assert_eq!(back[..], data[3 * GRAIN_BYTES as usize..4 * GRAIN_BYTES as usize]);
+        assert_eq!(
+            back[..],
+            data[3 * GRAIN_BYTES as usize..4 * GRAIN_BYTES as usize]
+        );
         assert_eq!(frame_block(&mut c, 0, None).skipped, GRAINS_PER_BLOCK);
     }
 }
