@@ -332,7 +332,11 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
             Ok(e) => e,
             Err(e) => {
                 scan.problems.push(format!(
-                    "the tar is truncated or damaged after member {index}: {e}"
+                    "the tar is truncated or damaged after {}: {e}",
+                    match tar_order.last() {
+                        Some(last) => format!("member {index} (`{last}`)"),
+                        None => "its start".to_string(),
+                    }
                 ));
                 break;
             }
@@ -358,7 +362,7 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
             }
         } else if name.ends_with(".ovf") {
             scan.problems.push(format!(
-                "`{name}` is member {} ; the .ovf descriptor must be the first member",
+                "`{name}` is member {}; the .ovf descriptor must be the first member",
                 index + 1
             ));
         }
