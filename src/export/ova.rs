@@ -215,6 +215,8 @@ pub async fn export(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let m = Members::new(job.format, &main_name);
+    // settings the profile cannot express fail before the disk is written
+    ovf::resolve(&job.machine).map_err(|e| ExportError::Settings(e.to_string()))?;
     // the disk: beside the .ovf for `ovf`; for `ova` a temporary file,
     // removed when this returns (whether it succeeds or not)
     let tmp_disk = match job.format {

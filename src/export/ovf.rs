@@ -246,8 +246,18 @@ fn item(fields: &[(&str, String)]) -> String {
     out
 }
 
-/// Writes the OVF 1.0 descriptor of a machine with one disk.
-pub fn descriptor(vm: &VmSettings, name: &str, disk: &DiskFile) -> Result<String, OvfError> {
+/// What the settings resolve to for a profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The NIC model.
+    pub nic: NicModel,
+    /// `vssd:VirtualSystemType`: `vmx-NN` or `virtualbox-2.2`.
+    pub system_type: String,
+}
+
+/// Checks that the profile can express the settings (done before any disk
+/// is written) and resolves the NIC and the system type.
+pub fn resolve(vm: &VmSettings) -> Result<Resolved, OvfError> {
     if vm.cpus == 0 || vm.memory_mib == 0 {
         return Err(OvfError::Unsupported(
             "a machine needs at least 1 CPU and 1 MiB of memory".into(),
@@ -279,6 +289,13 @@ pub fn descriptor(vm: &VmSettings, name: &str, disk: &DiskFile) -> Result<String
     } else {
         format!("vmx-{hw:02}")
     };
+    Ok(Resolved { nic, system_type })
+}
+
+/// Writes the OVF 1.0 descriptor of a machine with one disk.
+pub fn descriptor(vm: &VmSettings, name: &str, disk: &DiskFile) -> Result<String, OvfError> {
+    let Resolved { nic, system_type } = resolve(vm)?;
+    let vbox = vm.profile == Profile::Virtualbox;
     let name_x = esc(name);
     let mut x = String::new();
     x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
