@@ -2,7 +2,8 @@
 # Sets up the real peers that kiln's integration tests talk to.
 #
 # Creates a Python virtualenv at .venv in the repository root and installs a
-# pinned moto server into it (an S3/EC2/IAM/STS endpoint on 127.0.0.1).
+# pinned moto server into it (an S3/EC2/IAM/STS endpoint on 127.0.0.1), and
+# a pinned COT (Common OVF Tool, an OVF/OVA reader).
 # Idempotent: a second run with the pinned version already installed does
 # nothing. Works on a clean Debian 12 machine with python3 (installs
 # python3-venv with apt-get when `python3 -m venv` is not available).
@@ -35,8 +36,35 @@ moto_is_ready() {
     "$VENV/bin/python" -c 'import flask, flask_cors, moto.server' >/dev/null 2>&1
 }
 
+# --- OVF consumer (tests/export_formats.rs) ----------------------------------
+# COT, the Common OVF Tool (PyPI `cot`), goes into the same .venv: the tests
+# run `cot info` on kiln's OVAs and OVF packages, a real, independent OVF
+# parser (descriptor, References, disks, tar layout). Called after moto is
+# ready (both at the early exit and at the end); idempotent.
+COT_VERSION="2.2.1"
+
+cot_is_ready() {
+    [ -x "$VENV/bin/cot" ] && [ "$("$VENV/bin/cot" --version 2>/dev/null | sed -n 's/.*version //p')" = "$COT_VERSION" ]
+}
+
+install_cot() {
+    if cot_is_ready; then
+        log "cot==$COT_VERSION already installed in $VENV"
+        return 0
+    fi
+    log "installing cot==$COT_VERSION into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "cot==$COT_VERSION"
+    if ! cot_is_ready; then
+        log "error: cot==$COT_VERSION did not install correctly"
+        exit 1
+    fi
+    log "ready: $VENV/bin/cot ($COT_VERSION)"
+}
+# --- end of the OVF consumer block --------------------------------------------
+
 if moto_is_ready; then
     log "moto[server]==$MOTO_VERSION already installed in $VENV"
+    install_cot
     exit 0
 fi
 
@@ -90,3 +118,4 @@ if ! moto_is_ready; then
     exit 1
 fi
 log "ready: $VENV/bin/moto_server ($MOTO_VERSION)"
+install_cot

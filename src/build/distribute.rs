@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::Progress;
 use crate::export::cancel::Cancel;
 use crate::export::format::ExportFormat;
+use crate::export::ovf::VmSettings;
 use crate::export::write::{self, ExportError, ExportJob};
 
 /// The base name of a build's files (`image.qcow2`, `image.vmdk`, …).
@@ -47,6 +48,8 @@ pub async fn distribute(
             dir: stage,
             file_name: &file_name,
             threads: None,
+            // recipes carry no machine settings yet: OVF/OVA get the defaults
+            machine: VmSettings::default(),
         };
         let exported = write::export(&job, &cancel, progress).await?;
         progress(&format!(

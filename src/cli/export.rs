@@ -9,6 +9,7 @@ use super::{CliError, EXIT_SUCCESS};
 use crate::build::digest;
 use crate::export::cancel::Cancel;
 use crate::export::format::{self, ExportFormat};
+use crate::export::ovf::{Firmware, GuestOs, NicModel, OvfError, Profile, VmSettings};
 use crate::export::publish;
 use crate::export::write::{self, ExportError, ExportJob};
 
@@ -32,6 +33,35 @@ pub struct ExportArgs {
     /// Print the result as JSON (the files with their sha256 and the checks).
     #[arg(long)]
     pub json: bool,
+    /// ovf/ova: the hypervisor family the descriptor is for: vsphere, workstation, virtualbox.
+    #[arg(long, default_value = "vsphere", value_parser = parse_named::<Profile>)]
+    pub profile: Profile,
+    /// ovf/ova: the virtual machine's name (default: the output's base name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// ovf/ova: virtual CPUs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=768))]
+    pub cpus: u32,
+    /// ovf/ova: memory in MiB.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(4..=24_000_000))]
+    pub memory: u64,
+    /// ovf/ova: VMware virtual hardware version (default 13: vSphere/ESXi 6.5 and later, Workstation 14+).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(4..=30))]
+    pub hw_version: Option<u32>,
+    /// ovf/ova: firmware: bios or efi.
+    #[arg(long, default_value = "bios", value_parser = parse_named::<Firmware>)]
+    pub firmware: Firmware,
+    /// ovf/ova: guest OS: debian, ubuntu, rhel, linux.
+    #[arg(long, default_value = "debian", value_parser = parse_named::<GuestOs>)]
+    pub os: GuestOs,
+    /// ovf/ova: NIC model: vmxnet3 or e1000 (default: vmxnet3 for vsphere, e1000 otherwise).
+    #[arg(long, value_parser = parse_named::<NicModel>)]
+    pub nic: Option<NicModel>,
+}
+
+/// Parses a profile, firmware, guest OS or NIC name for clap.
+fn parse_named<T: std::str::FromStr<Err = OvfError>>(s: &str) -> Result<T, String> {
+    s.parse().map_err(|e: OvfError| e.to_string())
 }
 
 /// Parses a format name for clap, with the known names in the error.
@@ -66,6 +96,16 @@ pub async fn run(args: ExportArgs) -> Result<u8, CliError> {
         dir: staging.path(),
         file_name: &main_name,
         threads: args.threads.map(usize::from),
+        machine: VmSettings {
+            name: args.name.clone(),
+            cpus: args.cpus,
+            memory_mib: args.memory,
+            profile: args.profile,
+            hw_version: args.hw_version,
+            firmware: args.firmware,
+            os: args.os,
+            nic: args.nic,
+        },
     };
     let planned = write::planned_files(&job);
     if !args.force {

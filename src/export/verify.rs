@@ -7,6 +7,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::vhd;
+
+/// Checks of OVF packages, OVAs and GCE tarballs.
+pub mod package;
 use crate::build::IoError;
 use crate::vm::img::{self, Format, ImgError};
 
@@ -26,7 +29,8 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(path: &Path, kind: impl Into<String>) -> Self {
+    /// An empty report on `path`, a file of `kind`.
+    pub fn new(path: &Path, kind: impl Into<String>) -> Self {
         Report {
             path: path.to_path_buf(),
             kind: kind.into(),
@@ -42,6 +46,15 @@ impl Report {
     /// Records a check that passed.
     pub fn passed(&mut self, what: impl Into<String>) {
         self.checked.push(what.into());
+    }
+
+    /// Takes in a sub-check (a disk inside a package): its lines, each
+    /// prefixed with `label: `.
+    pub fn merge(&mut self, label: &str, sub: Report) {
+        self.checked
+            .extend(sub.checked.into_iter().map(|c| format!("{label}: {c}")));
+        self.problems
+            .extend(sub.problems.into_iter().map(|c| format!("{label}: {c}")));
     }
 
     /// Records a problem.
@@ -116,9 +129,23 @@ pub fn read_head(path: &Path) -> Result<Vec<u8>, IoError> {
 
 /// Checks any file `kiln export` writes, by what it is (see [`classify`]).
 pub async fn verify_path(path: &Path) -> Result<Report, VerifyError> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
     match classify(&read_head(path)?) {
+        FileKind::Disk
+            if [".ova", ".ovf", ".tar.gz", ".tgz"]
+                .iter()
+                .any(|e| name.ends_with(e)) =>
+        {
+            let mut r = Report::new(path, "unknown");
+            r.problem(
+                "named like an OVA, OVF or GCE tarball but it is none (no tar header, no XML, no gzip): truncated or not what its name says",
+            );
+            Ok(r)
+        }
         FileKind::Disk => disk(path).await,
-        other => unreachable!("{other:?}"),
+        FileKind::Ovf => package::ovf(path).await,
+        FileKind::Ova => package::ova(path).await,
+        FileKind::Gce => package::gce(path).await,
     }
 }
 

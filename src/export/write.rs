@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::cancel::{Cancel, Cancelled};
 use super::format::ExportFormat;
+use super::ovf::VmSettings;
 use super::verify::{self, Report, VerifyError};
 use super::{disk, gce, ova, vmdk};
 use crate::build::{IoError, Progress};
@@ -26,6 +27,9 @@ pub struct ExportJob<'a> {
     pub file_name: &'a str,
     /// Compression threads for kiln's own writers (`None`: every core).
     pub threads: Option<usize>,
+    /// The virtual machine an `ovf`/`ova` package describes (unused by
+    /// the other formats).
+    pub machine: VmSettings,
 }
 
 /// What an export wrote, relative to its folder, in the order to publish
@@ -83,6 +87,9 @@ pub enum ExportError {
     /// kiln's streamOptimized VMDK writer failed.
     #[error("writing the streamOptimized VMDK")]
     Vmdk(#[from] super::vmdk::VmdkError),
+    /// Machine settings the OVF profile cannot express.
+    #[error("OVF settings: {0}")]
+    Settings(String),
     /// A writer that is not in this build yet.
     #[error("the {0} writer is not in this build")]
     NotBuilt(&'static str),
@@ -94,14 +101,14 @@ pub enum ExportError {
 impl ExportError {
     /// Whether the error is the input's fault (exit code 2).
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, ExportError::Source { .. })
+        matches!(self, ExportError::Source { .. } | ExportError::Settings(_))
     }
 }
 
 /// The files [`export`] writes for `job`, relative to its folder, in the
 /// order they are published (the main file last).
 pub fn planned_files(job: &ExportJob<'_>) -> Vec<PathBuf> {
-    vec![PathBuf::from(job.file_name)]
+    ova::planned_files(job.format, Path::new(job.file_name))
 }
 
 /// Checks that `source` is a disk image qemu-img reads without errors
@@ -188,14 +195,22 @@ pub async fn export(
     Ok(Exported { files, report })
 }
 
-/// Checks a written file and that it holds a disk of the source's size
-/// (at least: a VHD is rounded up to whole MiB).
-async fn check_output(
+/// Checks a written file (for a package: the descriptor, the manifest, the
+/// tar layout and the disk inside) and that it holds a disk of the
+/// source's size (at least: a VHD is rounded up to whole MiB, a GCE disk
+/// to whole GiB).
+pub async fn check_output(
     format: ExportFormat,
     path: &Path,
     virtual_size: u64,
 ) -> Result<Report, ExportError> {
-    let mut report = verify::disk(path).await.map_err(|e| ExportError::Verify {
+    let checked = match format {
+        ExportFormat::Ovf => verify::package::ovf(path).await,
+        ExportFormat::Ova => verify::package::ova(path).await,
+        ExportFormat::Gce => verify::package::gce(path).await,
+        _ => verify::disk(path).await,
+    };
+    let mut report = checked.map_err(|e| ExportError::Verify {
         what: format!("the written {}", path.display()),
         source: e,
     })?;
@@ -203,7 +218,8 @@ async fn check_output(
         Some(size) if size < virtual_size => report.problem(format!(
             "its virtual size {size} is smaller than the source's {virtual_size}"
         )),
-        _ => {}
+        Some(_) => {}
+        None => report.problem("no disk found in it"),
     }
     if let Some(want) = disk::image_format(format) {
         let found = img::detect_format(path).map_err(|e| ExportError::Verify {

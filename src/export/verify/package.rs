@@ -1,0 +1,609 @@
+//! Checks of packages: an OVF descriptor with its files beside it, an OVA
+//! (streamed: tar layout, descriptor and `.mf` digests, the disks extracted
+//! to a temporary folder for `qemu-img`), and a GCE tarball (gzip intact,
+//! exactly `disk.raw`, a whole number of GiB).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use super::{disk, Report, VerifyError};
+use crate::build::IoError;
+use crate::export::ova::{self, ManifestEntry};
+use crate::export::ovf::{self, VMDK_STREAM_FORMAT};
+
+/// The largest descriptor or manifest read into memory.
+const MAX_TEXT: u64 = 16 << 20;
+/// GCE wants a disk of whole GiB.
+const GIB: u64 = 1 << 30;
+
+/// A package member as found: its size, digests and, for disks, where its
+/// bytes are on this host.
+#[derive(Clone, Debug, Default)]
+struct Member {
+    size: u64,
+    sha256: String,
+    sha1: Option<String>,
+    local: Option<PathBuf>,
+}
+
+/// Copies `r` to `w` (when given), counting and hashing (SHA1 too when
+/// asked).
+fn hash_copy(mut r: impl Read, mut w: Option<&mut dyn Write>, sha1: bool) -> io::Result<Member> {
+    let mut s256 = Sha256::new();
+    let mut s1 = sha1.then(Sha1::new);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        s256.update(&buf[..n]);
+        if let Some(h) = s1.as_mut() {
+            h.update(&buf[..n]);
+        }
+        if let Some(w) = w.as_mut() {
+            w.write_all(&buf[..n])?;
+        }
+        size += n as u64;
+    }
+    Ok(Member {
+        size,
+        sha256: hex::encode(s256.finalize()),
+        sha1: s1.map(|h| hex::encode(h.finalize())),
+        local: None,
+    })
+}
+
+/// A relative file name inside a package, or why it is not one.
+fn member_name_problem(href: &str) -> Option<String> {
+    if href.contains("://") || href.starts_with('/') {
+        Some(format!(
+            "file `{href}` is not a plain file name beside the descriptor (an absolute path or URL)"
+        ))
+    } else if href.split('/').any(|c| c == ".." || c.is_empty()) {
+        Some(format!("file `{href}` leaves the package's folder"))
+    } else {
+        None
+    }
+}
+
+/// What the package's files need from a reading: parsed manifest lines by
+/// file name, to know which need SHA1.
+fn sha1_wanted(manifest: &Option<Result<Vec<ManifestEntry>, String>>, name: &str) -> bool {
+    matches!(manifest, Some(Ok(entries)) if entries.iter().any(|e| e.file == name && e.algorithm == "SHA1"))
+}
+
+/// Checks what the descriptor, the manifest and the members found say of
+/// each other, and returns the disks to check with `qemu-img` with their
+/// declared capacity and format.
+fn check_members(
+    report: &mut Report,
+    descriptor_name: &str,
+    descriptor: &str,
+    manifest: Option<(&str, Result<Vec<ManifestEntry>, String>)>,
+    members: &HashMap<String, Member>,
+) -> Vec<(String, PathBuf, Option<u64>, Option<String>)> {
+    let checked = match ovf::check(descriptor) {
+        Ok(c) => c,
+        Err(e) => {
+            report.problem(format!("the descriptor {descriptor_name}: {e}"));
+            return Vec::new();
+        }
+    };
+    report.outcome(
+        format!(
+            "descriptor {descriptor_name}: OVF 1.x rules hold ({} file(s), {} disk(s), {})",
+            checked.files.len(),
+            checked.disks.len(),
+            checked.system_type.as_deref().unwrap_or("no system type")
+        ),
+        checked
+            .problems
+            .iter()
+            .map(|p| format!("descriptor: {p}"))
+            .collect(),
+    );
+    let mut problems = Vec::new();
+    for f in &checked.files {
+        if let Some(p) = member_name_problem(&f.href) {
+            problems.push(p);
+            continue;
+        }
+        match (members.get(&f.href), f.size) {
+            (None, _) => problems.push(format!(
+                "file `{}` is in References but not in the package",
+                f.href
+            )),
+            (Some(m), Some(size)) if m.size != size => problems.push(format!(
+                "file `{}` is {} bytes, the descriptor says {size}",
+                f.href, m.size
+            )),
+            _ => {}
+        }
+    }
+    report.outcome(
+        "every referenced file is present with the size the descriptor gives",
+        problems,
+    );
+    match manifest {
+        None => report.passed("no .mf manifest (optional in OVF; kiln writes one)"),
+        Some((mf_name, Err(e))) => report.problem(format!("manifest {mf_name}: {e}")),
+        Some((mf_name, Ok(entries))) => {
+            let mut problems = Vec::new();
+            for e in &entries {
+                let Some(m) = members.get(&e.file) else {
+                    problems.push(format!(
+                        "manifest {mf_name} lists `{}`, which is not in the package",
+                        e.file
+                    ));
+                    continue;
+                };
+                let found = match e.algorithm.as_str() {
+                    "SHA1" => m.sha1.as_deref(),
+                    _ => Some(m.sha256.as_str()),
+                };
+                match found {
+                    Some(d) if d == e.digest => {}
+                    Some(d) => problems.push(format!(
+                        "`{}`: {} is {d}, the manifest says {} (the file changed or is damaged)",
+                        e.file, e.algorithm, e.digest
+                    )),
+                    None => problems.push(format!(
+                        "`{}`: its SHA1 could not be checked (the .mf must come before it)",
+                        e.file
+                    )),
+                }
+            }
+            let listed = |n: &str| entries.iter().any(|e| e.file == n);
+            for name in std::iter::once(descriptor_name)
+                .chain(checked.files.iter().map(|f| f.href.as_str()))
+            {
+                if !listed(name) {
+                    problems.push(format!("manifest {mf_name} does not list `{name}`"));
+                }
+            }
+            report.outcome(
+                format!("manifest {mf_name}: {} digest(s) match", entries.len()),
+                problems,
+            );
+        }
+    }
+    checked
+        .disks
+        .iter()
+        .filter_map(|d| {
+            let f = checked
+                .files
+                .iter()
+                .find(|f| Some(&f.id) == d.file_ref.as_ref())?;
+            let local = members.get(&f.href)?.local.clone()?;
+            Some((f.href.clone(), local, d.capacity, d.format.clone()))
+        })
+        .collect()
+}
+
+/// Checks each disk with `qemu-img` and against its declared capacity and
+/// format.
+async fn check_disks(
+    report: &mut Report,
+    disks: Vec<(String, PathBuf, Option<u64>, Option<String>)>,
+) -> Result<(), VerifyError> {
+    for (name, local, capacity, format) in disks {
+        let mut sub = disk(&local).await?;
+        if let (Some(cap), Some(size)) = (capacity, sub.virtual_size) {
+            if cap < size {
+                sub.problem(format!(
+                    "its virtual size {size} is larger than the descriptor's capacity {cap}"
+                ));
+            } else {
+                sub.passed(format!("the descriptor's capacity {cap} holds it"));
+            }
+        }
+        if format.as_deref() == Some(VMDK_STREAM_FORMAT) {
+            if sub.kind == "vmdk (streamOptimized)" {
+                sub.passed("streamOptimized, as the descriptor says");
+            } else {
+                sub.problem(format!(
+                    "the descriptor says streamOptimized VMDK, the file is {}",
+                    sub.kind
+                ));
+            }
+        }
+        if report.virtual_size.is_none() {
+            report.virtual_size = sub.virtual_size;
+        }
+        report.merge(&name, sub);
+    }
+    Ok(())
+}
+
+/// Reads at most [`MAX_TEXT`] bytes of a text member.
+fn read_text(r: impl Read, name: &str) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    r.take(MAX_TEXT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{name}: cannot be read: {e}"))?;
+    if bytes.len() as u64 > MAX_TEXT {
+        return Err(format!("{name}: larger than {MAX_TEXT} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{name}: not UTF-8 text"))
+}
+
+/// Checks an OVF descriptor and the files beside it: the descriptor's
+/// rules, every referenced file present with its size, the `.mf` digests,
+/// and each disk with `qemu-img`.
+pub async fn ovf(path: &Path) -> Result<Report, VerifyError> {
+    let mut report = Report::new(path, "ovf");
+    let dir = crate::export::publish::parent_dir(path).to_path_buf();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let bytes = std::fs::read(path).map_err(IoError::at("read", path))?;
+    let Ok(descriptor) = String::from_utf8(bytes.clone()) else {
+        report.problem("the descriptor is not UTF-8 text");
+        return Ok(report);
+    };
+    let mf_name = format!("{}.mf", name.strip_suffix(".ovf").unwrap_or(&name));
+    let mf_path = dir.join(&mf_name);
+    let manifest = if mf_path.is_file() {
+        let text = std::fs::read(&mf_path).map_err(IoError::at("read", &mf_path))?;
+        Some(
+            String::from_utf8(text)
+                .map_err(|_| "not UTF-8 text".to_string())
+                .and_then(|t| ova::parse_manifest(&t)),
+        )
+    } else {
+        None
+    };
+    let mut members = HashMap::new();
+    let mut own = hash_copy(&bytes[..], None, sha1_wanted(&manifest, &name))
+        .map_err(IoError::at("hash", path))?;
+    own.local = Some(path.to_path_buf());
+    members.insert(name.clone(), own);
+    if let Ok(c) = ovf::check(&descriptor) {
+        for f in c.files {
+            if member_name_problem(&f.href).is_some() {
+                continue;
+            }
+            let local = dir.join(&f.href);
+            if !local.is_file() {
+                continue;
+            }
+            let want_sha1 = sha1_wanted(&manifest, &f.href);
+            let owned = local.clone();
+            let mut m = tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&owned).and_then(|file| hash_copy(file, None, want_sha1))
+            })
+            .await
+            .map_err(|e| IoError::at("hash", &local)(io::Error::other(e)))?
+            .map_err(IoError::at("hash", &local))?;
+            m.local = Some(local);
+            members.insert(f.href, m);
+        }
+    }
+    let disks = check_members(
+        &mut report,
+        &name,
+        &descriptor,
+        manifest.map(|m| (mf_name.as_str(), m)),
+        &members,
+    );
+    check_disks(&mut report, disks).await?;
+    Ok(report)
+}
+
+/// What streaming through an OVA found.
+#[derive(Default)]
+struct OvaScan {
+    descriptor: Option<(String, String)>,
+    manifest: Option<(String, Result<Vec<ManifestEntry>, String>)>,
+    members: HashMap<String, Member>,
+    problems: Vec<String>,
+}
+
+/// Streams through the tar at `path`: layout rules, text members kept,
+/// digests of every member, disk members (the descriptor's DiskSection
+/// files) copied into `scratch`.
+fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
+    let file = std::fs::File::open(path).map_err(IoError::at("open", path))?;
+    let len = file.metadata().map_err(IoError::at("stat", path))?.len();
+    let mut scan = OvaScan::default();
+    let mut disk_files = Vec::new();
+    let mut file_order: Vec<String> = Vec::new();
+    let mut tar_order: Vec<String> = Vec::new();
+    let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, file));
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            scan.problems.push(format!("not a readable tar: {e}"));
+            return Ok(scan);
+        }
+    };
+    for (index, entry) in entries.enumerate() {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                scan.problems.push(format!(
+                    "the tar is truncated or damaged after {}: {e}",
+                    match tar_order.last() {
+                        Some(last) => format!("member {index} (`{last}`)"),
+                        None => "its start".to_string(),
+                    }
+                ));
+                break;
+            }
+        };
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        if !kind.is_file() {
+            scan.problems.push(format!(
+                "member `{name}` is not a regular file ({kind:?}); an OVA holds only files, no folders"
+            ));
+            continue;
+        }
+        if name.contains('/') {
+            scan.problems.push(format!(
+                "member `{name}` is in a folder; OVA members are top-level"
+            ));
+        }
+        if index == 0 {
+            if !name.ends_with(".ovf") {
+                scan.problems.push(format!(
+                    "the first member is `{name}`; the .ovf descriptor must come first (ovftool and Workstation require it)"
+                ));
+            }
+        } else if name.ends_with(".ovf") {
+            scan.problems.push(format!(
+                "`{name}` is member {}; the .ovf descriptor must be the first member",
+                index + 1
+            ));
+        }
+        if name.ends_with(".mf") && index != 1 {
+            scan.problems.push(format!(
+                "the manifest `{name}` is member {}; it must come right after the .ovf",
+                index + 1
+            ));
+        }
+        let is_text = name.ends_with(".ovf") || name.ends_with(".mf");
+        let want_sha1 = sha1_wanted(&scan.manifest.as_ref().map(|(_, m)| m.clone()), &name);
+        let is_disk = disk_files.contains(&name);
+        let result = if is_text {
+            let mut bytes = Vec::new();
+            match (&mut entry).take(MAX_TEXT + 1).read_to_end(&mut bytes) {
+                Ok(_) => {
+                    let m = hash_copy(&bytes[..], None, want_sha1);
+                    let text = read_text(&bytes[..], &name);
+                    if name.ends_with(".ovf") && scan.descriptor.is_none() {
+                        match &text {
+                            Ok(t) => {
+                                if let Ok(c) = ovf::check(t) {
+                                    disk_files = c
+                                        .disks
+                                        .iter()
+                                        .filter_map(|d| {
+                                            c.files
+                                                .iter()
+                                                .find(|f| Some(&f.id) == d.file_ref.as_ref())
+                                                .map(|f| f.href.clone())
+                                        })
+                                        .collect();
+                                    file_order = c.files.iter().map(|f| f.href.clone()).collect();
+                                }
+                                scan.descriptor = Some((name.clone(), t.clone()));
+                            }
+                            Err(e) => scan.problems.push(e.clone()),
+                        }
+                    } else if name.ends_with(".mf") && scan.manifest.is_none() {
+                        scan.manifest =
+                            Some((name.clone(), text.and_then(|t| ova::parse_manifest(&t))));
+                    }
+                    m
+                }
+                Err(e) => Err(e),
+            }
+        } else if is_disk {
+            let local = scratch.join(format!("disk-{index}"));
+            let copied = std::fs::File::create(&local).and_then(|mut out| {
+                let m = hash_copy(&mut entry, Some(&mut out), want_sha1)?;
+                out.flush()?;
+                Ok(m)
+            });
+            copied.map(|mut m| {
+                m.local = Some(local);
+                m
+            })
+        } else {
+            hash_copy(&mut entry, None, want_sha1)
+        };
+        match result {
+            Ok(m) => {
+                tar_order.push(name.clone());
+                scan.members.insert(name, m);
+            }
+            Err(e) => {
+                scan.problems.push(format!(
+                    "member `{name}` cannot be read whole (truncated or damaged tar): {e}"
+                ));
+                break;
+            }
+        }
+    }
+    // the files after the .ovf and .mf: in the References order
+    let in_tar: Vec<&String> = tar_order
+        .iter()
+        .filter(|n| file_order.contains(n))
+        .collect();
+    let in_refs: Vec<&String> = file_order
+        .iter()
+        .filter(|f| tar_order.contains(f))
+        .collect();
+    if in_tar != in_refs {
+        scan.problems.push(format!(
+            "the files are in the order {in_tar:?}; OVF wants the References order {in_refs:?}"
+        ));
+    }
+    // the end of the archive: two zero blocks, a whole number of blocks
+    let mut f = std::fs::File::open(path).map_err(IoError::at("open", path))?;
+    if len % 512 != 0 {
+        scan.problems.push(format!(
+            "the file is {len} bytes, not a whole number of 512-byte tar blocks (truncated?)"
+        ));
+    } else if len >= 1024 {
+        let mut tail = [0u8; 1024];
+        f.seek(SeekFrom::Start(len - 1024))
+            .and_then(|_| f.read_exact(&mut tail))
+            .map_err(IoError::at("read", path))?;
+        if tail.iter().any(|b| *b != 0) {
+            scan.problems
+                .push("the tar has no end-of-archive blocks (truncated?)".into());
+        }
+    }
+    Ok(scan)
+}
+
+/// Checks an OVA while streaming through it: the tar layout (the `.ovf`
+/// first, then the `.mf`, then the files; regular files only, no folders),
+/// the descriptor's rules, sizes and `.mf` digests, and each disk with
+/// `qemu-img` after extracting it to a temporary folder.
+pub async fn ova(path: &Path) -> Result<Report, VerifyError> {
+    let mut report = Report::new(path, "ova");
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-verify-")
+        .tempdir()
+        .map_err(IoError::at(
+            "create a temporary folder in",
+            &std::env::temp_dir(),
+        ))?;
+    let (owned, dir) = (path.to_path_buf(), scratch.path().to_path_buf());
+    let scan = tokio::task::spawn_blocking(move || scan_ova(&owned, &dir))
+        .await
+        .map_err(|e| IoError::at("read", path)(io::Error::other(e)))??;
+    report.outcome(
+        "tar layout: the .ovf first, then the .mf, then the files; regular files only",
+        scan.problems,
+    );
+    let Some((name, descriptor)) = scan.descriptor else {
+        report.problem("no .ovf descriptor found in the tar");
+        return Ok(report);
+    };
+    let manifest = scan.manifest.as_ref().map(|(n, m)| (n.as_str(), m.clone()));
+    let disks = check_members(&mut report, &name, &descriptor, manifest, &scan.members);
+    check_disks(&mut report, disks).await?;
+    Ok(report)
+}
+
+/// Checks a GCE image tarball: the gzip stream is whole (its CRC and
+/// length hold), the tar inside holds exactly `disk.raw`, a regular (or
+/// GNU sparse) file of a whole number of GiB.
+pub async fn gce(path: &Path) -> Result<Report, VerifyError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || gce_blocking(&owned))
+        .await
+        .map_err(|e| IoError::at("read", path)(io::Error::other(e)))?
+}
+
+fn gce_blocking(path: &Path) -> Result<Report, VerifyError> {
+    let mut report = Report::new(path, "gce (tar.gz)");
+    let file = std::fs::File::open(path).map_err(IoError::at("open", path))?;
+    // a series of gzip members is one stream (RFC 1952; kiln's writer
+    // compresses 1 MiB members in parallel)
+    let gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, file));
+    let mut archive = tar::Archive::new(gz);
+    let mut names = Vec::new();
+    let mut problems = Vec::new();
+    let mut disk_size = None;
+    match archive.entries() {
+        Err(e) => problems.push(format!("not a readable gzip'd tar: {e}")),
+        Ok(entries) => {
+            for entry in entries {
+                let mut entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        problems.push(format!("the gzip'd tar is truncated or damaged: {e}"));
+                        break;
+                    }
+                };
+                let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                let kind = entry.header().entry_type();
+                names.push(name.clone());
+                if name != "disk.raw" {
+                    continue;
+                }
+                if !(kind.is_file() || kind.is_gnu_sparse()) {
+                    problems.push(format!("disk.raw is not a regular file ({kind:?})"));
+                    continue;
+                }
+                match io::copy(&mut entry, &mut io::sink()) {
+                    Ok(n) => disk_size = Some(n),
+                    Err(e) => {
+                        problems.push(format!(
+                            "disk.raw cannot be read whole (truncated or damaged): {e}"
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        // the rest of the gzip stream: its CRC and length are checked at its end
+        match archive.into_inner().read_to_end(&mut Vec::new()) {
+            Ok(_) => report.passed("gzip stream whole (every member's CRC32 and length match)"),
+            Err(e) => problems.push(format!("the gzip stream is damaged: {e}")),
+        }
+    }
+    if names != ["disk.raw"] && problems.is_empty() {
+        problems.push(format!(
+            "the tar holds {names:?}; Google Compute Engine needs exactly one member, disk.raw"
+        ));
+    }
+    report.outcome("the tar holds exactly disk.raw", problems);
+    if let Some(size) = disk_size {
+        report.virtual_size = Some(size);
+        if size == 0 || size % GIB != 0 {
+            report.problem(format!(
+                "disk.raw is {size} bytes, not a whole number of GiB (GCE requires it)"
+            ));
+        } else {
+            report.passed(format!("disk.raw is {} GiB", size / GIB));
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names() {
+        assert!(member_name_problem("web-disk1.vmdk").is_none());
+        assert!(member_name_problem("../etc/passwd").is_some());
+        assert!(member_name_problem("/etc/passwd").is_some());
+        assert!(member_name_problem("http://x/y.vmdk").is_some());
+    }
+
+    #[test]
+    fn hashes_and_copies() {
+        let mut out = Vec::new();
+        let m = hash_copy(&b"abc"[..], Some(&mut out), true).unwrap();
+        assert_eq!(m.size, 3);
+        assert_eq!(out, b"abc");
+        assert_eq!(
+            m.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            m.sha1.as_deref(),
+            Some("a9993e364706816aba3e25717850c26c9cd0d89d")
+        );
+    }
+}
