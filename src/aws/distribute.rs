@@ -306,20 +306,28 @@ async fn finish_in_region(clients: &Clients, image_id: &str, dist: &Distribution
     })
 }
 
-/// Renames the imported AMI (copy, then deregister `imported`), tags and
-/// shares it, then copies it to every region of `dist`. Returns every AMI,
-/// the home region's first. `progress` gets one line per step.
+/// Renames the imported AMI (copy, then deregister `imported`) unless it
+/// is `already_named` (RegisterImage gave it the name), tags and shares it,
+/// then copies it to every region of `dist`. Returns every AMI, the home
+/// region's first. `progress` gets one line per step.
 pub async fn distribute(
     home: &Clients,
     imported: &str,
+    already_named: bool,
     dist: &Distribution,
     opts: PollOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<RegionImage>, AwsError> {
-    progress(&format!("naming {imported} `{}` (CopyImage)", dist.name));
-    let named = copy(home, &home.region, imported, &dist.name, &dist.description, None, opts).await?;
-    deregister(&home.ec2, imported).await?;
-    progress(&format!("{named} in {}; deregistered {imported}", home.region));
+    let named = if already_named {
+        imported.to_string()
+    } else {
+        progress(&format!("naming {imported} `{}` (CopyImage)", dist.name));
+        let named =
+            copy(home, &home.region, imported, &dist.name, &dist.description, None, opts).await?;
+        deregister(&home.ec2, imported).await?;
+        progress(&format!("{named} in {}; deregistered {imported}", home.region));
+        named
+    };
     let mut out = vec![finish_in_region(home, &named, dist).await?];
     for rc in &dist.regions {
         progress(&format!("copying {named} to {}", rc.region));

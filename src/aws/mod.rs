@@ -9,6 +9,7 @@
 pub mod client;
 pub mod distribute;
 pub mod export;
+pub mod flow;
 pub mod import;
 pub mod poll;
 pub mod role;
