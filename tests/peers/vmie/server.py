@@ -33,6 +33,9 @@ ExportImage writes the disk that was imported for that image (CopyImage
 and RegisterImage from an imported snapshot carry it along) back to
 `<S3Prefix><export-ami-id>.<vmdk|vhd|raw>`, converted with qemu-img.
 
+S3 fix: ListParts answers with the `ListPartsResult` root element S3 uses
+(moto 5.2.5 says `ListPartsResponse`, which the AWS SDKs reject).
+
 Test hook: a task whose Description contains `kiln-test-fail:MESSAGE`
 (MESSAGE up to the end of the description) ends `deleted` with
 `ClientError: MESSAGE` at the `converting` step.
@@ -491,6 +494,21 @@ def patch_copy_and_register():
     EC2Response.register_image = register_image
 
 
+def patch_list_parts_root():
+    """moto 5.2.5 answers ListParts with a `ListPartsResponse` root element;
+    S3 (and the AWS SDKs, which reject anything else) use `ListPartsResult`."""
+    from moto.core.serialize import S3Serializer
+
+    original = S3Serializer._serialize_body
+
+    def serialize_body(self, body):
+        if list(body.keys()) == ["ListPartsResponse"]:
+            body = {"ListPartsResult": body["ListPartsResponse"]}
+        return original(self, body)
+
+    S3Serializer._serialize_body = serialize_body
+
+
 def install():
     for fn in (
         import_image,
@@ -503,6 +521,7 @@ def install():
     ):
         setattr(EC2Response, fn.__name__, fn)
     patch_copy_and_register()
+    patch_list_parts_root()
 
 
 if __name__ == "__main__":
