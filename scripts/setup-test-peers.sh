@@ -35,6 +35,25 @@ moto_is_ready() {
     "$VENV/bin/python" -c 'import flask, flask_cors, moto.server' >/dev/null 2>&1
 }
 
+# --- AWS (VM Import/Export) peer ---------------------------------------
+# tests/peers/vmie/server.py runs on this venv's moto and converts disks
+# with qemu-img; the aws_vmie tests build small disks with mke2fs -d.
+aws_peer_tools() {
+    local missing=()
+    command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
+    command -v mke2fs >/dev/null 2>&1 || [ -x /usr/sbin/mke2fs ] || [ -x /sbin/mke2fs ] || missing+=(e2fsprogs)
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        log "error: the AWS peer needs ${missing[*]}; run: sudo apt-get install -y ${missing[*]}"
+        exit 1
+    fi
+    log "installing ${missing[*]} for the AWS peer"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}"
+}
+aws_peer_tools
+
 if moto_is_ready; then
     log "moto[server]==$MOTO_VERSION already installed in $VENV"
     exit 0

@@ -40,7 +40,9 @@ fn make_disk(dir: &Path, size_mib: u64) -> PathBuf {
     .unwrap();
     std::fs::write(tree.join("boot/grub/grub.cfg"), "menuentry 'Debian' { linux /boot/vmlinuz-6.1.0-13-amd64 root=UUID=0a1b2c3d-0000-4000-8000-000000000001 }\n").unwrap();
     // some content so the disk is not all zeros
-    let noise: Vec<u8> = (0..(2 * MIB as usize)).map(|i| (i * 7919 % 251) as u8).collect();
+    let noise: Vec<u8> = (0..(2 * MIB as usize))
+        .map(|i| (i * 7919 % 251) as u8)
+        .collect();
     std::fs::write(tree.join("sbin/payload"), &noise).unwrap();
     let part = dir.join("part.img");
     let part_mib = size_mib - 1;
@@ -51,7 +53,11 @@ fn make_disk(dir: &Path, size_mib: u64) -> PathBuf {
         .arg(format!("{part_mib}M"))
         .output()
         .expect("run mke2fs");
-    assert!(out.status.success(), "mke2fs: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mke2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut disk = vec![0u8; MIB as usize];
     // MBR partition entry 1: type 0x83, LBA 2048, all remaining sectors
     let e = &mut disk[446..462];
@@ -67,14 +73,23 @@ fn make_disk(dir: &Path, size_mib: u64) -> PathBuf {
 }
 
 fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img").args(args).output().expect("run qemu-img");
-    assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("run qemu-img");
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `qemu-img compare` (formats by their magic bytes, a fixed VHD's footer
 /// included): true when the guest sees the same bytes.
 async fn same_disk(a: &Path, b: &Path) -> bool {
-    kiln::vm::img::compare(a, b).await.expect("qemu-img compare")
+    kiln::vm::img::compare(a, b)
+        .await
+        .expect("qemu-img compare")
 }
 
 /// Runs the kiln binary against the peer with a distinctive secret key,
@@ -100,7 +115,10 @@ fn kiln(peer: &MotoServer, work: &Path, args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!all.contains(SECRET), "the secret key leaked into kiln's output:\n{all}");
+    assert!(
+        !all.contains(SECRET),
+        "the secret key leaked into kiln's output:\n{all}"
+    );
     out
 }
 
@@ -157,7 +175,11 @@ async fn put_file(s3: &aws_sdk_s3::Client, key: &str, path: &Path) {
     s3.put_object()
         .bucket(BUCKET)
         .key(key)
-        .body(aws_sdk_s3::primitives::ByteStream::from_path(path).await.unwrap())
+        .body(
+            aws_sdk_s3::primitives::ByteStream::from_path(path)
+                .await
+                .unwrap(),
+        )
         .send()
         .await
         .expect("put object");
@@ -172,9 +194,19 @@ async fn full_flow_import_rename_copy_share_export() {
     let tmp = tempfile::tempdir().unwrap();
     let raw = make_disk(tmp.path(), 24);
     let image = tmp.path().join("web.qcow2");
-    qemu_img(&["convert", "-O", "qcow2", raw.to_str().unwrap(), image.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "qcow2",
+        raw.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
 
-    let out = kiln(&peer, tmp.path(), &["ami", "setup-role", "--bucket", BUCKET]);
+    let out = kiln(
+        &peer,
+        tmp.path(),
+        &["ami", "setup-role", "--bucket", BUCKET],
+    );
     assert!(out.status.success(), "{}", text(&out));
 
     let org = "arn:aws:organizations::123456789012:organization/o-abc123def4";
@@ -183,10 +215,27 @@ async fn full_flow_import_rename_copy_share_export() {
         &peer,
         tmp.path(),
         &[
-            "ami", "import", image.to_str().unwrap(), "--bucket", BUCKET, "--name", "kiln-web 1.0.0",
-            "--copy-to-regions", "eu-west-1,us-west-2=arn:aws:kms:us-west-2:123456789012:key/1234abcd",
-            "--share-accounts", "111122223333,444455556666", "--share-orgs", org, "--share-ous", ou,
-            "--tags", "team=platform,env=test", "--part-size-mib", "5", "--poll-interval", "0.02",
+            "ami",
+            "import",
+            image.to_str().unwrap(),
+            "--bucket",
+            BUCKET,
+            "--name",
+            "kiln-web 1.0.0",
+            "--copy-to-regions",
+            "eu-west-1,us-west-2=arn:aws:kms:us-west-2:123456789012:key/1234abcd",
+            "--share-accounts",
+            "111122223333,444455556666",
+            "--share-orgs",
+            org,
+            "--share-ous",
+            ou,
+            "--tags",
+            "team=platform,env=test",
+            "--part-size-mib",
+            "5",
+            "--poll-interval",
+            "0.02",
             "--json",
         ],
     );
@@ -194,11 +243,17 @@ async fn full_flow_import_rename_copy_share_export() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // the status messages are shown verbatim as they change
     for msg in ["validating", "converting", "booting", "preparing ami"] {
-        assert!(stderr.contains(msg), "no `{msg}` in the progress:\n{stderr}");
+        assert!(
+            stderr.contains(msg),
+            "no `{msg}` in the progress:\n{stderr}"
+        );
     }
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON result");
     let images = result["images"].as_array().unwrap();
-    let regions: Vec<&str> = images.iter().map(|i| i["region"].as_str().unwrap()).collect();
+    let regions: Vec<&str> = images
+        .iter()
+        .map(|i| i["region"].as_str().unwrap())
+        .collect();
     assert_eq!(regions, ["us-east-1", "eu-west-1", "us-west-2"]);
     assert_eq!(result["upload_deleted"], true);
 
@@ -220,7 +275,12 @@ async fn full_flow_import_rename_copy_share_export() {
         for res in std::iter::once(id.to_string()).chain(snaps) {
             let tags = ec2
                 .describe_tags()
-                .filters(aws_sdk_ec2::types::Filter::builder().name("resource-id").values(&res).build())
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("resource-id")
+                        .values(&res)
+                        .build(),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -229,8 +289,14 @@ async fn full_flow_import_rename_copy_share_export() {
                 .iter()
                 .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
                 .collect();
-            assert!(pairs.contains(&("team".into(), "platform".into())), "{res}: {pairs:?}");
-            assert!(pairs.contains(&("env".into(), "test".into())), "{res}: {pairs:?}");
+            assert!(
+                pairs.contains(&("team".into(), "platform".into())),
+                "{res}: {pairs:?}"
+            );
+            assert!(
+                pairs.contains(&("env".into(), "test".into())),
+                "{res}: {pairs:?}"
+            );
         }
         // launch permissions
         let lp = ec2
@@ -243,8 +309,16 @@ async fn full_flow_import_rename_copy_share_export() {
         let perms = lp.launch_permissions();
         let users: Vec<_> = perms.iter().filter_map(|p| p.user_id()).collect();
         assert_eq!(users, ["111122223333", "444455556666"], "{region}");
-        assert!(perms.iter().any(|p| p.organization_arn() == Some(org)), "{region}: {perms:?}");
-        assert!(perms.iter().any(|p| p.organizational_unit_arn() == Some(ou)), "{region}: {perms:?}");
+        assert!(
+            perms.iter().any(|p| p.organization_arn() == Some(org)),
+            "{region}: {perms:?}"
+        );
+        assert!(
+            perms
+                .iter()
+                .any(|p| p.organizational_unit_arn() == Some(ou)),
+            "{region}: {perms:?}"
+        );
     }
     // the intermediate AMI (named after its import task) is gone
     let home = ec2(&peer, REGION).await;
@@ -263,12 +337,26 @@ async fn full_flow_import_rename_copy_share_export() {
             &peer,
             tmp.path(),
             &[
-                "ami", "export", eu_id, "--region", "eu-west-1", "--bucket", BUCKET, "--format", fmt,
-                "--output", back.to_str().unwrap(), "--poll-interval", "0.02",
+                "ami",
+                "export",
+                eu_id,
+                "--region",
+                "eu-west-1",
+                "--bucket",
+                BUCKET,
+                "--format",
+                fmt,
+                "--output",
+                back.to_str().unwrap(),
+                "--poll-interval",
+                "0.02",
             ],
         );
         assert!(out.status.success(), "{}", text(&out));
-        assert!(same_disk(&raw, &back).await, "{fmt}: the exported disk differs from the imported one");
+        assert!(
+            same_disk(&raw, &back).await,
+            "{fmt}: the exported disk differs from the imported one"
+        );
     }
 }
 
@@ -285,22 +373,55 @@ async fn via_snapshot_registers_the_named_image() {
         &peer,
         tmp.path(),
         &[
-            "ami", "import", raw.to_str().unwrap(), "--bucket", BUCKET, "--name", "kiln-snap",
-            "--via-snapshot", "--format", "raw", "--keep-upload", "--poll-interval", "0.02", "--json",
+            "ami",
+            "import",
+            raw.to_str().unwrap(),
+            "--bucket",
+            BUCKET,
+            "--name",
+            "kiln-snap",
+            "--via-snapshot",
+            "--format",
+            "raw",
+            "--keep-upload",
+            "--poll-interval",
+            "0.02",
+            "--json",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(result["import_task_id"].as_str().unwrap().starts_with("import-snap-"));
+    assert!(result["import_task_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("import-snap-"));
     assert_eq!(result["upload_deleted"], false);
     let id = result["images"][0]["image_id"].as_str().unwrap();
-    let d = ec2(&peer, REGION).await.describe_images().image_ids(id).send().await.unwrap();
+    let d = ec2(&peer, REGION)
+        .await
+        .describe_images()
+        .image_ids(id)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(d.images()[0].name(), Some("kiln-snap"));
     let back = tmp.path().join("back.vhd");
     let out = kiln(
         &peer,
         tmp.path(),
-        &["ami", "export", id, "--bucket", BUCKET, "--format", "vhd", "--output", back.to_str().unwrap(), "--poll-interval", "0.02"],
+        &[
+            "ami",
+            "export",
+            id,
+            "--bucket",
+            BUCKET,
+            "--format",
+            "vhd",
+            "--output",
+            back.to_str().unwrap(),
+            "--poll-interval",
+            "0.02",
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(same_disk(&raw, &back).await);
@@ -314,19 +435,36 @@ async fn a_monolithic_sparse_vmdk_fails_with_the_real_client_error() {
     let tmp = tempfile::tempdir().unwrap();
     let raw = make_disk(tmp.path(), 8);
     let sparse = tmp.path().join("sparse.vmdk");
-    qemu_img(&["convert", "-O", "vmdk", "-o", "subformat=monolithicSparse", raw.to_str().unwrap(), sparse.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=monolithicSparse",
+        raw.to_str().unwrap(),
+        sparse.to_str().unwrap(),
+    ]);
     put_file(&s3, "sparse.vmdk", &sparse).await;
     let ec2 = ec2(&peer, REGION).await;
     let task = import::start_import_image(&ec2, &import_request("sparse.vmdk", DiskFormat::Vmdk))
         .await
         .unwrap();
-    let err = poll::wait(fast_poll(), || import::describe_image_task(&ec2, &task), &|_| {})
-        .await
-        .unwrap_err();
+    let err = poll::wait(
+        fast_poll(),
+        || import::describe_image_task(&ec2, &task),
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
     match err {
-        AwsError::TaskFailed { status, message, .. } => {
+        AwsError::TaskFailed {
+            status, message, ..
+        } => {
             assert_eq!(status, "deleting");
-            assert_eq!(message, "ClientError: Disk validation failed [Unsupported VMDK File Format]");
+            assert_eq!(
+                message,
+                "ClientError: Disk validation failed [Unsupported VMDK File Format]"
+            );
         }
         other => panic!("expected a failed task, got {other:?}"),
     }
@@ -342,23 +480,42 @@ async fn a_missing_bucket_or_role_is_refused_at_once() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("InvalidParameter: The service role <vmimport> does not exist"),
+        err.to_string()
+            .contains("InvalidParameter: The service role <vmimport> does not exist"),
         "{err}"
     );
     iam_role(&peer).await;
     let err = import::start_import_image(&ec2, &import_request("x.raw", DiskFormat::Raw))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("S3 bucket does not exist: kiln-images"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("S3 bucket does not exist: kiln-images"),
+        "{err}"
+    );
     // the CLI: the upload to a missing bucket fails before any import
     let raw = make_disk(tmp.path(), 8);
     let out = kiln(
         &peer,
         tmp.path(),
-        &["ami", "import", raw.to_str().unwrap(), "--bucket", "no-such-bucket", "--format", "raw", "--poll-interval", "0.02"],
+        &[
+            "ami",
+            "import",
+            raw.to_str().unwrap(),
+            "--bucket",
+            "no-such-bucket",
+            "--format",
+            "raw",
+            "--poll-interval",
+            "0.02",
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("NoSuchBucket"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NoSuchBucket"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -370,7 +527,17 @@ async fn the_cli_without_the_role_fails_with_the_service_message() {
     let out = kiln(
         &peer,
         tmp.path(),
-        &["ami", "import", raw.to_str().unwrap(), "--bucket", BUCKET, "--format", "raw", "--poll-interval", "0.02"],
+        &[
+            "ami",
+            "import",
+            raw.to_str().unwrap(),
+            "--bucket",
+            BUCKET,
+            "--format",
+            "raw",
+            "--poll-interval",
+            "0.02",
+        ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
@@ -395,14 +562,25 @@ async fn a_task_that_ends_deleted_fails_the_import_with_its_message() {
         &peer,
         tmp.path(),
         &[
-            "ami", "import", raw.to_str().unwrap(), "--bucket", BUCKET, "--format", "raw",
-            "--description", "kiln-test-fail:Unsupported kernel version 4.15.0-1021-aws",
-            "--poll-interval", "0.02",
+            "ami",
+            "import",
+            raw.to_str().unwrap(),
+            "--bucket",
+            BUCKET,
+            "--format",
+            "raw",
+            "--description",
+            "kiln-test-fail:Unsupported kernel version 4.15.0-1021-aws",
+            "--poll-interval",
+            "0.02",
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("failed (deleting): ClientError: Unsupported kernel version 4.15.0-1021-aws"), "{err}");
+    assert!(
+        err.contains("failed (deleting): ClientError: Unsupported kernel version 4.15.0-1021-aws"),
+        "{err}"
+    );
     assert!(err.contains("validating"), "{err}");
 }
 
@@ -414,7 +592,9 @@ async fn an_interrupted_upload_resumes() {
     let s3 = peer.bucket(BUCKET).await;
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("big.raw");
-    let data: Vec<u8> = (0..(27 * MIB as usize)).map(|i| ((i * 2654435761usize) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..(27 * MIB as usize))
+        .map(|i| ((i * 2654435761usize) >> 13) as u8)
+        .collect();
     std::fs::write(&file, &data).unwrap();
     let req = UploadRequest {
         file: file.clone(),
@@ -433,19 +613,44 @@ async fn an_interrupted_upload_resumes() {
         r = first => panic!("the upload finished before the interruption: {r:?}"),
         _ = rx.wait_for(|n| *n >= 2) => {}
     }
-    assert!(req.state_file.exists(), "the interrupted upload left no state");
-    let uploads = s3.list_multipart_uploads().bucket(BUCKET).send().await.unwrap();
+    assert!(
+        req.state_file.exists(),
+        "the interrupted upload left no state"
+    );
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(uploads.uploads().len(), 1);
 
     let done = upload::upload(&s3, &req, &|_| {}).await.expect("resume");
     assert_eq!(done.parts, 6);
     assert!(done.reused_parts >= 2, "{done:?}");
-    assert!(done.etag.as_deref().unwrap_or("").ends_with("-6\""), "{done:?}");
+    assert!(
+        done.etag.as_deref().unwrap_or("").ends_with("-6\""),
+        "{done:?}"
+    );
     assert!(!req.state_file.exists());
-    let got = s3.get_object().bucket(BUCKET).key("disks/big.raw").send().await.unwrap();
+    let got = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key("disks/big.raw")
+        .send()
+        .await
+        .unwrap();
     let body = got.body.collect().await.unwrap().into_bytes();
-    assert!(body.as_ref() == data.as_slice(), "the resumed object differs from the file");
-    let uploads = s3.list_multipart_uploads().bucket(BUCKET).send().await.unwrap();
+    assert!(
+        body.as_ref() == data.as_slice(),
+        "the resumed object differs from the file"
+    );
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
     assert!(uploads.uploads().is_empty());
 }
 
@@ -468,7 +673,12 @@ async fn a_failed_upload_is_aborted() {
     };
     let err = upload::upload(&s3, &req, &|_| {}).await.unwrap_err();
     assert!(err.to_string().contains("EntityTooSmall"), "{err}");
-    let uploads = s3.list_multipart_uploads().bucket(BUCKET).send().await.unwrap();
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
     assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
     assert!(!req.state_file.exists());
 }
@@ -483,9 +693,14 @@ async fn an_interrupted_import_is_cancelled() {
     let raw = make_disk(tmp.path(), 8);
     put_file(&s3, "d.raw", &raw).await;
     let ec2 = ec2(&peer, REGION).await;
-    let task = import::start_import_image(&ec2, &import_request("d.raw", DiskFormat::Raw)).await.unwrap();
+    let task = import::start_import_image(&ec2, &import_request("d.raw", DiskFormat::Raw))
+        .await
+        .unwrap();
     drop(import::CancelOnDrop::new(&ec2, &task));
     let s = import::describe_image_task(&ec2, &task).await.unwrap();
     assert!(s.status == "deleting" || s.status == "deleted", "{s:?}");
-    assert_eq!(s.message.as_deref(), Some("cancelled by kiln (interrupted)"));
+    assert_eq!(
+        s.message.as_deref(),
+        Some("cancelled by kiln (interrupted)")
+    );
 }

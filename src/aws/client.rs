@@ -49,9 +49,9 @@ impl Clients {
 
 async fn load(region: Option<&str>) -> SdkConfig {
     let chain = match region {
-        Some(r) => aws_config::meta::region::RegionProviderChain::first_try(aws_config::Region::new(
-            r.to_string(),
-        )),
+        Some(r) => aws_config::meta::region::RegionProviderChain::first_try(
+            aws_config::Region::new(r.to_string()),
+        ),
         None => aws_config::meta::region::RegionProviderChain::default_provider(),
     }
     .or_else(aws_config::Region::from_static("us-east-1"));

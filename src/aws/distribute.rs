@@ -28,7 +28,11 @@ pub fn parse_region_copies(s: &str) -> Result<Vec<RegionCopy>, AwsError> {
                 Some((r, k)) => (r.trim(), Some(k.trim().to_string())),
                 None => (p, None),
             };
-            if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            if region.is_empty()
+                || !region
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
                 return Err(AwsError::Invalid(format!(
                     "`{p}` is not a region: use e.g. eu-west-1 or eu-west-1=KMS_KEY_ARN"
                 )));
@@ -74,12 +78,22 @@ impl Sharing {
     pub fn validate(&self) -> Result<(), AwsError> {
         for a in &self.accounts {
             if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(AwsError::Invalid(format!("`{a}` is not a 12-digit AWS account id")));
+                return Err(AwsError::Invalid(format!(
+                    "`{a}` is not a 12-digit AWS account id"
+                )));
             }
         }
         for (list, what, example) in [
-            (&self.orgs, "organization", "arn:aws:organizations::123456789012:organization/o-abc123"),
-            (&self.ous, "organizational unit", "arn:aws:organizations::123456789012:ou/o-abc123/ou-ab12-cdef3456"),
+            (
+                &self.orgs,
+                "organization",
+                "arn:aws:organizations::123456789012:organization/o-abc123",
+            ),
+            (
+                &self.ous,
+                "organizational unit",
+                "arn:aws:organizations::123456789012:ou/o-abc123/ou-ab12-cdef3456",
+            ),
         ] {
             for a in list {
                 if !a.starts_with("arn:") {
@@ -94,13 +108,21 @@ impl Sharing {
 
     fn permissions(&self) -> Vec<LaunchPermission> {
         let mut out: Vec<LaunchPermission> = Vec::new();
-        out.extend(self.accounts.iter().map(|a| LaunchPermission::builder().user_id(a).build()));
-        out.extend(self.orgs.iter().map(|a| LaunchPermission::builder().organization_arn(a).build()));
         out.extend(
-            self.ous
+            self.accounts
                 .iter()
-                .map(|a| LaunchPermission::builder().organizational_unit_arn(a).build()),
+                .map(|a| LaunchPermission::builder().user_id(a).build()),
         );
+        out.extend(
+            self.orgs
+                .iter()
+                .map(|a| LaunchPermission::builder().organization_arn(a).build()),
+        );
+        out.extend(self.ous.iter().map(|a| {
+            LaunchPermission::builder()
+                .organizational_unit_arn(a)
+                .build()
+        }));
         out
     }
 }
@@ -186,7 +208,10 @@ pub async fn wait_available(
 }
 
 /// The EBS snapshot ids of an AMI's block device mappings.
-pub async fn snapshots_of(ec2: &aws_sdk_ec2::Client, image_id: &str) -> Result<Vec<String>, AwsError> {
+pub async fn snapshots_of(
+    ec2: &aws_sdk_ec2::Client,
+    image_id: &str,
+) -> Result<Vec<String>, AwsError> {
     let out = ec2
         .describe_images()
         .image_ids(image_id)
@@ -215,7 +240,11 @@ pub async fn tag(
     }
     ec2.create_tags()
         .set_resources(Some(resources.to_vec()))
-        .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
         .send()
         .await
         .map_err(|e| AwsError::Api {
@@ -272,7 +301,11 @@ pub async fn deregister(ec2: &aws_sdk_ec2::Client, image_id: &str) -> Result<(),
 }
 
 /// Grants launch permissions (one ModifyImageAttribute call).
-pub async fn share(ec2: &aws_sdk_ec2::Client, image_id: &str, sharing: &Sharing) -> Result<(), AwsError> {
+pub async fn share(
+    ec2: &aws_sdk_ec2::Client,
+    image_id: &str,
+    sharing: &Sharing,
+) -> Result<(), AwsError> {
     if sharing.is_empty() {
         return Ok(());
     }
@@ -293,7 +326,11 @@ pub async fn share(ec2: &aws_sdk_ec2::Client, image_id: &str, sharing: &Sharing)
 }
 
 /// Tags and shares the AMI in its region, and returns it with its snapshots.
-async fn finish_in_region(clients: &Clients, image_id: &str, dist: &Distribution) -> Result<RegionImage, AwsError> {
+async fn finish_in_region(
+    clients: &Clients,
+    image_id: &str,
+    dist: &Distribution,
+) -> Result<RegionImage, AwsError> {
     let snapshot_ids = snapshots_of(&clients.ec2, image_id).await?;
     let mut resources = vec![image_id.to_string()];
     resources.extend(snapshot_ids.iter().cloned());
@@ -322,10 +359,21 @@ pub async fn distribute(
         imported.to_string()
     } else {
         progress(&format!("naming {imported} `{}` (CopyImage)", dist.name));
-        let named =
-            copy(home, &home.region, imported, &dist.name, &dist.description, None, opts).await?;
+        let named = copy(
+            home,
+            &home.region,
+            imported,
+            &dist.name,
+            &dist.description,
+            None,
+            opts,
+        )
+        .await?;
         deregister(&home.ec2, imported).await?;
-        progress(&format!("{named} in {}; deregistered {imported}", home.region));
+        progress(&format!(
+            "{named} in {}; deregistered {imported}",
+            home.region
+        ));
         named
     };
     let mut out = vec![finish_in_region(home, &named, dist).await?];
@@ -357,21 +405,35 @@ mod tests {
         assert_eq!(
             parse_region_copies("eu-west-1, us-west-2=arn:aws:kms:us-west-2:1:key/x").unwrap(),
             vec![
-                RegionCopy { region: "eu-west-1".into(), kms_key: None },
-                RegionCopy { region: "us-west-2".into(), kms_key: Some("arn:aws:kms:us-west-2:1:key/x".into()) },
+                RegionCopy {
+                    region: "eu-west-1".into(),
+                    kms_key: None
+                },
+                RegionCopy {
+                    region: "us-west-2".into(),
+                    kms_key: Some("arn:aws:kms:us-west-2:1:key/x".into())
+                },
             ]
         );
-        assert!(parse_region_copies("eu west").unwrap_err().is_invalid_input());
+        assert!(parse_region_copies("eu west")
+            .unwrap_err()
+            .is_invalid_input());
     }
 
     #[test]
     fn tags_and_names_and_sharing() {
-        assert_eq!(parse_tags("a=1,b=").unwrap(), vec![("a".into(), "1".into()), ("b".into(), "".into())]);
+        assert_eq!(
+            parse_tags("a=1,b=").unwrap(),
+            vec![("a".into(), "1".into()), ("b".into(), "".into())]
+        );
         assert!(parse_tags("novalue").is_err());
         assert!(validate_name("web-1.0 (x)").is_ok());
         assert!(validate_name("ab").is_err());
         assert!(validate_name("a*b").is_err());
-        let mut s = Sharing { accounts: vec!["111122223333".into()], ..Default::default() };
+        let mut s = Sharing {
+            accounts: vec!["111122223333".into()],
+            ..Default::default()
+        };
         assert!(s.validate().is_ok());
         s.orgs.push("o-abc".into());
         assert!(s.validate().unwrap_err().to_string().contains("ARN"));

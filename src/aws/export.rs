@@ -72,7 +72,10 @@ pub async fn start(ec2: &aws_sdk_ec2::Client, req: &ExportRequest) -> Result<Str
         .send()
         .await
         .map_err(|e| AwsError::Api {
-            what: format!("ExportImage of {} to s3://{}/{}", req.image_id, req.bucket, req.prefix),
+            what: format!(
+                "ExportImage of {} to s3://{}/{}",
+                req.image_id, req.bucket, req.prefix
+            ),
             message: sdk_message(&e),
         })?;
     out.export_image_task_id()
@@ -129,11 +132,14 @@ pub async fn download(
         what: format!("download of s3://{bucket}/{key}"),
         message: e.to_string(),
     })? {
-        pending.file().write_all(&chunk).map_err(|source| AwsError::Io {
-            what: "write",
-            path: pending.tmp_path().to_path_buf(),
-            source,
-        })?;
+        pending
+            .file()
+            .write_all(&chunk)
+            .map_err(|source| AwsError::Io {
+                what: "write",
+                path: pending.tmp_path().to_path_buf(),
+                source,
+            })?;
         bytes += chunk.len() as u64;
     }
     Ok((pending, bytes))
@@ -168,7 +174,8 @@ pub async fn export(
         )));
     }
     let info = img::info(pending.tmp_path()).await?;
-    if req.format == DiskFormat::Vmdk && info.vmdk_create_type.as_deref() != Some("streamOptimized") {
+    if req.format == DiskFormat::Vmdk && info.vmdk_create_type.as_deref() != Some("streamOptimized")
+    {
         return Err(AwsError::Unexpected(format!(
             "s3://{}/{key} is a {:?} VMDK, not streamOptimized",
             req.bucket, info.vmdk_create_type

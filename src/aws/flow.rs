@@ -81,7 +81,12 @@ fn mtime_ns(meta: &std::fs::Metadata) -> u128 {
 
 /// The staged disk's path: named after the source (path, size, mtime) and
 /// the format, so a retry finds the same file and can resume its upload.
-pub fn staged_path(work_dir: &Path, image: &Path, meta: &std::fs::Metadata, format: DiskFormat) -> PathBuf {
+pub fn staged_path(
+    work_dir: &Path,
+    image: &Path,
+    meta: &std::fs::Metadata,
+    format: DiskFormat,
+) -> PathBuf {
     let mut h = Sha256::new();
     h.update(image.as_os_str().as_encoded_bytes());
     h.update(meta.len().to_le_bytes());
@@ -157,10 +162,15 @@ pub async fn import(
         .clone()
         .unwrap_or_else(|| default_key(&req.distribution.name, &disk));
     let target = format!("s3://{}/{key}", req.bucket);
-    on(Event::Step(&format!("uploading {} to {target}", disk.display())));
+    on(Event::Step(&format!(
+        "uploading {} to {target}",
+        disk.display()
+    )));
     let state_file = req.work_dir.join(format!(
         "{}.upload.json",
-        disk.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+        disk.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
     ));
     let uploaded: Uploaded = upload::upload(
         &home.s3,
@@ -184,31 +194,37 @@ pub async fn import(
         let task_id = import::start_import_snapshot(ec2, &ir).await?;
         on(Event::Step(&format!("ImportSnapshot task {task_id}")));
         let mut guard = CancelOnDrop::new(ec2, &task_id);
-        let waited = poll::wait(req.poll, || import::describe_snapshot_task(ec2, &task_id), &|s| {
-            on(Event::Task(s))
-        })
+        let waited = poll::wait(
+            req.poll,
+            || import::describe_snapshot_task(ec2, &task_id),
+            &|s| on(Event::Task(s)),
+        )
         .await;
         guard.disarm();
         let snapshot = waited?;
-        let ami = import::register_from_snapshot(ec2, &snapshot, &req.distribution.name, &ir).await?;
+        let ami =
+            import::register_from_snapshot(ec2, &snapshot, &req.distribution.name, &ir).await?;
         on(Event::Step(&format!("registered {ami} from {snapshot}")));
         (task_id, ami, true)
     } else {
         let task_id = import::start_import_image(ec2, &ir).await?;
         on(Event::Step(&format!("ImportImage task {task_id}")));
         let mut guard = CancelOnDrop::new(ec2, &task_id);
-        let waited = poll::wait(req.poll, || import::describe_image_task(ec2, &task_id), &|s| {
-            on(Event::Task(s))
-        })
+        let waited = poll::wait(
+            req.poll,
+            || import::describe_image_task(ec2, &task_id),
+            &|s| on(Event::Task(s)),
+        )
         .await;
         guard.disarm();
         (task_id, waited?, false)
     };
 
-    let images = distribute::distribute(home, &image_id, named, &req.distribution, req.poll, &|l| {
-        on(Event::Step(l))
-    })
-    .await?;
+    let images =
+        distribute::distribute(home, &image_id, named, &req.distribution, req.poll, &|l| {
+            on(Event::Step(l))
+        })
+        .await?;
 
     let upload_deleted = !req.keep_upload;
     if upload_deleted {

@@ -274,7 +274,11 @@ pub async fn register_from_snapshot(
 }
 
 /// CancelImportTask.
-pub async fn cancel(ec2: &aws_sdk_ec2::Client, task_id: &str, reason: &str) -> Result<(), AwsError> {
+pub async fn cancel(
+    ec2: &aws_sdk_ec2::Client,
+    task_id: &str,
+    reason: &str,
+) -> Result<(), AwsError> {
     ec2.cancel_import_task()
         .import_task_id(task_id)
         .cancel_reason(reason)

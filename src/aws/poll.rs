@@ -95,7 +95,10 @@ impl Poller {
         if status == "deleting" || status == "deleted" || status == "error" {
             return Verdict::Failed {
                 status,
-                message: s.message.clone().unwrap_or_else(|| "(no status message)".into()),
+                message: s
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "(no status message)".into()),
             };
         }
         if status == "completed" {

@@ -62,7 +62,11 @@ pub struct RoleSetup {
 }
 
 /// Creates the role (or keeps the existing one) and puts its policy.
-pub async fn setup(iam: &aws_sdk_iam::Client, role: &str, bucket: &str) -> Result<RoleSetup, AwsError> {
+pub async fn setup(
+    iam: &aws_sdk_iam::Client,
+    role: &str,
+    bucket: &str,
+) -> Result<RoleSetup, AwsError> {
     let exists = iam.get_role().role_name(role).send().await.is_ok();
     if !exists {
         iam.create_role()
@@ -102,6 +106,9 @@ mod tests {
         let s = p.to_string();
         assert!(s.contains("arn:aws:s3:::my-images/*"));
         assert!(s.contains("ec2:RegisterImage"));
-        assert_eq!(trust_policy()["Statement"][0]["Principal"]["Service"], "vmie.amazonaws.com");
+        assert_eq!(
+            trust_policy()["Statement"][0]["Principal"]["Service"],
+            "vmie.amazonaws.com"
+        );
     }
 }

@@ -156,7 +156,8 @@ fn write_state(path: &Path, state: &UploadState) -> Result<(), AwsError> {
 fn part_md5(file: &Path, offset: u64, len: u64) -> Result<String, AwsError> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(file).map_err(io("open", file))?;
-    f.seek(SeekFrom::Start(offset)).map_err(io("seek in", file))?;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(io("seek in", file))?;
     let mut hasher = Md5::new();
     let mut left = len;
     let mut buf = vec![0u8; MIB as usize];
@@ -197,11 +198,15 @@ pub async fn upload(
 
     let mut existing: HashMap<i32, CompletedPart> = HashMap::new();
     let mut upload_id = None;
-    if let Some(state) = read_state(&req.state_file).filter(|s| s.matches(req, size, mtime_ns, psize)) {
+    if let Some(state) =
+        read_state(&req.state_file).filter(|s| s.matches(req, size, mtime_ns, psize))
+    {
         if let Some(listed) = list_parts(s3, req, &state.upload_id).await {
             for (n, offset, len) in &plan {
                 if let Some((etag, psz, part)) = listed.get(n) {
-                    if *psz == *len as i64 && etag.trim_matches('"') == part_md5(&req.file, *offset, *len)? {
+                    if *psz == *len as i64
+                        && etag.trim_matches('"') == part_md5(&req.file, *offset, *len)?
+                    {
                         existing.insert(*n, part.clone());
                     }
                 }
@@ -225,7 +230,9 @@ pub async fn upload(
                 })?;
             let id = created
                 .upload_id()
-                .ok_or_else(|| AwsError::Unexpected(format!("S3 returned no upload id for {target}")))?
+                .ok_or_else(|| {
+                    AwsError::Unexpected(format!("S3 returned no upload id for {target}"))
+                })?
                 .to_string();
             write_state(
                 &req.state_file,
@@ -243,7 +250,12 @@ pub async fn upload(
     };
 
     let reused = existing.len() as u32;
-    let done = AtomicU64::new(plan.iter().filter(|p| existing.contains_key(&p.0)).map(|p| p.2).sum());
+    let done = AtomicU64::new(
+        plan.iter()
+            .filter(|p| existing.contains_key(&p.0))
+            .map(|p| p.2)
+            .sum(),
+    );
     let parts_done = AtomicU64::new(reused as u64);
     let total_parts = plan.len() as u32;
     let report = |bytes: u64| {
@@ -264,7 +276,11 @@ pub async fn upload(
     });
 
     let result = async {
-        let todo: Vec<_> = plan.iter().filter(|p| !existing.contains_key(&p.0)).copied().collect();
+        let todo: Vec<_> = plan
+            .iter()
+            .filter(|p| !existing.contains_key(&p.0))
+            .copied()
+            .collect();
         let mut sent: Vec<CompletedPart> = futures::stream::iter(todo)
             .map(|(n, offset, len)| {
                 let upload_id = &upload_id;
@@ -286,7 +302,11 @@ pub async fn upload(
             .bucket(&req.bucket)
             .key(&req.key)
             .upload_id(&upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(sent)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(sent))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| AwsError::Api {
@@ -424,7 +444,11 @@ mod tests {
         let p = parts(20 * MIB + 1, 8 * MIB);
         assert_eq!(
             p,
-            vec![(1, 0, 8 * MIB), (2, 8 * MIB, 8 * MIB), (3, 16 * MIB, 4 * MIB + 1)]
+            vec![
+                (1, 0, 8 * MIB),
+                (2, 8 * MIB, 8 * MIB),
+                (3, 16 * MIB, 4 * MIB + 1)
+            ]
         );
         assert_eq!(parts(0, 8 * MIB), vec![(1, 0, 0)]);
         assert_eq!(parts(8 * MIB, 8 * MIB), vec![(1, 0, 8 * MIB)]);

@@ -284,8 +284,9 @@ async fn import(args: ImportArgs) -> Result<u8, CliError> {
         .await
         .map_err(fail)?;
     if args.json {
-        let text = serde_json::to_string_pretty(&done)
-            .map_err(|e| CliError::Failed(anyhow::Error::new(e).context("writing the JSON result")))?;
+        let text = serde_json::to_string_pretty(&done).map_err(|e| {
+            CliError::Failed(anyhow::Error::new(e).context("writing the JSON result"))
+        })?;
         println!("{text}");
     } else {
         for i in &done.images {
@@ -323,8 +324,9 @@ async fn export(args: ExportArgs) -> Result<u8, CliError> {
     .await
     .map_err(fail)?;
     if args.json {
-        let text = serde_json::to_string_pretty(&done)
-            .map_err(|e| CliError::Failed(anyhow::Error::new(e).context("writing the JSON result")))?;
+        let text = serde_json::to_string_pretty(&done).map_err(|e| {
+            CliError::Failed(anyhow::Error::new(e).context("writing the JSON result"))
+        })?;
         println!("{text}");
     } else {
         println!("{}", done.path.display());
@@ -336,7 +338,11 @@ async fn setup_role(args: SetupRoleArgs) -> Result<u8, CliError> {
     if args.dry_run {
         println!("# trust policy of role {}", args.role_name);
         println!("{:#}", role::trust_policy());
-        println!("# inline policy {} of role {}", role::POLICY_NAME, args.role_name);
+        println!(
+            "# inline policy {} of role {}",
+            role::POLICY_NAME,
+            args.role_name
+        );
         println!("{:#}", role::role_policy(&args.bucket));
         return Ok(EXIT_SUCCESS);
     }
