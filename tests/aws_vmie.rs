@@ -26,23 +26,35 @@ fn fast_poll() -> PollOptions {
     }
 }
 
-/// A small bootable-looking disk: an MBR with one Linux partition at 1 MiB
-/// holding an ext4 filesystem made by `mke2fs -d` from a folder (no root).
+/// A small disk that passes pre-flight: an MBR with one Linux partition at
+/// 1 MiB holding an ext4 filesystem made by `mke2fs -d` from a folder (no
+/// root needed) with what VM Import looks for.
 fn make_disk(dir: &Path, size_mib: u64) -> PathBuf {
+    make_disk_with(dir, size_mib, &[
+        ("etc/fstab", "UUID=0a1b2c3d-0000-4000-8000-000000000001 / ext4 defaults 0 1\n"),
+        ("etc/os-release", "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n"),
+        ("boot/vmlinuz-6.1.0-13-amd64", "kernel"),
+        ("boot/grub/grub.cfg", "menuentry 'Debian' { linux /boot/vmlinuz-6.1.0-13-amd64 root=UUID=0a1b2c3d-0000-4000-8000-000000000001 }\n"),
+        ("lib/modules/6.1.0-13-amd64/modules.dep", "kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko\nkernel/drivers/net/ethernet/amazon/ena/ena.ko:\nkernel/drivers/block/xen-blkfront.ko:\n"),
+        ("lib/modules/6.1.0-13-amd64/modules.builtin", "kernel/drivers/block/virtio_blk.ko\n"),
+        ("etc/network/interfaces", "source /etc/network/interfaces.d/*\nauto eth0\niface eth0 inet dhcp\n"),
+        ("etc/cloud/cloud.cfg", "datasource_list: [ NoCloud, Ec2 ]\n"),
+    ])
+}
+
+/// The same layout with `files` (path, content) in the root filesystem.
+fn make_disk_with(dir: &Path, size_mib: u64, files: &[(&str, &str)]) -> PathBuf {
     let tree = dir.join("tree");
-    for d in ["etc", "boot/grub", "sbin"] {
-        std::fs::create_dir_all(tree.join(d)).unwrap();
+    for (path, content) in files {
+        let p = tree.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
     }
-    std::fs::write(
-        tree.join("etc/fstab"),
-        "UUID=0a1b2c3d-0000-4000-8000-000000000001 / ext4 defaults 0 1\n",
-    )
-    .unwrap();
-    std::fs::write(tree.join("boot/grub/grub.cfg"), "menuentry 'Debian' { linux /boot/vmlinuz-6.1.0-13-amd64 root=UUID=0a1b2c3d-0000-4000-8000-000000000001 }\n").unwrap();
     // some content so the disk is not all zeros
     let noise: Vec<u8> = (0..(2 * MIB as usize))
         .map(|i| (i * 7919 % 251) as u8)
         .collect();
+    std::fs::create_dir_all(tree.join("sbin")).unwrap();
     std::fs::write(tree.join("sbin/payload"), &noise).unwrap();
     let part = dir.join("part.img");
     let part_mib = size_mib - 1;
@@ -703,4 +715,84 @@ async fn an_interrupted_import_is_cancelled() {
         s.message.as_deref(),
         Some("cancelled by kiln (interrupted)")
     );
+}
+
+/// A deliberately broken image: pre-flight stops the import before any
+/// upload, naming every problem with its fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_stops_a_broken_image_before_the_upload() {
+    let peer = MotoServer::start_vmie();
+    let s3 = peer.bucket(BUCKET).await;
+    iam_role(&peer).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = make_disk_with(
+        tmp.path(),
+        8,
+        &[
+            ("etc/fstab", "/dev/sda1 / ext4 defaults 0 1\n"),
+            ("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n"),
+            ("boot/vmlinuz-4.15.0-1021-aws", "kernel"),
+            ("boot/extlinux/extlinux.conf", "default linux\n"),
+            (
+                "lib/modules/4.15.0-1021-aws/modules.dep",
+                "kernel/drivers/block/virtio_blk.ko:\n",
+            ),
+            (
+                "etc/network/interfaces",
+                "auto eth0\niface eth0 inet static\n  address 10.0.0.5/24\n",
+            ),
+        ],
+    );
+    let image = tmp.path().join("broken.qcow2");
+    qemu_img(&[
+        "convert",
+        "-O",
+        "qcow2",
+        raw.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    let out = kiln(
+        &peer,
+        tmp.path(),
+        &[
+            "ami",
+            "import",
+            image.to_str().unwrap(),
+            "--bucket",
+            BUCKET,
+            "--boot-mode",
+            "uefi",
+            "--poll-interval",
+            "0.02",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "fstab: /etc/fstab names a device by kernel name: `/dev/sda1 / ext4 defaults 0 1`",
+        "mount by UUID=",
+        "boot-mode: --boot-mode uefi but the disk has no EFI system partition",
+        "bootloader: no /boot/grub/grub.cfg",
+        "kernel: kernel 4.15.0-1021-aws is not listed by VM Import for debian 12",
+        "has no `ena` module",
+        "has no `nvme` module",
+        "no DHCP network configuration",
+        "cloud-init is not installed",
+        "--skip-preflight",
+    ] {
+        assert!(err.contains(needle), "no `{needle}` in:\n{err}");
+    }
+    let listed = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+    assert!(
+        listed.contents().is_empty(),
+        "something was uploaded: {:?}",
+        listed.contents()
+    );
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty());
 }

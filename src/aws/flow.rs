@@ -10,6 +10,7 @@ use super::client::Clients;
 use super::distribute::{self, Distribution, RegionImage};
 use super::import::{self, CancelOnDrop, DiskFormat, ImportRequest};
 use super::poll::{self, PollOptions, TaskStatus};
+use super::preflight::{self, Finding, Severity};
 use super::upload::{self, UploadProgress, UploadRequest, Uploaded};
 use super::{sdk_message, AwsError};
 use crate::vm::img::{self, ConvertOptions, Format};
@@ -31,6 +32,8 @@ pub struct AmiImport {
     pub import: ImportRequest,
     /// Naming, tags, copies and sharing.
     pub distribution: Distribution,
+    /// Import without the pre-flight checks.
+    pub skip_preflight: bool,
     /// Keep the uploaded object after the import.
     pub keep_upload: bool,
     /// Where converted disks and upload state are kept between attempts.
@@ -69,6 +72,8 @@ pub enum Event<'a> {
     Upload(UploadProgress),
     /// A task changed.
     Task(&'a TaskStatus),
+    /// A pre-flight finding.
+    Finding(&'a Finding),
 }
 
 fn mtime_ns(meta: &std::fs::Metadata) -> u128 {
@@ -155,6 +160,22 @@ pub async fn import(
 ) -> Result<AmiImported, AwsError> {
     distribute::validate_name(&req.distribution.name)?;
     req.distribution.sharing.validate()?;
+    if !req.skip_preflight {
+        on(Event::Step("pre-flight checks"));
+        let findings = preflight::run(&req.image, &req.work_dir, req.import.boot_mode).await?;
+        for f in &findings {
+            on(Event::Finding(f));
+        }
+        let errors: Vec<Finding> = findings
+            .into_iter()
+            .filter(|f| f.severity == Severity::Error)
+            // the kernel list binds ImportImage only
+            .filter(|f| !(req.via_snapshot && f.check == "kernel"))
+            .collect();
+        if !errors.is_empty() {
+            return Err(AwsError::Preflight(errors));
+        }
+    }
     on(Event::Step("preparing the disk"));
     let (disk, staged) = prepare(req).await?;
     let key = req

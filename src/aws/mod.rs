@@ -12,6 +12,7 @@ pub mod export;
 pub mod flow;
 pub mod import;
 pub mod poll;
+pub mod preflight;
 pub mod role;
 pub mod upload;
 
@@ -65,9 +66,18 @@ pub enum AwsError {
     /// A `qemu-img` step failed.
     #[error(transparent)]
     Img(#[from] crate::vm::img::ImgError),
+    /// Pre-flight found problems VM Import would fail on.
+    #[error("pre-flight found {} problem(s) VM Import would fail on (--skip-preflight to import anyway):{}", .0.len(), preflight_list(.0))]
+    Preflight(Vec<preflight::Finding>),
     /// Bad user input (exit code 2).
     #[error("{0}")]
     Invalid(String),
+}
+
+fn preflight_list(f: &[preflight::Finding]) -> String {
+    f.iter()
+        .map(|x| format!("\n  {}: {}\n    fix: {}", x.check, x.message, x.fix))
+        .collect()
 }
 
 impl AwsError {

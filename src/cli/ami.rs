@@ -110,6 +110,9 @@ pub struct ImportArgs {
     /// Keep the uploaded object in S3 after the import.
     #[arg(long)]
     pub keep_upload: bool,
+    /// Do not run the pre-flight checks of the image against VM Import's requirements.
+    #[arg(long)]
+    pub skip_preflight: bool,
     /// Folder for converted disks and upload resume state (default: the kiln cache's ami-uploads/).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
@@ -217,6 +220,10 @@ fn progress_printer(started: Instant) -> impl Fn(Event<'_>) + Sync {
                 p.total >> 20
             ),
             Event::Task(s) => eprintln!("[{t:>5}s] {}: {}", s.task_id, s.line()),
+            Event::Finding(f) => eprintln!(
+                "[{t:>5}s] pre-flight {:?} {}: {}\n         fix: {}",
+                f.severity, f.check, f.message, f.fix
+            ),
         }
     }
 }
@@ -273,6 +280,7 @@ async fn import(args: ImportArgs) -> Result<u8, CliError> {
                 ous: args.share_ous,
             },
         },
+        skip_preflight: args.skip_preflight,
         keep_upload: args.keep_upload,
         work_dir,
         part_size: args.part_size_mib.map(|m| m << 20),
