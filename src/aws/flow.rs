@@ -169,8 +169,9 @@ pub async fn import(
         let errors: Vec<Finding> = findings
             .into_iter()
             .filter(|f| f.severity == Severity::Error)
-            // the kernel list binds ImportImage only
-            .filter(|f| !(req.via_snapshot && f.check == "kernel"))
+            // ImportSnapshot does not inspect the OS: the kernel list and
+            // the GRUB requirement bind ImportImage only
+            .filter(|f| !(req.via_snapshot && matches!(f.check, "kernel" | "bootloader")))
             .collect();
         if !errors.is_empty() {
             return Err(AwsError::Preflight(errors));
