@@ -8,7 +8,8 @@
 # `qemu-img compare`, and the load (`uptime`) the figures were taken under.
 #
 # usage: scripts/bench-vmdk.sh [WORKDIR]     (the image is kept and reused)
-# env:   THREADS=N  kiln's threads (default: every core)
+# env:   BENCH_BIN=PATH  an already built bench_vmdk (skips the build)
+#        THREADS=N  kiln's threads (default: every core)
 #        LEVELS="4 6"  libdeflate levels to run (default: kiln's default)
 set -euo pipefail
 
@@ -37,13 +38,21 @@ allocated=$(qemu-img map --output=json -f raw "$img" |
 virtual=$(stat -c %s "$img")
 echo "image: $img, virtual $((virtual >> 20)) MiB, allocated $((allocated >> 20)) MiB"
 
-# release build of kiln and libdeflate (the hot code: compression, zero
-# checks, I/O); the other dependencies at opt-level 1 to keep the build short
-(cd "$root" && cargo build -q --release --example bench_vmdk \
-    --config 'profile.release.package."*".opt-level=1' \
-    --config 'profile.release.package.libdeflater-sys.opt-level=3' \
-    --config 'profile.release.package.libdeflater.opt-level=3')
-bench=$root/target/release/examples/bench_vmdk
+# kiln and libdeflate (the hot code: compression, zero checks, I/O) at
+# opt-level 3 without debug assertions; the other dependencies stay at the
+# dev profile's opt-level 1, which the test builds already have (a full
+# release build of the AWS SDKs takes too long on a shared 2-core host)
+opt=(--config 'profile.dev.package.kiln.opt-level=3'
+    --config 'profile.dev.package.kiln.debug-assertions=false'
+    --config 'profile.dev.package.kiln.overflow-checks=false'
+    --config 'profile.dev.package.libdeflater-sys.opt-level=3'
+    --config 'profile.dev.package.libdeflater.opt-level=3')
+bench=${BENCH_BIN:-}
+if [ -z "$bench" ]; then
+    (cd "$root" && cargo build -q --example bench_vmdk "${opt[@]}")
+    bench=$work/bench_vmdk
+    cp "$root/target/debug/examples/bench_vmdk" "$bench"
+fi
 
 seconds() { python3 -c "import time; print(f'{time.time():.3f}')"; }
 warm() { cat "$img" >/dev/null; }
