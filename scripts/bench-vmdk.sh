@@ -61,11 +61,11 @@ echo "load before: $(uptime)"
 warm
 rm -f "$work/qemu.vmdk"
 t0=$(seconds)
-qemu-img convert -f raw -O vmdk -o subformat=streamOptimized,adapter_type=lsilogic "$img" "$work/qemu.vmdk"
+/usr/bin/env time -f '%U %S' -o "$work/qemu.cpu" qemu-img convert -f raw -O vmdk -o subformat=streamOptimized,adapter_type=lsilogic "$img" "$work/qemu.vmdk"
 t1=$(seconds)
 qemu_s=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
 qemu_b=$(stat -c %s "$work/qemu.vmdk")
-echo "qemu-img: ${qemu_s} s, ${qemu_b} bytes"
+echo "qemu-img: ${qemu_s} s, ${qemu_b} bytes, CPU $(awk '{print $1 + $2}' "$work/qemu.cpu") s"
 
 threads=()
 [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
@@ -75,10 +75,10 @@ for level in $levels; do
     [ "$level" != default ] && args+=(--level "$level")
     warm
     rm -f "$work/kiln.vmdk"
-    out=$("$bench" "$img" "$work/kiln.vmdk" "${args[@]}")
+    out=$(/usr/bin/env time -f '%U %S' -o "$work/kiln.cpu" "$bench" "$img" "$work/kiln.vmdk" "${args[@]}")
     kiln_s=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$out")
     kiln_b=$(stat -c %s "$work/kiln.vmdk")
-    echo "kiln (level $level${THREADS:+, $THREADS threads}): ${kiln_s} s, ${kiln_b} bytes ($out)"
+    echo "kiln (level $level${THREADS:+, $THREADS threads}): ${kiln_s} s, ${kiln_b} bytes, CPU $(awk '{print $1 + $2}' "$work/kiln.cpu") s ($out)"
     python3 -c "print(f'  speed-up {$qemu_s / $kiln_s:.2f}x, size ratio {$kiln_b / $qemu_b:.4f} (kiln/qemu-img)')"
     qemu-img compare -f raw "$img" "$work/kiln.vmdk"
     qemu-img check "$work/kiln.vmdk" | tail -1
