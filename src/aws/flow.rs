@@ -124,22 +124,52 @@ pub async fn prepare(req: &AmiImport) -> Result<(PathBuf, bool), AwsError> {
     if staged.exists() {
         return Ok((staged, true));
     }
-    let info = img::info(&req.image).await?;
-    let opts = match req.format {
-        // qemu-img's streamOptimized output is what VM Import accepts
-        DiskFormat::Vmdk => ConvertOptions {
-            options: vec!["subformat=streamOptimized".into()],
-            ..ConvertOptions::to(Format::Vmdk)
-        },
-        DiskFormat::Raw => ConvertOptions::to(Format::Raw),
-        DiskFormat::Vhd => crate::export::disk::convert_options(
-            crate::export::format::ExportFormat::Vhd,
-            info.virtual_size,
-        )
-        .ok_or_else(|| AwsError::Unexpected("no VHD conversion options".into()))?,
-    };
-    img::convert(&req.image, Some(source_format.qemu_name()), &staged, &opts).await?;
+    match req.format {
+        DiskFormat::Vmdk => write_vmdk(&req.image, &req.work_dir, &staged).await?,
+        DiskFormat::Raw => {
+            img::convert(
+                &req.image,
+                Some(source_format.qemu_name()),
+                &staged,
+                &ConvertOptions::to(Format::Raw),
+            )
+            .await?
+        }
+        DiskFormat::Vhd => {
+            let info = img::info(&req.image).await?;
+            let opts = crate::export::disk::convert_options(
+                crate::export::format::ExportFormat::Vhd,
+                info.virtual_size,
+            )
+            .ok_or_else(|| AwsError::Unexpected("no VHD conversion options".into()))?;
+            img::convert(&req.image, Some(source_format.qemu_name()), &staged, &opts).await?
+        }
+    }
     Ok((staged, true))
+}
+
+/// kiln's native streamOptimized VMDK writer into a private folder of
+/// `work_dir`, then flushed and renamed to `staged`; dropping the future
+/// stops the writer's threads and removes the partial file.
+async fn write_vmdk(image: &Path, work_dir: &Path, staged: &Path) -> Result<(), AwsError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AwsError::Io { what, path, source }
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".kiln-vmdk-")
+        .tempdir_in(work_dir)
+        .map_err(io("create a temporary folder in", work_dir))?;
+    let out = tmp.path().join("disk.vmdk");
+    let cancel = crate::export::cancel::Cancel::new();
+    let _stop = cancel.on_drop();
+    crate::export::vmdk::write_stream_optimized(image, &out, None, &cancel).await?;
+    std::fs::File::open(&out)
+        .and_then(|f| f.sync_all())
+        .map_err(io("flush", &out))?;
+    std::fs::rename(&out, staged).map_err(io("rename the VMDK to", staged))?;
+    crate::export::publish::sync_dir(work_dir)?;
+    Ok(())
 }
 
 /// The default object key: `kiln/<name>/<disk file name>`.

@@ -69,6 +69,9 @@ pub enum AwsError {
     /// Pre-flight found problems VM Import would fail on.
     #[error("pre-flight found {} problem(s) VM Import would fail on (--skip-preflight to import anyway):{}", .0.len(), preflight_list(.0))]
     Preflight(Vec<preflight::Finding>),
+    /// kiln's VMDK writer failed.
+    #[error("writing the streamOptimized VMDK")]
+    Vmdk(#[from] crate::export::vmdk::VmdkError),
     /// Bad user input (exit code 2).
     #[error("{0}")]
     Invalid(String),
