@@ -61,6 +61,9 @@ install_cot() {
     log "ready: $VENV/bin/cot ($COT_VERSION)"
 }
 # --- end of the OVF consumer block --------------------------------------------
+# The AWS (VM Import/Export) peer, tests/peers/vmie/server.py, runs on this
+# venv's moto; it converts disks with qemu-img, and the aws_vmie tests build
+# small disks with mke2fs -d: both come from scripts/setup-host.sh.
 
 if moto_is_ready; then
     log "moto[server]==$MOTO_VERSION already installed in $VENV"

@@ -1,5 +1,6 @@
 //! kiln: a local VM image factory that runs EC2 Image Builder components.
 
+pub mod aws;
 pub mod build;
 pub mod catalog;
 pub mod cli;

@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand, each thin.
 
+pub mod ami;
 pub mod build;
 pub mod export;
 pub mod images;
@@ -40,6 +41,9 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// AWS: import an image as an AMI (VM Import), export an AMI to a file, set up the vmimport role.
+    #[command(subcommand)]
+    Ami(ami::AmiCommand),
     /// Build a tested golden image from a recipe in local QEMU VMs and publish it to OUTPUT/<name>/<version>/.
     Build(Box<build::BuildArgs>),
     /// Write an image as VMDK, VHDX, VHD, raw, qcow2, GCE tar.gz, OVF or OVA, checked, published atomically.
@@ -109,6 +113,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     runtime.block_on(async move {
         let work = async move {
             match cli.command {
+                Command::Ami(cmd) => ami::run(cmd).await,
                 Command::Build(args) => build::run(*args).await,
                 Command::Export(args) => export::run(args).await,
                 Command::Images(args) => images::run(args),

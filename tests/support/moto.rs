@@ -42,6 +42,17 @@ pub fn moto_server_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server")
 }
 
+/// The venv's Python, which runs the VM Import/Export peer.
+pub fn venv_python_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+}
+
+/// The VM Import/Export peer: moto plus the seven VMIE actions
+/// (tests/peers/vmie/server.py).
+pub fn vmie_peer_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/vmie/server.py")
+}
+
 /// Sets dummy AWS credentials and region in this process's environment (once),
 /// so clients built from the standard AWS config chain talk to moto, and no
 /// real credentials or instance metadata are ever used.
@@ -109,8 +120,17 @@ impl MotoServer {
     /// Starts moto on a free port and waits until it answers. Panics (with
     /// the fix) when `.venv` has no moto_server, or when it does not start.
     pub fn start() -> Self {
-        let exe = moto_server_path();
-        if !exe.exists() {
+        Self::start_with(moto_server_path(), Vec::new())
+    }
+
+    /// Starts the VM Import/Export peer (moto with ImportImage, ImportSnapshot,
+    /// ExportImage and their Describe calls) instead of bare moto.
+    pub fn start_vmie() -> Self {
+        Self::start_with(venv_python_path(), vec![vmie_peer_path()])
+    }
+
+    fn start_with(exe: PathBuf, pre_args: Vec<PathBuf>) -> Self {
+        if !exe.exists() || !moto_server_path().exists() {
             panic!(
                 "moto_server not found at {}.\n\
                  The integration tests need a real moto server; set it up with:\n\
@@ -122,7 +142,7 @@ impl MotoServer {
         let mut last_log = String::new();
         // A free port can be taken between finding and binding it; try a few.
         for _ in 0..3 {
-            match Self::try_start(&exe) {
+            match Self::try_start(&exe, &pre_args) {
                 Ok(server) => return server,
                 Err(log) => last_log = log,
             }
@@ -130,7 +150,7 @@ impl MotoServer {
         panic!("moto_server did not start; its output:\n{last_log}");
     }
 
-    fn try_start(exe: &PathBuf) -> Result<Self, String> {
+    fn try_start(exe: &PathBuf, pre_args: &[PathBuf]) -> Result<Self, String> {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().expect("temp file for moto's log");
         let out = log.reopen().expect("reopen moto log");
@@ -143,6 +163,7 @@ impl MotoServer {
         cmd.arg("-c")
             .arg(GUARD)
             .arg(exe)
+            .args(pre_args)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .envs(dummy_env())
             .env("PYTHONUNBUFFERED", "1")

@@ -1,0 +1,713 @@
+//! Pre-flight checks of an image against VM Import's requirements, before
+//! any upload: partition table, root filesystem, bootloader (GRUB 2; BLS
+//! warned), kernel against the supported list, fstab by UUID, storage and
+//! network drivers, DHCP, cloud-init, boot mode against the ESP and the
+//! fallback `\EFI\BOOT\BOOTX64.EFI`, and size limits.
+//!
+//! Reading needs no root: the image is converted to a sparse raw file in a
+//! temporary folder (unless it is raw already), partitions are parsed
+//! natively (MBR and GPT), ext2/3/4 files are read with `debugfs` at the
+//! partition's offset (`disk.raw?offset=N`), the ESP with mtools' `mdir`.
+//! The checks themselves are pure functions of [`DiskFacts`].
+//!
+//! Drivers are looked up in the kernel's `modules.dep` and
+//! `modules.builtin`: that they exist for the kernel, not that the
+//! initramfs carries them.
+
+use std::path::{Path, PathBuf};
+
+use super::import::BootMode;
+use super::AwsError;
+use crate::vm::img::{self, ConvertOptions, Format};
+
+const SECTOR: u64 = 512;
+const TIB: u64 = 1 << 40;
+const ESP_GUID: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+const BIOS_BOOT_GUID: &str = "21686148-6449-6e6f-744e-656564454649";
+
+/// A partition found in the partition table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partition {
+    /// Byte offset on the disk.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// MBR type (`0x83`) as `mbr:83`, or the GPT type GUID (lower case).
+    pub kind: String,
+}
+
+impl Partition {
+    /// Whether this is an EFI system partition.
+    pub fn is_esp(&self) -> bool {
+        self.kind == "mbr:ef" || self.kind == ESP_GUID
+    }
+}
+
+/// The partition table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// No valid MBR signature.
+    None,
+    /// MBR (primary partitions only).
+    Mbr(Vec<Partition>),
+    /// GPT.
+    Gpt(Vec<Partition>),
+}
+
+fn le32(b: &[u8], at: usize) -> u64 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4])) as u64
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+
+/// A GPT type GUID in its text form (mixed-endian, lower case).
+fn guid(b: &[u8]) -> String {
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{}-{}",
+        b[3],
+        b[2],
+        b[1],
+        b[0],
+        b[5],
+        b[4],
+        b[7],
+        b[6],
+        hex::encode(&b[8..10]),
+        hex::encode(&b[10..16])
+    )
+}
+
+/// Parses the MBR in `head` (at least 512 bytes) and, when it is a
+/// protective MBR, the GPT header and entries that follow in `head`
+/// (`head` should hold the first 1 MiB or so).
+pub fn parse_table(head: &[u8]) -> Table {
+    if head.len() < 512 || head[510] != 0x55 || head[511] != 0xAA {
+        return Table::None;
+    }
+    let mut parts = Vec::new();
+    let mut protective = false;
+    for i in 0..4 {
+        let e = &head[446 + i * 16..462 + i * 16];
+        let kind = e[4];
+        let start = le32(e, 8);
+        let count = le32(e, 12);
+        if kind == 0xEE {
+            protective = true;
+        }
+        if kind != 0 && count > 0 {
+            parts.push(Partition {
+                offset: start * SECTOR,
+                size: count * SECTOR,
+                kind: format!("mbr:{kind:02x}"),
+            });
+        }
+    }
+    if !protective {
+        return Table::Mbr(parts);
+    }
+    let h = &head[512.min(head.len())..];
+    if h.len() < 92 || &h[0..8] != b"EFI PART" {
+        return Table::Gpt(Vec::new());
+    }
+    let entries_lba = le64(h, 72);
+    let count = le32(h, 80) as usize;
+    let esize = le32(h, 84) as usize;
+    let mut out = Vec::new();
+    for i in 0..count.min(256) {
+        let at = (entries_lba * SECTOR) as usize + i * esize;
+        let Some(e) = head.get(at..at + 128) else {
+            break;
+        };
+        if e[..16].iter().all(|&b| b == 0) {
+            continue;
+        }
+        let first = le64(e, 32);
+        let last = le64(e, 40);
+        out.push(Partition {
+            offset: first * SECTOR,
+            size: (last + 1).saturating_sub(first) * SECTOR,
+            kind: guid(&e[..16]),
+        });
+    }
+    Table::Gpt(out)
+}
+
+/// What pre-flight learned about the disk (gathered by [`gather`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskFacts {
+    /// Virtual size in bytes.
+    pub virtual_size: u64,
+    /// The partition table.
+    pub table: Option<Table>,
+    /// Whether an ext2/3/4 root filesystem (with /etc/fstab) was found.
+    pub root_found: bool,
+    /// /etc/fstab.
+    pub fstab: Option<String>,
+    /// /etc/os-release.
+    pub os_release: Option<String>,
+    /// File names in /boot.
+    pub boot_files: Vec<String>,
+    /// Whether /boot/grub/grub.cfg or /boot/grub2/grub.cfg exists.
+    pub grub2: bool,
+    /// Whether /boot/loader/entries holds BLS entries.
+    pub bls: bool,
+    /// Kernel version → its modules.dep + modules.builtin text.
+    pub modules: Vec<(String, String)>,
+    /// Network configuration texts (ifupdown, networkd, netplan, NetworkManager, ifcfg).
+    pub network: Vec<String>,
+    /// Whether cloud-init is installed.
+    pub cloud_init: bool,
+    /// Whether an ESP holds \EFI\BOOT\BOOTX64.EFI (`None`: no ESP).
+    pub esp_fallback: Option<bool>,
+}
+
+/// Severity of a finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// VM Import would fail: stops the import (unless --skip-preflight).
+    Error,
+    /// May fail or boot badly.
+    Warning,
+}
+
+/// One problem, with how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// The check, e.g. `fstab`.
+    pub check: &'static str,
+    /// Error or warning.
+    pub severity: Severity,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+fn finding(check: &'static str, severity: Severity, message: String, fix: &str) -> Finding {
+    Finding {
+        check,
+        severity,
+        message,
+        fix: fix.into(),
+    }
+}
+
+/// `KEY=value` of os-release (quotes removed).
+fn os_field(os: &str, key: &str) -> Option<String> {
+    os.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// Kernel versions VM Import lists for an OS (`ID`, major `VERSION_ID`) as
+/// version prefixes; `None` when the OS is not in kiln's table.
+pub fn supported_kernels(id: &str, version: &str) -> Option<&'static [&'static str]> {
+    let major = version.split('.').next().unwrap_or("");
+    Some(match (id, major) {
+        ("debian", "12") => &["6.1."],
+        ("debian", "11") => &["5.10."],
+        ("debian", "10") => &["4.19."],
+        ("amzn", "2023") => &["6.1."],
+        ("amzn", "2") => &["4.14.", "4.19.", "5.4.", "5.10."],
+        ("ubuntu", _) | ("rhel", _) | ("centos", _) | ("rocky", _) | ("ol", _) | ("fedora", _) => {
+            &[""]
+        }
+        _ => return None,
+    })
+}
+
+/// The kernel versions of `vmlinuz-VERSION` files.
+pub fn kernels(boot_files: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = boot_files
+        .iter()
+        .filter_map(|f| f.strip_prefix("vmlinuz-").map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+/// fstab lines that name a device by kernel name (`/dev/sda1`, `/dev/vda1`,
+/// `/dev/nvme0n1p1`, `/dev/xvda1`): those change on EC2.
+pub fn fstab_by_device(fstab: &str) -> Vec<String> {
+    fstab
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| {
+            let dev = l.split_whitespace().next().unwrap_or("");
+            ["/dev/sd", "/dev/vd", "/dev/hd", "/dev/xvd", "/dev/nvme"]
+                .iter()
+                .any(|p| dev.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether any network configuration asks for DHCP.
+pub fn has_dhcp(network: &[String]) -> bool {
+    network.iter().any(|t| {
+        let t = t.to_ascii_lowercase();
+        t.contains("inet dhcp")
+            || t.contains("dhcp=yes")
+            || t.contains("dhcp=ipv4")
+            || t.contains("dhcp4: true")
+            || t.contains("dhcp4: yes")
+            || t.contains("bootproto=dhcp")
+            || t.contains("method=auto")
+    })
+}
+
+/// Drivers an EC2 instance needs the kernel to have (module file stems).
+pub const DRIVERS: [(&str, &str); 4] = [
+    ("nvme", "NVMe EBS volumes on Nitro instances"),
+    ("ena", "the ENA network adapter on Nitro instances"),
+    ("xen-blkfront", "disks on Xen instances"),
+    ("virtio_blk", "virtio disks"),
+];
+
+/// Whether modules.dep/modules.builtin text names `driver` (`-` and `_`
+/// are the same in module names).
+pub fn has_driver(modules: &str, driver: &str) -> bool {
+    let norm = |s: &str| s.replace('-', "_");
+    let want = format!("/{}.ko", norm(driver));
+    modules.lines().any(|l| {
+        let path = l.split(':').next().unwrap_or("");
+        let n = norm(path);
+        n.ends_with(&want) || n.contains(&format!("{want}.")) || n.contains(&format!("{want}:"))
+    })
+}
+
+/// The checks, as pure functions of what was gathered.
+pub fn check(f: &DiskFacts, boot_mode: BootMode) -> Vec<Finding> {
+    use Severity::{Error, Warning};
+    let mut out = Vec::new();
+    if f.virtual_size >= 16 * TIB {
+        out.push(finding(
+            "size",
+            Error,
+            format!(
+                "the disk is {} bytes; VM Import takes disks under 16 TiB",
+                f.virtual_size
+            ),
+            "shrink the disk (qemu-img resize --shrink after shrinking the filesystem)",
+        ));
+    } else if f.virtual_size > 8 * TIB {
+        out.push(finding(
+            "size",
+            Warning,
+            "the disk is over 8 TiB: VM Import needs a manifest file".into(),
+            "keep the disk under 8 TiB",
+        ));
+    }
+    let parts = match &f.table {
+        None | Some(Table::None) => {
+            out.push(finding("partitions", Error, "no MBR or GPT partition table (VM Import: \"No valid partitions. Not a valid volume.\")".into(), "partition the disk (sfdisk) with the root filesystem on a partition"));
+            return out;
+        }
+        Some(Table::Mbr(p)) | Some(Table::Gpt(p)) => p,
+    };
+    if parts.is_empty() {
+        out.push(finding(
+            "partitions",
+            Error,
+            "the partition table has no partitions".into(),
+            "create a partition for the root filesystem",
+        ));
+        return out;
+    }
+    let gpt = matches!(f.table, Some(Table::Gpt(_)));
+    match boot_mode {
+        BootMode::Uefi => match f.esp_fallback {
+            None => out.push(finding("boot-mode", Error, "--boot-mode uefi but the disk has no EFI system partition".into(), "add an ESP with \\EFI\\BOOT\\BOOTX64.EFI, or import with --boot-mode legacy-bios")),
+            Some(false) => out.push(finding("boot-mode", Error, "the ESP has no fallback \\EFI\\BOOT\\BOOTX64.EFI, which VM Import requires for Linux UEFI".into(), "install the boot loader as removable (grub-install --removable) so it lands in \\EFI\\BOOT\\BOOTX64.EFI")),
+            Some(true) => {}
+        },
+        BootMode::LegacyBios => {
+            if gpt && !parts.iter().any(|p| p.kind == BIOS_BOOT_GUID) {
+                out.push(finding("boot-mode", Warning, "GPT disk without a BIOS boot partition: GRUB cannot boot it in legacy-bios mode".into(), "add a 1 MiB BIOS boot partition (type 21686148-…) and re-run grub-install, or import with --boot-mode uefi"));
+            }
+        }
+    }
+    if !f.root_found {
+        out.push(finding("root-filesystem", Error, "no ext2/3/4 partition with /etc/fstab was found (VM Import: \"Unknown OS / Missing OS files.\")".into(), "put the root filesystem (ext4, xfs, btrfs without subvolumes) on a partition of this disk; kiln's pre-flight reads ext2/3/4 only (use --skip-preflight for others)"));
+        return out;
+    }
+    match &f.fstab {
+        Some(t) => {
+            for l in fstab_by_device(t) {
+                out.push(finding("fstab", Error, format!("/etc/fstab names a device by kernel name: `{l}`; device names change on EC2"), "mount by UUID= or LABEL= (blkid shows them)"));
+            }
+        }
+        None => out.push(finding(
+            "fstab",
+            Error,
+            "/etc/fstab is missing (VM Import: \"Could not read fstab\")".into(),
+            "write /etc/fstab with UUID= entries",
+        )),
+    }
+    if f.bls {
+        out.push(finding("bootloader", Warning, "BLS entries in /boot/loader/entries: VM Import may fail with \"BLSC-style GRUB found, but unable to detect default kernel\"".into(), "use a classic grub.cfg (GRUB_ENABLE_BLSCFG=false), or --via-snapshot"));
+    }
+    if !f.grub2 {
+        out.push(finding("bootloader", Error, "no /boot/grub/grub.cfg or /boot/grub2/grub.cfg: VM Import supports GRUB legacy and GRUB 2 only".into(), "install GRUB 2 (grub-pc or grub-efi) and run update-grub, or use --via-snapshot (the image then boots as it is)"));
+    }
+    let ks = kernels(&f.boot_files);
+    if ks.is_empty() {
+        out.push(finding(
+            "kernel",
+            Error,
+            "no /boot/vmlinuz-* kernel (VM Import: \"Unable to determine kernel version\")".into(),
+            "install the distribution's default kernel package",
+        ));
+    }
+    let os = f.os_release.as_deref().unwrap_or("");
+    let (id, ver) = (
+        os_field(os, "ID").unwrap_or_default(),
+        os_field(os, "VERSION_ID").unwrap_or_default(),
+    );
+    match supported_kernels(&id, &ver) {
+        None => out.push(finding(
+            "kernel",
+            Warning,
+            format!("OS `{id} {ver}` is not in kiln's copy of VM Import's supported list"),
+            "check the VM Import requirements page, or use --via-snapshot",
+        )),
+        Some(prefixes) => {
+            for k in &ks {
+                if !prefixes.iter().any(|p| k.starts_with(p)) {
+                    out.push(finding("kernel", Error, format!("kernel {k} is not listed by VM Import for {id} {ver} (expected {})", prefixes.join(" or ")), "install the distribution's default kernel, or use --via-snapshot (ImportSnapshot + RegisterImage skips the kernel check)"));
+                }
+            }
+        }
+    }
+    for k in &ks {
+        let text = f
+            .modules
+            .iter()
+            .find(|(v, _)| v == k)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or("");
+        for (drv, why) in DRIVERS {
+            if !has_driver(text, drv) {
+                out.push(finding("drivers", if drv == "virtio_blk" { Warning } else { Error }, format!("kernel {k} has no `{drv}` module or built-in (needed for {why})"), "install a kernel with the driver and add it to the initramfs (e.g. /etc/initramfs-tools/modules, then update-initramfs -u)"));
+            }
+        }
+    }
+    if !has_dhcp(&f.network) {
+        out.push(finding("network", Warning, "no DHCP network configuration found (ifupdown, systemd-networkd, netplan, NetworkManager, ifcfg); EC2 needs a DHCP client".into(), "configure the first interface with DHCP, e.g. `iface eth0 inet dhcp` (cloud-init can also write it)"));
+    }
+    if !f.cloud_init {
+        out.push(finding(
+            "cloud-init",
+            Warning,
+            "cloud-init is not installed: key pairs and user data will not work".into(),
+            "install cloud-init with the Ec2 datasource in datasource_list",
+        ));
+    }
+    out
+}
+
+/// Runs `debugfs -R CMD` on the ext filesystem at `offset` of `disk`.
+async fn debugfs(disk: &Path, offset: u64, cmd: &str) -> Option<String> {
+    let out = tokio::process::Command::new("debugfs")
+        .arg("-R")
+        .arg(cmd)
+        .arg(format!("{}?offset={offset}", disk.display()))
+        .output()
+        .await
+        .ok()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || err.contains("File not found") || err.contains("Bad magic") {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn cat(disk: &Path, offset: u64, path: &str) -> Option<String> {
+    debugfs(disk, offset, &format!("cat {path}")).await
+}
+
+/// Names in a directory (`ls -p` output: `/ino/mode/uid/gid/name/size/`).
+async fn ls(disk: &Path, offset: u64, dir: &str) -> Vec<String> {
+    debugfs(disk, offset, &format!("ls -p {dir}"))
+        .await
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| l.split('/').nth(5).map(str::to_string))
+                .filter(|n| !n.is_empty() && n != "." && n != "..")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_ext(disk: &Path, offset: u64) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut b = [0u8; 2];
+    std::fs::File::open(disk)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(offset + 1024 + 56))?;
+            f.read_exact(&mut b)
+        })
+        .is_ok()
+        && b == [0x53, 0xEF]
+}
+
+async fn esp_has_fallback(disk: &Path, offset: u64) -> bool {
+    tokio::process::Command::new("mdir")
+        .arg("-b")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", disk.display()))
+        .arg("::/EFI/BOOT/BOOTX64.EFI")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .await
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Reads the facts from a raw disk file.
+async fn gather_raw(disk: &Path, virtual_size: u64) -> Result<DiskFacts, AwsError> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(disk)
+        .and_then(|f| f.take(1 << 20).read_to_end(&mut head))
+        .map_err(|source| AwsError::Io {
+            what: "read",
+            path: disk.to_path_buf(),
+            source,
+        })?;
+    let table = parse_table(&head);
+    let mut f = DiskFacts {
+        virtual_size,
+        table: Some(table.clone()),
+        ..Default::default()
+    };
+    let parts = match &table {
+        Table::Mbr(p) | Table::Gpt(p) => p.clone(),
+        Table::None => return Ok(f),
+    };
+    for p in parts.iter().filter(|p| p.is_esp()) {
+        let found = esp_has_fallback(disk, p.offset).await;
+        f.esp_fallback = Some(f.esp_fallback.unwrap_or(false) || found);
+    }
+    let mut root = None;
+    for p in &parts {
+        if is_ext(disk, p.offset) {
+            if let Some(fstab) = cat(disk, p.offset, "/etc/fstab").await {
+                f.fstab = Some(fstab);
+                root = Some(p.offset);
+                break;
+            }
+        }
+    }
+    let Some(off) = root else { return Ok(f) };
+    f.root_found = true;
+    f.os_release = match cat(disk, off, "/etc/os-release").await {
+        Some(t) if !t.is_empty() => Some(t),
+        _ => cat(disk, off, "/usr/lib/os-release").await,
+    };
+    f.boot_files = ls(disk, off, "/boot").await;
+    f.grub2 = ls(disk, off, "/boot/grub")
+        .await
+        .iter()
+        .any(|n| n == "grub.cfg")
+        || ls(disk, off, "/boot/grub2")
+            .await
+            .iter()
+            .any(|n| n == "grub.cfg");
+    f.bls = !ls(disk, off, "/boot/loader/entries").await.is_empty();
+    for k in kernels(&f.boot_files) {
+        let mut text = String::new();
+        for file in ["modules.dep", "modules.builtin"] {
+            if let Some(t) = cat(disk, off, &format!("/lib/modules/{k}/{file}")).await {
+                text.push_str(&t);
+            }
+        }
+        f.modules.push((k, text));
+    }
+    for path in [
+        "/etc/network/interfaces",
+        "/etc/sysconfig/network-scripts/ifcfg-eth0",
+    ] {
+        if let Some(t) = cat(disk, off, path).await {
+            f.network.push(t);
+        }
+    }
+    for dir in [
+        "/etc/network/interfaces.d",
+        "/etc/systemd/network",
+        "/etc/netplan",
+        "/etc/NetworkManager/system-connections",
+    ] {
+        for name in ls(disk, off, dir).await {
+            if let Some(t) = cat(disk, off, &format!("{dir}/{name}")).await {
+                f.network.push(t);
+            }
+        }
+    }
+    f.cloud_init = cat(disk, off, "/etc/cloud/cloud.cfg").await.is_some()
+        || ls(disk, off, "/usr/bin")
+            .await
+            .iter()
+            .any(|n| n == "cloud-init");
+    Ok(f)
+}
+
+/// Gathers the facts of any image qemu-img reads: raw images are read in
+/// place, others converted to a sparse raw file in a temporary folder
+/// (inside `work_dir`), removed afterwards.
+pub async fn gather(image: &Path, work_dir: &Path) -> Result<DiskFacts, AwsError> {
+    let info = img::info(image).await?;
+    if img::detect_format(image)? == Format::Raw {
+        return gather_raw(image, info.virtual_size).await;
+    }
+    std::fs::create_dir_all(work_dir).map_err(|source| AwsError::Io {
+        what: "create the folder",
+        path: work_dir.to_path_buf(),
+        source,
+    })?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".kiln-preflight-")
+        .tempdir_in(work_dir)
+        .map_err(|source| AwsError::Io {
+            what: "create a temporary folder in",
+            path: work_dir.to_path_buf(),
+            source,
+        })?;
+    let raw: PathBuf = tmp.path().join("disk.raw");
+    img::convert(image, None, &raw, &ConvertOptions::to(Format::Raw)).await?;
+    gather_raw(&raw, info.virtual_size).await
+}
+
+/// Gathers and checks.
+pub async fn run(
+    image: &Path,
+    work_dir: &Path,
+    boot_mode: BootMode,
+) -> Result<Vec<Finding>, AwsError> {
+    Ok(check(&gather(image, work_dir).await?, boot_mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> DiskFacts {
+        DiskFacts {
+            virtual_size: 1 << 30,
+            table: Some(Table::Mbr(vec![Partition { offset: 1 << 20, size: 1 << 29, kind: "mbr:83".into() }])),
+            root_found: true,
+            fstab: Some("UUID=abc / ext4 defaults 0 1\n".into()),
+            os_release: Some("ID=debian\nVERSION_ID=\"12\"\n".into()),
+            boot_files: vec!["vmlinuz-6.1.0-13-amd64".into(), "grub".into()],
+            grub2: true,
+            bls: false,
+            modules: vec![(
+                "6.1.0-13-amd64".into(),
+                "kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko\nkernel/drivers/net/ethernet/amazon/ena/ena.ko:\nkernel/drivers/block/xen-blkfront.ko:\nkernel/drivers/block/virtio_blk.ko:\n".into(),
+            )],
+            network: vec!["auto eth0\niface eth0 inet dhcp\n".into()],
+            cloud_init: true,
+            esp_fallback: None,
+        }
+    }
+
+    #[test]
+    fn a_good_image_has_no_findings() {
+        assert_eq!(check(&good(), BootMode::LegacyBios), vec![]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_a_fix() {
+        let mut f = good();
+        f.fstab = Some("/dev/sda1 / ext4 defaults 0 1\n# /dev/sdb1 ignored\n".into());
+        f.boot_files = vec!["vmlinuz-4.15.0-1021-aws".into()];
+        f.modules = vec![(
+            "4.15.0-1021-aws".into(),
+            "kernel/drivers/block/virtio_blk.ko:\n".into(),
+        )];
+        f.grub2 = false;
+        f.bls = true;
+        f.network = vec!["iface eth0 inet static\n".into()];
+        f.cloud_init = false;
+        let got = check(&f, BootMode::Uefi);
+        let checks: Vec<_> = got.iter().map(|x| x.check).collect();
+        for c in [
+            "boot-mode",
+            "fstab",
+            "bootloader",
+            "kernel",
+            "drivers",
+            "network",
+            "cloud-init",
+        ] {
+            assert!(checks.contains(&c), "{c} missing from {got:#?}");
+        }
+        assert!(got.iter().all(|x| !x.fix.is_empty()));
+        assert_eq!(got.iter().filter(|x| x.check == "fstab").count(), 1);
+        assert_eq!(got.iter().filter(|x| x.check == "drivers").count(), 3);
+    }
+
+    #[test]
+    fn mbr_and_gpt_tables() {
+        let mut d = vec![0u8; 1 << 20];
+        d[510] = 0x55;
+        d[511] = 0xAA;
+        d[446 + 4] = 0x83;
+        d[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+        d[446 + 12..446 + 16].copy_from_slice(&4096u32.to_le_bytes());
+        assert_eq!(
+            parse_table(&d),
+            Table::Mbr(vec![Partition {
+                offset: 1 << 20,
+                size: 2 << 20,
+                kind: "mbr:83".into()
+            }])
+        );
+        // protective MBR + GPT with one ESP entry at LBA 2
+        d[446 + 4] = 0xEE;
+        d[512..520].copy_from_slice(b"EFI PART");
+        d[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        d[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
+        d[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        let esp = [
+            0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
+            0xc9, 0x3b,
+        ];
+        d[1024..1040].copy_from_slice(&esp);
+        d[1024 + 32..1024 + 40].copy_from_slice(&2048u64.to_le_bytes());
+        d[1024 + 40..1024 + 48].copy_from_slice(&4095u64.to_le_bytes());
+        match parse_table(&d) {
+            Table::Gpt(p) => {
+                assert_eq!(p.len(), 1);
+                assert!(p[0].is_esp(), "{p:?}");
+                assert_eq!((p[0].offset, p[0].size), (1 << 20, 1 << 20));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_table(&[0u8; 512]), Table::None);
+    }
+
+    #[test]
+    fn helpers() {
+        assert!(has_driver(
+            "kernel/drivers/block/xen-blkfront.ko.xz: x",
+            "xen-blkfront"
+        ));
+        assert!(has_driver("kernel/drivers/nvme/host/nvme.ko\n", "nvme"));
+        assert!(!has_driver(
+            "kernel/drivers/nvme/host/nvme-core.ko\n",
+            "nvme"
+        ));
+        assert!(has_dhcp(&["[Network]\nDHCP=yes\n".into()]));
+        assert!(!has_dhcp(&["iface eth0 inet static".into()]));
+        assert_eq!(
+            fstab_by_device("UUID=a / ext4\n/dev/vda2 /data ext4\n"),
+            vec!["/dev/vda2 /data ext4"]
+        );
+    }
+}
