@@ -46,7 +46,7 @@ fn source_raw(dir: &Path) -> PathBuf {
     let mut f = std::fs::File::create(&path).unwrap();
     f.set_len(SIZE).unwrap();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut put = |f: &mut std::fs::File, at: u64, data: &[u8]| {
+    let put = |f: &mut std::fs::File, at: u64, data: &[u8]| {
         f.seek(SeekFrom::Start(at)).unwrap();
         f.write_all(data).unwrap();
     };

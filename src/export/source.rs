@@ -233,7 +233,7 @@ enum Reader {
     Nbd {
         conn: NbdConn,
         // dropped after the connection (fields drop in order)
-        _server: QemuNbd,
+        _server: Box<QemuNbd>,
     },
 }
 
@@ -299,7 +299,7 @@ impl Source {
                     conn.size,
                     Reader::Nbd {
                         conn,
-                        _server: server,
+                        _server: Box::new(server),
                     },
                 )
             }
