@@ -39,11 +39,14 @@ struct KilnRun {
 }
 
 impl KilnRun {
-    fn start(args: &[&str], cache: &Path) -> KilnRun {
+    /// Starts kiln with the shared parent-image cache and an image catalog
+    /// in `data` (so tests never touch the user's catalog).
+    fn start(args: &[&str], cache: &Path, data: &Path) -> KilnRun {
         use std::os::unix::process::CommandExt;
         let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(args)
             .env("KILN_CACHE_DIR", cache)
+            .env("KILN_DATA_DIR", data)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -259,6 +262,32 @@ impl SealedFs {
     }
 }
 
+/// `kiln images list --json` of the catalog in `data`: (NAME/x.y.z/n, status).
+fn catalog_images(data: &Path) -> Vec<(String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["images", "list", "--json"])
+        .env("KILN_DATA_DIR", data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                format!(
+                    "{}/{}/{}",
+                    i["name"].as_str().unwrap(),
+                    i["version"].as_str().unwrap(),
+                    i["build"]
+                ),
+                i["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 fn events(lines: &[String]) -> Vec<Value> {
     lines
         .iter()
@@ -283,6 +312,7 @@ fn example_recipe_end_to_end() {
             "--json",
         ],
         &cache,
+        &out.path().join(".catalog"),
     );
     let mut stdout = Lines::new(run.child.stdout.take().unwrap());
     let mut stderr = Lines::new(run.child.stderr.take().unwrap());
@@ -444,6 +474,40 @@ fn example_recipe_end_to_end() {
 
     assert_no_qemu(out.path().to_str().unwrap());
     nothing_published_tmp(out.path());
+
+    // recorded in the catalog: build 1, available, every file with its digest
+    let data = out.path().join(".catalog");
+    assert_eq!(
+        catalog_images(&data),
+        [("debian-web/1.0.0/1".to_string(), "available".to_string())]
+    );
+    let shown = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["images", "show", "debian-web/1.0.0/1", "--json"])
+        .env("KILN_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(shown.status.success(), "{shown:?}");
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let recorded: std::collections::BTreeMap<String, String> = shown["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["path"].as_str().unwrap().to_string(),
+                a["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for a in manifest["artifacts"].as_array().unwrap() {
+        let path = dir.join(a["path"].as_str().unwrap()).display().to_string();
+        assert_eq!(
+            recorded.get(&path).map(String::as_str),
+            a["sha256"].as_str(),
+            "{path}"
+        );
+    }
+    assert_eq!(shown["parent"]["sha256"], manifest["parent"]["sha256"]);
 
     exports_equal_the_image_and_boot(&dir, &manifest);
 }
@@ -625,6 +689,7 @@ fn failing_component_with_abort_keeps_the_vm_for_ssh_then_cleans_up() {
             "abort",
         ],
         &cache,
+        &work.path().join("catalog"),
     );
     let mut stdout = Lines::new(run.child.stdout.take().unwrap());
     let mut stderr = Lines::new(run.child.stderr.take().unwrap());
@@ -666,6 +731,11 @@ fn failing_component_with_abort_keeps_the_vm_for_ssh_then_cleans_up() {
     assert!(kiln_log.contains("step build/Breaks failed"), "{kiln_log}");
     assert_no_qemu(out.to_str().unwrap());
     nothing_published(&out, "broken");
+    // the catalog gave the build a number and recorded the failure
+    assert_eq!(
+        catalog_images(&work.path().join("catalog")),
+        [("broken/1.0.0/1".to_string(), "failed".to_string())]
+    );
 }
 
 #[test]
@@ -686,6 +756,7 @@ fn sigterm_and_sigkill_during_the_build_stage_leave_no_qemu_and_publish_nothing(
                 "--json",
             ],
             &cache,
+            &work.path().join(format!("catalog-{name}")),
         );
         let mut stdout = Lines::new(run.child.stdout.take().unwrap());
         let _stderr = Lines::new(run.child.stderr.take().unwrap());
@@ -703,6 +774,11 @@ fn sigterm_and_sigkill_during_the_build_stage_leave_no_qemu_and_publish_nothing(
             assert_eq!(code, 130, "{name}");
             nothing_published(&out, "debian-web");
             assert!(out.join("failed").exists(), "logs not kept after {name}");
+            // the interrupted build is not left `building` in the catalog
+            assert_eq!(
+                catalog_images(&work.path().join(format!("catalog-{name}"))),
+                [("debian-web/1.0.0/1".to_string(), "failed".to_string())]
+            );
         } else {
             assert_eq!(code, -1, "killed by a signal");
             // no cleanup can run, but nothing was published: publishing is a rename

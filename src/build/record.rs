@@ -58,36 +58,83 @@ pub fn inputs(
     }
 }
 
-/// Records the start of a build of `recipe` from `parent`; returns its
-/// catalog id and build number.
-pub fn begin(
-    catalog: &mut Catalog,
-    recipe: &Recipe,
-    parent: &ResolvedParent,
-    inputs: &Inputs,
-) -> Result<BuildNumber, CatalogError> {
-    // a parent kiln built is linked by its disk digest (ancestry)
-    let parent_image = catalog.find_by_disk_digest(&parent.sha256)?;
-    catalog.begin_build(&NewBuild {
-        name: recipe.name.clone(),
-        version: recipe.version.clone(),
-        inputs_digest: digest::inputs_digest(inputs),
-        parent: Some(Parent {
-            image_id: parent_image.map(|i| i.id),
-            sha256: parent.sha256.clone(),
-            origin: parent.origin.clone(),
-        }),
-        pipeline: None,
-    })
+/// A build's catalog entry from its start to its end. Dropped before the
+/// build was settled (Ctrl-C, SIGTERM, a dropped future), it records the
+/// build as failed, so no entry stays `building` after kiln is gone.
+pub struct Recorder {
+    catalog: Catalog,
+    build: Option<BuildNumber>,
+    settled: bool,
 }
 
-/// Records a build published in `dir` with `manifest`.
-pub fn published(
-    catalog: &mut Catalog,
-    build: BuildNumber,
-    manifest: &Manifest,
-    dir: &Path,
-) -> Result<(), RecordError> {
-    let done = FinishedBuild::from_manifest(manifest, dir)?;
-    Ok(catalog.finish_build(build.id, &done)?)
+impl Recorder {
+    /// Opens (or creates) the catalog at `path`.
+    pub fn open(path: &Path) -> Result<Self, RecordError> {
+        Ok(Recorder {
+            catalog: Catalog::open(path)?,
+            build: None,
+            settled: false,
+        })
+    }
+
+    /// The build number, once [`Recorder::begin`] assigned it.
+    pub fn build(&self) -> Option<BuildNumber> {
+        self.build
+    }
+
+    /// Records the start of a build of `recipe` from `parent` and assigns
+    /// its build number; a parent kiln built is linked by its disk digest.
+    pub fn begin(
+        &mut self,
+        recipe: &Recipe,
+        parent: &ResolvedParent,
+        inputs: &Inputs,
+    ) -> Result<BuildNumber, RecordError> {
+        let parent_image = self.catalog.find_by_disk_digest(&parent.sha256)?;
+        let build = self.catalog.begin_build(&NewBuild {
+            name: recipe.name.clone(),
+            version: recipe.version,
+            inputs_digest: digest::inputs_digest(inputs),
+            parent: Some(Parent {
+                image_id: parent_image.map(|i| i.id),
+                sha256: parent.sha256.clone(),
+                origin: parent.origin.clone(),
+            }),
+            pipeline: None,
+        })?;
+        self.build = Some(build);
+        Ok(build)
+    }
+
+    /// Records the build as published in `dir` with `manifest`.
+    pub fn published(&mut self, manifest: &Manifest, dir: &Path) -> Result<(), RecordError> {
+        let Some(build) = self.build else {
+            return Ok(());
+        };
+        self.settled = true;
+        let done = FinishedBuild::from_manifest(manifest, dir)?;
+        Ok(self.catalog.finish_build(build.id, &done)?)
+    }
+
+    /// Records the build as failed with `reason`, its logs in `logs`.
+    pub fn failed(&mut self, reason: &str, logs: Option<&Path>) -> Result<(), RecordError> {
+        let Some(build) = self.build else {
+            return Ok(());
+        };
+        self.settled = true;
+        let logs = logs.map(|l| l.display().to_string());
+        Ok(self.catalog.fail_build(build.id, reason, logs.as_deref())?)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if self.settled || self.build.is_none() {
+            return;
+        }
+        if let Err(e) = self.failed("interrupted before it finished", None) {
+            // nothing to return an error to while unwinding a dropped build
+            eprintln!("warning: the interrupted build was not recorded as failed in the image catalog: {e}");
+        }
+    }
 }

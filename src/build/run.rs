@@ -14,10 +14,9 @@ use super::manifest::{self, Manifest};
 use super::parent::{self, ResolvedParent};
 use super::phases::{PhaseError, PhaseResult, PhaseRun};
 use super::progress::{human, Reporter, Stage};
-use super::record::{self, RecordError};
+use super::record::{self, RecordError, Recorder};
 use super::seal;
 use super::workspace::{Workspace, WorkspaceError};
-use crate::catalog::{BuildNumber, Catalog};
 use crate::export::format::ExportFormat;
 use crate::export::write::ExportError;
 use crate::recipe::{Recipe, ResolvedComponent};
@@ -267,8 +266,6 @@ pub struct Build<'a> {
     id: String,
     timings: Vec<manifest::StageTiming>,
     current: Option<(Stage, Instant)>,
-    /// The build's catalog entry, once the parent is known.
-    record: Option<BuildNumber>,
 }
 
 impl<'a> Build<'a> {
@@ -282,7 +279,6 @@ impl<'a> Build<'a> {
             id,
             timings: Vec::new(),
             current: None,
-            record: None,
         }
     }
 
@@ -327,18 +323,22 @@ impl<'a> Build<'a> {
                 path: kiln_log.clone(),
                 source,
             })?;
-        let mut catalog = Catalog::open(&opts.catalog).map_err(RecordError::from)?;
-        match self.stages(&ws, &components, started_at, &mut catalog).await {
+        let mut catalog = Recorder::open(&opts.catalog)?;
+        match self
+            .stages(&ws, &components, started_at, &mut catalog)
+            .await
+        {
             Ok(manifest) => {
                 let dir = ws.publish()?;
-                if let Some(build) = self.record {
-                    record::published(&mut catalog, build, &manifest, &dir)?;
-                }
+                catalog.published(&manifest, &dir)?;
                 self.reporter.result(&format!(
                     "published {} {}{} in {} ({})",
                     recipe.name,
                     recipe.version,
-                    self.record.map(|b| format!("/{}", b.build)).unwrap_or_default(),
+                    catalog
+                        .build()
+                        .map(|b| format!("/{}", b.build))
+                        .unwrap_or_default(),
                     dir.display(),
                     human(self.reporter.elapsed())
                 ));
@@ -351,14 +351,11 @@ impl<'a> Build<'a> {
                     self.reporter.stage_failed(stage, since.elapsed(), first);
                 }
                 let logs = ws.fail();
-                if let Some(build) = self.record {
-                    let logs = logs.display().to_string();
-                    if let Err(c) = catalog.fail_build(build.id, &e.to_string(), Some(&logs)) {
-                        self.reporter.warn(
-                            None,
-                            &format!("the failure was not recorded in the image catalog: {c}"),
-                        );
-                    }
+                if let Err(c) = catalog.failed(&e.to_string(), Some(&logs)) {
+                    self.reporter.warn(
+                        None,
+                        &format!("the failure was not recorded in the image catalog: {c}"),
+                    );
                 }
                 self.reporter.result(&format!(
                     "build failed; nothing was published; logs: {}",
@@ -374,7 +371,7 @@ impl<'a> Build<'a> {
         ws: &Workspace,
         components: &[ResolvedComponent],
         started_at: String,
-        catalog: &mut Catalog,
+        catalog: &mut Recorder,
     ) -> Result<Manifest, BuildError> {
         let recipe = self.recipe;
         let opts = self.opts;
@@ -392,8 +389,7 @@ impl<'a> Build<'a> {
             .await
             .map_err(manifest::ManifestError::from)?;
         let inputs = record::inputs(&recipe_sha256, &parent, components, formats);
-        let build = record::begin(catalog, recipe, &parent, &inputs).map_err(RecordError::from)?;
-        self.record = Some(build);
+        let build = catalog.begin(recipe, &parent, &inputs)?;
         self.timed(
             Stage::Parent,
             t,

@@ -18,7 +18,7 @@ use super::cancel::{Cancel, Cancelled};
 use super::disk::round_up;
 use super::source::{self, BlockPlan, Source, SourceError};
 use super::write::{ExportError, ExportJob};
-use crate::build::{IoError, Progress};
+use crate::build::Progress;
 
 /// GCE wants the raw disk a whole number of GiB.
 pub const GCE_ALIGN: u64 = 1 << 30;
@@ -200,13 +200,7 @@ pub async fn export(
     .await
     .map_err(|e| match e {
         GceError::Cancelled(c) => ExportError::Cancelled(c),
-        // ExportError has no GCE variant yet (write.rs is not this
-        // module's): the error travels inside an IoError, message intact
-        other => ExportError::Io(IoError {
-            what: "write the GCE image",
-            path: job.dir.join(job.file_name),
-            source: std::io::Error::other(other),
-        }),
+        other => ExportError::Gce(other),
     })?;
     Ok(vec![PathBuf::from(job.file_name)])
 }

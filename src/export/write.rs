@@ -90,9 +90,9 @@ pub enum ExportError {
     /// Machine settings the OVF profile cannot express.
     #[error("OVF settings: {0}")]
     Settings(String),
-    /// A writer that is not in this build yet.
-    #[error("the {0} writer is not in this build")]
-    NotBuilt(&'static str),
+    /// kiln's GCE tarball writer failed.
+    #[error("writing the GCE tarball")]
+    Gce(#[source] super::gce::GceError),
     /// Ctrl-C, SIGTERM or a dropped build stopped the export.
     #[error("the export was cancelled")]
     Cancelled(#[from] Cancelled),
