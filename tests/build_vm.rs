@@ -734,7 +734,7 @@ fn failing_component_with_abort_keeps_the_vm_for_ssh_then_cleans_up() {
     // the catalog gave the build a number and recorded the failure
     assert_eq!(
         catalog_images(&work.path().join("catalog")),
-        [("broken/1.0.0/1".to_string(), "failed".to_string())]
+        [("broken/0.1.0/1".to_string(), "failed".to_string())]
     );
 }
 

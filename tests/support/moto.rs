@@ -92,6 +92,9 @@ pub struct MotoServer {
     _guard: Option<ChildStdin>,
     port: u16,
     log: tempfile::NamedTempFile,
+    /// The VM Import/Export peer's folder for imported disks (removed with
+    /// the server: the peer itself is killed and cannot clean up).
+    _work: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -155,6 +158,7 @@ impl MotoServer {
         let log = tempfile::NamedTempFile::new().expect("temp file for moto's log");
         let out = log.reopen().expect("reopen moto log");
         let err = log.reopen().expect("reopen moto log");
+        let work = tempfile::tempdir().expect("temp folder for the VMIE peer");
         // moto runs under a small sh guard in a process group of its own.
         // The guard holds a pipe from this process on fd 3: when the pipe
         // closes (Drop, or the test process dying in any way, even SIGKILL),
@@ -167,6 +171,7 @@ impl MotoServer {
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .envs(dummy_env())
             .env("PYTHONUNBUFFERED", "1")
+            .env("KILN_VMIE_WORKDIR", work.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -180,6 +185,7 @@ impl MotoServer {
             _guard: guard,
             port,
             log,
+            _work: work,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {

@@ -72,7 +72,8 @@ SNAPSHOT_STEPS = [("pending", "3"), ("validating", "10"), ("converting", "40")]
 EXPORT_STEPS = [("pending", "0"), ("validating", "10"), ("updating", "21"), ("converting", "60")]
 
 FAIL_HOOK = "kiln-test-fail:"
-WORKDIR = tempfile.mkdtemp(prefix="kiln-vmie-peer-")
+# The test fixture gives a folder it removes after killing this server.
+WORKDIR = os.environ.get("KILN_VMIE_WORKDIR") or tempfile.mkdtemp(prefix="kiln-vmie-peer-")
 
 # (account, image or snapshot id) -> (path of the imported disk, qemu format)
 DISKS = {}
