@@ -797,7 +797,7 @@ fn invalid_distribution_ami() {
 "
             ),
             vec![
-                (9, 41, "distribution.ami.copyToRegions[1]", "duplicate-region", "the region `eu-west-1` is listed twice"),
+                (9, 42, "distribution.ami.copyToRegions[1]", "duplicate-region", "the region `eu-west-1` is listed twice"),
                 (10, 16, "distribution.ami.shareOus[0]", "invalid-arn", "is not an organizational unit ARN"),
             ],
         ),
