@@ -221,6 +221,27 @@ pub enum Event<'a> {
     Finding(&'a Finding),
 }
 
+impl Event<'_> {
+    /// The event as one progress line (a finding's fix on a second line).
+    pub fn line(&self) -> String {
+        match self {
+            Event::Step(s) => s.to_string(),
+            Event::Upload(p) => format!(
+                "upload: {}/{} parts, {} of {} MiB",
+                p.parts_done,
+                p.parts,
+                p.done >> 20,
+                p.total >> 20
+            ),
+            Event::Task(s) => format!("{}: {}", s.task_id, s.line()),
+            Event::Finding(f) => format!(
+                "pre-flight {:?} {}: {}\n         fix: {}",
+                f.severity, f.check, f.message, f.fix
+            ),
+        }
+    }
+}
+
 fn mtime_ns(meta: &std::fs::Metadata) -> u128 {
     meta.modified()
         .ok()

@@ -208,24 +208,7 @@ pub async fn run(cmd: AmiCommand) -> Result<u8, CliError> {
 }
 
 fn progress_printer(started: Instant) -> impl Fn(Event<'_>) + Sync {
-    move |e| {
-        let t = started.elapsed().as_secs();
-        match e {
-            Event::Step(s) => eprintln!("[{t:>5}s] {s}"),
-            Event::Upload(p) => eprintln!(
-                "[{t:>5}s] upload: {}/{} parts, {} of {} MiB",
-                p.parts_done,
-                p.parts,
-                p.done >> 20,
-                p.total >> 20
-            ),
-            Event::Task(s) => eprintln!("[{t:>5}s] {}: {}", s.task_id, s.line()),
-            Event::Finding(f) => eprintln!(
-                "[{t:>5}s] pre-flight {:?} {}: {}\n         fix: {}",
-                f.severity, f.check, f.message, f.fix
-            ),
-        }
-    }
+    move |e| eprintln!("[{:>5}s] {}", started.elapsed().as_secs(), e.line())
 }
 
 async fn import(args: ImportArgs) -> Result<u8, CliError> {
