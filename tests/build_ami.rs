@@ -43,7 +43,11 @@ fn small_qcow2(dir: &Path) -> std::path::PathBuf {
         .arg(&qcow2)
         .output()
         .expect("run qemu-img");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     qcow2
 }
 
@@ -110,7 +114,9 @@ async fn the_distribute_stage_imports_copies_and_shares_the_ami() {
     assert_eq!(regions, [REGION, "eu-west-1"]);
     let lines = lines.into_inner().unwrap();
     assert!(
-        lines.iter().any(|l| l.starts_with("ami: ImportSnapshot task import-snap-")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("ami: ImportSnapshot task import-snap-")),
         "{lines:#?}"
     );
     for img in &images {
@@ -121,9 +127,10 @@ async fn the_distribute_stage_imports_copies_and_shares_the_ami() {
             .send()
             .await
             .unwrap_or_else(|e| panic!("DescribeImages {} in {}: {e:?}", img.image_id, img.region));
-        let ami = found.images().first().unwrap_or_else(|| {
-            panic!("{} is not in {}", img.image_id, img.region)
-        });
+        let ami = found
+            .images()
+            .first()
+            .unwrap_or_else(|| panic!("{} is not in {}", img.image_id, img.region));
         assert_eq!(ami.name(), Some("web-1.2.3"), "{}", img.region);
         let lp = ec2
             .describe_image_attribute()

@@ -769,16 +769,76 @@ fn invalid_distribution_ami() {
 "
             ),
             vec![
-                (8, 5, "distribution.ami.bucket", "missing-field", "`bucket` is missing in `distribution.ami`"),
-                (8, 13, "distribution.ami.region", "invalid-region", "`us-east` is not an AWS region name"),
-                (9, 11, "distribution.ami.name", "invalid-ami-name", "AMI name `a*b` is invalid"),
-                (10, 13, "distribution.ami.format", "unknown-disk-format", "`qcow2`"),
-                (11, 21, "distribution.ami.shareAccounts[0]", "invalid-account", "`12345` is not a 12-digit AWS account id"),
-                (12, 17, "distribution.ami.shareOrgs[0]", "invalid-arn", "`o-abc123` is not an organization ARN"),
-                (14, 29, "distribution.ami.copyToRegions[0].kms", "unknown-key", "unknown key `kms`"),
-                (15, 9, "distribution.ami.copyToRegions[1].region", "missing-field", "`region` is missing"),
-                (16, 5, "distribution.ami.keepUplaod", "unknown-key", "unknown key `keepUplaod`"),
-                (17, 18, "distribution.ami.viaSnapshot", "wrong-type", "must be true or false"),
+                (
+                    8,
+                    5,
+                    "distribution.ami.bucket",
+                    "missing-field",
+                    "`bucket` is missing in `distribution.ami`",
+                ),
+                (
+                    8,
+                    13,
+                    "distribution.ami.region",
+                    "invalid-region",
+                    "`us-east` is not an AWS region name",
+                ),
+                (
+                    9,
+                    11,
+                    "distribution.ami.name",
+                    "invalid-ami-name",
+                    "AMI name `a*b` is invalid",
+                ),
+                (
+                    10,
+                    13,
+                    "distribution.ami.format",
+                    "unknown-disk-format",
+                    "`qcow2`",
+                ),
+                (
+                    11,
+                    21,
+                    "distribution.ami.shareAccounts[0]",
+                    "invalid-account",
+                    "`12345` is not a 12-digit AWS account id",
+                ),
+                (
+                    12,
+                    17,
+                    "distribution.ami.shareOrgs[0]",
+                    "invalid-arn",
+                    "`o-abc123` is not an organization ARN",
+                ),
+                (
+                    14,
+                    29,
+                    "distribution.ami.copyToRegions[0].kms",
+                    "unknown-key",
+                    "unknown key `kms`",
+                ),
+                (
+                    15,
+                    9,
+                    "distribution.ami.copyToRegions[1].region",
+                    "missing-field",
+                    "`region` is missing",
+                ),
+                (
+                    16,
+                    5,
+                    "distribution.ami.keepUplaod",
+                    "unknown-key",
+                    "unknown key `keepUplaod`",
+                ),
+                (
+                    17,
+                    18,
+                    "distribution.ami.viaSnapshot",
+                    "wrong-type",
+                    "must be true or false",
+                ),
             ],
         ),
         (
@@ -797,8 +857,20 @@ fn invalid_distribution_ami() {
 "
             ),
             vec![
-                (9, 42, "distribution.ami.copyToRegions[1]", "duplicate-region", "the region `eu-west-1` is listed twice"),
-                (10, 16, "distribution.ami.shareOus[0]", "invalid-arn", "is not an organizational unit ARN"),
+                (
+                    9,
+                    42,
+                    "distribution.ami.copyToRegions[1]",
+                    "duplicate-region",
+                    "the region `eu-west-1` is listed twice",
+                ),
+                (
+                    10,
+                    16,
+                    "distribution.ami.shareOus[0]",
+                    "invalid-arn",
+                    "is not an organizational unit ARN",
+                ),
             ],
         ),
     ];
@@ -815,7 +887,11 @@ fn invalid_distribution_ami() {
     let e = errors(&format!(
         "{HEAD}distribution:\n  ami: {{bucket: b, name: \"x\"}}\n"
     ));
-    assert!(hint_of(&e[0]).contains("<recipe name>-<version>"), "{}", e[0]);
+    assert!(
+        hint_of(&e[0]).contains("<recipe name>-<version>"),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]

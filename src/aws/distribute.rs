@@ -516,7 +516,15 @@ mod tests {
         assert!(validate_arn(ou, ArnKind::OrganizationalUnit).is_ok());
         assert!(validate_arn(ou, ArnKind::Organization).is_err());
         assert!(validate_arn(org, ArnKind::OrganizationalUnit).is_err());
-        assert!(validate_arn("arn:aws:organizations::12:organization/o-a", ArnKind::Organization).is_err());
-        assert!(validate_arn("arn:aws:iam::123456789012:organization/o-a", ArnKind::Organization).is_err());
+        assert!(validate_arn(
+            "arn:aws:organizations::12:organization/o-a",
+            ArnKind::Organization
+        )
+        .is_err());
+        assert!(validate_arn(
+            "arn:aws:iam::123456789012:organization/o-a",
+            ArnKind::Organization
+        )
+        .is_err());
     }
 }

@@ -118,7 +118,9 @@ impl AmiSpec {
 
     /// The AMI name: the spec's, else `default_name`.
     pub fn name_or(&self, default_name: &str) -> String {
-        self.name.clone().unwrap_or_else(|| default_name.to_string())
+        self.name
+            .clone()
+            .unwrap_or_else(|| default_name.to_string())
     }
 
     /// The full request to import `image`, named [`AmiSpec::name_or`]

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::manifest::AmiInfo;
 use super::manifest::Manifest;
 use super::parent::ResolvedParent;
-use super::manifest::AmiInfo;
 use crate::catalog::{Ami, BuildNumber, Catalog, CatalogError, FinishedBuild, NewBuild, Parent};
 use crate::export::format::ExportFormat;
 use crate::pipeline::digest::{self, ComponentInput, Inputs, ParameterInput};

@@ -156,15 +156,25 @@ pub(crate) fn parse(f: &Field<'_>, d: &mut Diagnostics) -> Option<AmiSpec> {
         )
     }));
     let format = optional(obj.get("format").map(|f| {
-        f.one_of(d, &["vmdk", "raw", "vhd"], "unknown-disk-format", "uploading")
-            .and_then(|s| DiskFormat::parse(s).ok())
+        f.one_of(
+            d,
+            &["vmdk", "raw", "vhd"],
+            "unknown-disk-format",
+            "uploading",
+        )
+        .and_then(|s| DiskFormat::parse(s).ok())
     }));
     let boot_mode = optional(obj.get("bootMode").map(|f| {
-        f.one_of(d, &["legacy-bios", "uefi"], "unknown-boot-mode", "the boot mode")
-            .map(|s| match s {
-                "uefi" => BootMode::Uefi,
-                _ => BootMode::LegacyBios,
-            })
+        f.one_of(
+            d,
+            &["legacy-bios", "uefi"],
+            "unknown-boot-mode",
+            "the boot mode",
+        )
+        .map(|s| match s {
+            "uefi" => BootMode::Uefi,
+            _ => BootMode::LegacyBios,
+        })
     }));
     let kms_key = optional(obj.get("kmsKey").map(|k| k.str(d).map(String::from)));
     let regions = optional(obj.get("copyToRegions").map(|c| copies(&c, d)));
