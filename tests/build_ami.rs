@@ -14,6 +14,9 @@ use kiln::aws::flow::LocalSettings;
 use kiln::aws::poll::PollOptions;
 use kiln::aws::Clients;
 use kiln::build::distribute;
+use kiln::build::manifest::AmiInfo;
+use kiln::build::parent::ResolvedParent;
+use kiln::build::record::Recorder;
 use support::moto::{set_dummy_aws_env, MotoServer, ACCESS_KEY, REGION, SECRET_KEY};
 
 const BUCKET: &str = "kiln-builds";
@@ -51,7 +54,7 @@ fn small_qcow2(dir: &Path) -> std::path::PathBuf {
     qcow2
 }
 
-fn spec(bucket: &str) -> kiln::aws::flow::AmiSpec {
+fn recipe(bucket: &str) -> kiln::recipe::Recipe {
     let text = format!(
         "name: web
 semanticVersion: 1.2.3
@@ -69,8 +72,60 @@ distribution:
     tags: {{suite: build_ami}}
 "
     );
-    let recipe = kiln::recipe::parse("r.yml", &text, Path::new("/recipes")).expect("recipe");
-    recipe.distribution.ami.expect("distribution.ami")
+    kiln::recipe::parse("r.yml", &text, Path::new("/recipes")).expect("recipe")
+}
+
+fn spec(bucket: &str) -> kiln::aws::flow::AmiSpec {
+    recipe(bucket).distribution.ami.expect("distribution.ami")
+}
+
+/// What the build does with the AMIs: the manifest's `amis` and the
+/// catalog entry (through the build's Recorder).
+fn record(dir: &Path, images: &[kiln::aws::distribute::RegionImage]) {
+    let amis: Vec<AmiInfo> = images
+        .iter()
+        .map(|i| AmiInfo {
+            region: i.region.clone(),
+            ami_id: i.image_id.clone(),
+        })
+        .collect();
+    let json = serde_json::to_value(&amis).unwrap();
+    assert_eq!(json[1]["region"], "eu-west-1");
+    assert_eq!(json[1]["amiId"], images[1].image_id.as_str());
+
+    let recipe = recipe(BUCKET);
+    let parent = ResolvedParent {
+        path: dir.join("base.qcow2"),
+        format: kiln::vm::img::Format::Qcow2,
+        sha256: "ab".repeat(32),
+        virtual_size: 4 << 20,
+        origin: "file base.qcow2".into(),
+    };
+    let db = dir.join("catalog.db");
+    let mut rec = Recorder::open(&db).unwrap();
+    let inputs = kiln::build::record::inputs("cd".repeat(32).as_str(), &parent, &[], &[]);
+    let build = rec.begin(&recipe, &parent, &inputs).unwrap();
+    rec.amis(&amis).unwrap();
+    rec.failed("test ends here", None).unwrap();
+    let got = kiln::catalog::Catalog::open(&db)
+        .unwrap()
+        .get(build.id)
+        .unwrap();
+    let got: Vec<(String, String)> = got
+        .amis
+        .iter()
+        .map(|a| (a.region.clone(), a.ami_id.clone()))
+        .collect();
+    let want: Vec<(String, String)> = amis
+        .iter()
+        .map(|a| (a.region.clone(), a.ami_id.clone()))
+        .collect();
+    assert_eq!(sorted(got), sorted(want));
+}
+
+fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+    v.sort();
+    v
 }
 
 fn local() -> LocalSettings {
@@ -146,6 +201,8 @@ async fn the_distribute_stage_imports_copies_and_shares_the_ami() {
             .collect();
         assert_eq!(users, ["111122223333"], "{}", img.region);
     }
+    record(tmp.path(), &images);
+
     // the upload is deleted (no keepUpload) and nothing staged is left
     let objects = home
         .s3
