@@ -583,21 +583,23 @@ impl<'a> Build<'a> {
         self.timed(Stage::Test, t, "boot, component and reboot tests passed");
 
         // distribute
-        let t = self.begin(
-            Stage::Distribute,
-            &if formats.is_empty() {
-                "no export formats (recipe distribution.formats or --format)".to_string()
-            } else {
-                format!(
-                    "exporting to {}",
-                    formats
-                        .iter()
-                        .map(|f| f.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
-        );
+        let exports = if formats.is_empty() {
+            "no export formats (recipe distribution.formats or --format)".to_string()
+        } else {
+            format!(
+                "exporting to {}",
+                formats
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let ami = match &recipe.distribution.ami {
+            Some(spec) => format!("; then an AMI import through s3://{}", spec.bucket),
+            None => String::new(),
+        };
+        let t = self.begin(Stage::Distribute, &format!("{exports}{ami}"));
         let progress = |line: &str| rep.info(Some(Stage::Distribute), line);
         let distributed = distribute::distribute(&image, ws.stage(), formats, &progress)
             .await
