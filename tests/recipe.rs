@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiln::aws::distribute::RegionCopy;
+use kiln::aws::import::{BootMode, DiskFormat};
 use kiln::export::format::ExportFormat;
 use kiln::recipe::{
     self, BootstrapSpec, ComponentSource, ParentImage, Recipe, RecipeError, RecipeForm, Version,
@@ -677,6 +679,219 @@ fn distribution_formats() {
     }
     let e = errors(&format!("{HEAD}distribution: {{formats: [vdmk]}}\n"));
     assert_eq!(hint_of(&e[0]), "did you mean `vmdk`?");
+}
+
+#[test]
+fn distribution_ami_parses_into_the_import_settings() {
+    let r = parse(&format!(
+        "{HEAD}distribution:
+  formats: [vmdk]
+  ami:
+    bucket: kiln-images
+    region: eu-central-1
+    name: web-ami
+    format: raw
+    viaSnapshot: true
+    bootMode: uefi
+    kmsKey: alias/kiln
+    copyToRegions:
+      - region: eu-west-1
+      - {{region: us-west-2, kmsKey: \"arn:aws:kms:us-west-2:123456789012:key/abcd\"}}
+    shareAccounts: [111122223333, \"444455556666\"]
+    shareOrgs: [\"arn:aws:organizations::123456789012:organization/o-abc123def4\"]
+    shareOus:
+      - arn:aws:organizations::123456789012:ou/o-abc123def4/ou-ab12-cdef3456
+    tags: {{team: web, cost: 42}}
+    keepUpload: true
+    skipPreflight: true
+"
+    ))
+    .unwrap();
+    let ami = r.distribution.ami.expect("distribution.ami");
+    assert_eq!(ami.bucket, "kiln-images");
+    assert_eq!(ami.region.as_deref(), Some("eu-central-1"));
+    assert_eq!(ami.name.as_deref(), Some("web-ami"));
+    assert_eq!(ami.format, DiskFormat::Raw);
+    assert!(ami.via_snapshot && ami.keep_upload && ami.skip_preflight);
+    assert_eq!(ami.boot_mode, BootMode::Uefi);
+    assert_eq!(ami.kms_key.as_deref(), Some("alias/kiln"));
+    assert_eq!(
+        ami.regions,
+        vec![
+            RegionCopy {
+                region: "eu-west-1".into(),
+                kms_key: None
+            },
+            RegionCopy {
+                region: "us-west-2".into(),
+                kms_key: Some("arn:aws:kms:us-west-2:123456789012:key/abcd".into())
+            },
+        ]
+    );
+    assert_eq!(ami.sharing.accounts, ["111122223333", "444455556666"]);
+    assert_eq!(ami.sharing.orgs.len(), 1);
+    assert_eq!(ami.sharing.ous.len(), 1);
+    assert_eq!(
+        ami.tags,
+        vec![
+            ("team".to_string(), "web".to_string()),
+            ("cost".to_string(), "42".to_string())
+        ]
+    );
+
+    // only the bucket: kiln's defaults, no name (the build names it)
+    let r = parse(&format!("{HEAD}distribution:\n  ami: {{bucket: b-1}}\n")).unwrap();
+    let ami = r.distribution.ami.unwrap();
+    assert_eq!(ami, kiln::aws::flow::AmiSpec::new("b-1"));
+    assert_eq!(ami.format, DiskFormat::Vmdk);
+    assert!(!ami.via_snapshot && !ami.keep_upload && !ami.skip_preflight);
+    assert!(parse(HEAD).unwrap().distribution.ami.is_none());
+}
+
+#[test]
+fn invalid_distribution_ami() {
+    let cases: Vec<(&str, String, Vec<Expect>)> = vec![
+        (
+            "every field wrong",
+            format!(
+                "{HEAD}distribution:
+  ami:
+    region: us-east
+    name: \"a*b\"
+    format: qcow2
+    shareAccounts: [12345, 111122223333]
+    shareOrgs: [o-abc123]
+    copyToRegions:
+      - {{region: eu-west-1, kms: x}}
+      - kmsKey: k
+    keepUplaod: true
+    viaSnapshot: maybe
+"
+            ),
+            vec![
+                (
+                    8,
+                    5,
+                    "distribution.ami.bucket",
+                    "missing-field",
+                    "`bucket` is missing in `distribution.ami`",
+                ),
+                (
+                    8,
+                    13,
+                    "distribution.ami.region",
+                    "invalid-region",
+                    "`us-east` is not an AWS region name",
+                ),
+                (
+                    9,
+                    11,
+                    "distribution.ami.name",
+                    "invalid-ami-name",
+                    "AMI name `a*b` is invalid",
+                ),
+                (
+                    10,
+                    13,
+                    "distribution.ami.format",
+                    "unknown-disk-format",
+                    "`qcow2`",
+                ),
+                (
+                    11,
+                    21,
+                    "distribution.ami.shareAccounts[0]",
+                    "invalid-account",
+                    "`12345` is not a 12-digit AWS account id",
+                ),
+                (
+                    12,
+                    17,
+                    "distribution.ami.shareOrgs[0]",
+                    "invalid-arn",
+                    "`o-abc123` is not an organization ARN",
+                ),
+                (
+                    14,
+                    29,
+                    "distribution.ami.copyToRegions[0].kms",
+                    "unknown-key",
+                    "unknown key `kms`",
+                ),
+                (
+                    15,
+                    9,
+                    "distribution.ami.copyToRegions[1].region",
+                    "missing-field",
+                    "`region` is missing",
+                ),
+                (
+                    16,
+                    5,
+                    "distribution.ami.keepUplaod",
+                    "unknown-key",
+                    "unknown key `keepUplaod`",
+                ),
+                (
+                    17,
+                    18,
+                    "distribution.ami.viaSnapshot",
+                    "wrong-type",
+                    "must be true or false",
+                ),
+            ],
+        ),
+        (
+            "ami not a map",
+            format!("{HEAD}distribution: {{ami: kiln-images}}\n"),
+            vec![(6, 21, "distribution.ami", "wrong-type", "must be a map")],
+        ),
+        (
+            "a region copied twice, a bad OU ARN",
+            format!(
+                "{HEAD}distribution:
+  ami:
+    bucket: b
+    copyToRegions: [{{region: eu-west-1}}, {{region: eu-west-1}}]
+    shareOus: [\"arn:aws:organizations::123456789012:organization/o-abc123def4\"]
+"
+            ),
+            vec![
+                (
+                    9,
+                    42,
+                    "distribution.ami.copyToRegions[1]",
+                    "duplicate-region",
+                    "the region `eu-west-1` is listed twice",
+                ),
+                (
+                    10,
+                    16,
+                    "distribution.ami.shareOus[0]",
+                    "invalid-arn",
+                    "is not an organizational unit ARN",
+                ),
+            ],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        println!("case: {name}");
+        assert_diags(&errors(&text), FILE, &expected);
+    }
+    let e = errors(&format!(
+        "{HEAD}distribution:\n  ami:\n    bucket: b\n    skipPrefligth: true\n    format: vdmk\n    bootMode: bios\n"
+    ));
+    assert_eq!(hint_of(&e[0]), "did you mean `skipPreflight`?");
+    assert_eq!(hint_of(&e[1]), "did you mean `vmdk`?");
+    assert_eq!(hint_of(&e[2]), "supported: legacy-bios, uefi");
+    let e = errors(&format!(
+        "{HEAD}distribution:\n  ami: {{bucket: b, name: \"x\"}}\n"
+    ));
+    assert!(
+        hint_of(&e[0]).contains("<recipe name>-<version>"),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]

@@ -28,11 +28,7 @@ pub fn parse_region_copies(s: &str) -> Result<Vec<RegionCopy>, AwsError> {
                 Some((r, k)) => (r.trim(), Some(k.trim().to_string())),
                 None => (p, None),
             };
-            if region.is_empty()
-                || !region
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
-            {
+            if validate_region(region).is_err() {
                 return Err(AwsError::Invalid(format!(
                     "`{p}` is not a region: use e.g. eu-west-1 or eu-west-1=KMS_KEY_ARN"
                 )));
@@ -43,6 +39,88 @@ pub fn parse_region_copies(s: &str) -> Result<Vec<RegionCopy>, AwsError> {
             })
         })
         .collect()
+}
+
+/// Checks the shape of a region name: lowercase words joined by `-`, the
+/// first two letters, the last a number (`us-east-1`, `us-gov-west-1`).
+pub fn validate_region(region: &str) -> Result<(), AwsError> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let word = |w: &&str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase());
+    let ok = parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1].iter().all(word)
+        && parts
+            .last()
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(AwsError::Invalid(format!(
+            "`{region}` is not an AWS region name, e.g. us-east-1 or eu-west-1"
+        )))
+    }
+}
+
+/// Checks a 12-digit AWS account id.
+pub fn validate_account(account: &str) -> Result<(), AwsError> {
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AwsError::Invalid(format!(
+            "`{account}` is not a 12-digit AWS account id"
+        )));
+    }
+    Ok(())
+}
+
+/// What a launch permission ARN names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArnKind {
+    /// `arn:aws:organizations::ACCOUNT:organization/o-…`.
+    Organization,
+    /// `arn:aws:organizations::ACCOUNT:ou/o-…/ou-…`.
+    OrganizationalUnit,
+}
+
+/// Checks an organization or OU ARN (EC2 refuses bare ids).
+pub fn validate_arn(arn: &str, kind: ArnKind) -> Result<(), AwsError> {
+    let (what, example) = match kind {
+        ArnKind::Organization => (
+            "organization",
+            "arn:aws:organizations::123456789012:organization/o-abc123",
+        ),
+        ArnKind::OrganizationalUnit => (
+            "organizational unit",
+            "arn:aws:organizations::123456789012:ou/o-abc123/ou-ab12-cdef3456",
+        ),
+    };
+    let fields: Vec<&str> = arn.splitn(6, ':').collect();
+    let resource_ok = |r: &str| {
+        let parts: Vec<&str> = r.split('/').collect();
+        match kind {
+            ArnKind::Organization => {
+                parts.len() == 2 && parts[0] == "organization" && parts[1].starts_with("o-")
+            }
+            ArnKind::OrganizationalUnit => {
+                parts.len() == 3
+                    && parts[0] == "ou"
+                    && parts[1].starts_with("o-")
+                    && parts[2].starts_with("ou-")
+            }
+        }
+    };
+    let ok = fields.len() == 6
+        && fields[0] == "arn"
+        && fields[1].starts_with("aws")
+        && fields[2] == "organizations"
+        && fields[3].is_empty()
+        && validate_account(fields[4]).is_ok()
+        && resource_ok(fields[5]);
+    if ok {
+        Ok(())
+    } else {
+        Err(AwsError::Invalid(format!(
+            "`{arn}` is not an {what} ARN (an id alone is refused by EC2), e.g. {example}"
+        )))
+    }
 }
 
 /// Parses `k=v,k2=v2` tags.
@@ -77,31 +155,13 @@ impl Sharing {
     /// Checks ids and ARNs (organizations and OUs must be full ARNs).
     pub fn validate(&self) -> Result<(), AwsError> {
         for a in &self.accounts {
-            if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(AwsError::Invalid(format!(
-                    "`{a}` is not a 12-digit AWS account id"
-                )));
-            }
+            validate_account(a)?;
         }
-        for (list, what, example) in [
-            (
-                &self.orgs,
-                "organization",
-                "arn:aws:organizations::123456789012:organization/o-abc123",
-            ),
-            (
-                &self.ous,
-                "organizational unit",
-                "arn:aws:organizations::123456789012:ou/o-abc123/ou-ab12-cdef3456",
-            ),
-        ] {
-            for a in list {
-                if !a.starts_with("arn:") {
-                    return Err(AwsError::Invalid(format!(
-                        "`{a}` is not an {what} ARN (an id alone is refused by EC2), e.g. {example}"
-                    )));
-                }
-            }
+        for a in &self.orgs {
+            validate_arn(a, ArnKind::Organization)?;
+        }
+        for a in &self.ous {
+            validate_arn(a, ArnKind::OrganizationalUnit)?;
         }
         Ok(())
     }
@@ -440,5 +500,31 @@ mod tests {
         s.orgs.clear();
         s.accounts.push("12".into());
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn regions_and_arns() {
+        for r in ["us-east-1", "eu-west-1", "us-gov-west-1", "ap-southeast-2"] {
+            assert!(validate_region(r).is_ok(), "{r}");
+        }
+        for r in ["us-east", "US-east-1", "useast1", "u-east-1", "us--1", ""] {
+            assert!(validate_region(r).is_err(), "{r}");
+        }
+        let org = "arn:aws:organizations::123456789012:organization/o-abc123def4";
+        let ou = "arn:aws:organizations::123456789012:ou/o-abc123def4/ou-ab12-cdef3456";
+        assert!(validate_arn(org, ArnKind::Organization).is_ok());
+        assert!(validate_arn(ou, ArnKind::OrganizationalUnit).is_ok());
+        assert!(validate_arn(ou, ArnKind::Organization).is_err());
+        assert!(validate_arn(org, ArnKind::OrganizationalUnit).is_err());
+        assert!(validate_arn(
+            "arn:aws:organizations::12:organization/o-a",
+            ArnKind::Organization
+        )
+        .is_err());
+        assert!(validate_arn(
+            "arn:aws:iam::123456789012:organization/o-a",
+            ArnKind::Organization
+        )
+        .is_err());
     }
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::client::Clients;
-use super::distribute::{self, Distribution, RegionImage};
-use super::import::{self, CancelOnDrop, DiskFormat, ImportRequest};
+use super::distribute::{self, Distribution, RegionCopy, RegionImage, Sharing};
+use super::import::{self, BootMode, CancelOnDrop, DiskFormat, ImportRequest};
 use super::poll::{self, PollOptions, TaskStatus};
 use super::preflight::{self, Finding, Severity};
 use super::upload::{self, UploadProgress, UploadRequest, Uploaded};
@@ -46,6 +46,153 @@ pub struct AmiImport {
     pub poll: PollOptions,
 }
 
+/// What to import and how, whoever asks (`kiln ami import`'s flags or a
+/// recipe's `distribution.ami`); [`AmiSpec::request`] adds the image and
+/// the local settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AmiSpec {
+    /// The upload bucket (in the import region).
+    pub bucket: String,
+    /// The object key; `None`: `kiln/<name>/<disk file name>`.
+    pub key: Option<String>,
+    /// The import region; `None`: the AWS configuration's region.
+    pub region: Option<String>,
+    /// The AMI name; `None`: the caller's default.
+    pub name: Option<String>,
+    /// The AMI description.
+    pub description: String,
+    /// The disk format uploaded.
+    pub format: DiskFormat,
+    /// ImportSnapshot + RegisterImage instead of ImportImage.
+    pub via_snapshot: bool,
+    /// `x86_64` or `i386`.
+    pub architecture: String,
+    /// The boot mode.
+    pub boot_mode: BootMode,
+    /// Encrypt the snapshots with this KMS key.
+    pub kms_key: Option<String>,
+    /// Encrypt the snapshots with the default EBS key (when no `kms_key`).
+    pub encrypted: bool,
+    /// The VM Import service role.
+    pub role_name: String,
+    /// Copies to other regions.
+    pub regions: Vec<RegionCopy>,
+    /// Launch permissions.
+    pub sharing: Sharing,
+    /// Tags of the AMI, its snapshots and the import task.
+    pub tags: Vec<(String, String)>,
+    /// Keep the uploaded object after the import.
+    pub keep_upload: bool,
+    /// Import without the pre-flight checks.
+    pub skip_preflight: bool,
+}
+
+/// The default AMI description.
+pub const DEFAULT_DESCRIPTION: &str = "imported by kiln";
+
+impl AmiSpec {
+    /// An import to `bucket` with kiln's defaults: streamOptimized VMDK,
+    /// ImportImage, x86_64, legacy BIOS, the `vmimport` role, no copies,
+    /// no sharing, the upload deleted after the import.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        AmiSpec {
+            bucket: bucket.into(),
+            key: None,
+            region: None,
+            name: None,
+            description: DEFAULT_DESCRIPTION.into(),
+            format: DiskFormat::Vmdk,
+            via_snapshot: false,
+            architecture: "x86_64".into(),
+            boot_mode: BootMode::LegacyBios,
+            kms_key: None,
+            encrypted: false,
+            role_name: super::role::DEFAULT_ROLE.into(),
+            regions: Vec::new(),
+            sharing: Sharing::default(),
+            tags: Vec::new(),
+            keep_upload: false,
+            skip_preflight: false,
+        }
+    }
+
+    /// The AMI name: the spec's, else `default_name`.
+    pub fn name_or(&self, default_name: &str) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| default_name.to_string())
+    }
+
+    /// The full request to import `image`, named [`AmiSpec::name_or`]
+    /// `default_name`, with the local upload and polling settings.
+    pub fn request(
+        &self,
+        image: PathBuf,
+        default_name: &str,
+        work_dir: PathBuf,
+        local: LocalSettings,
+    ) -> AmiImport {
+        let encrypt = match (&self.kms_key, self.encrypted) {
+            (Some(k), _) => Some(Some(k.clone())),
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        AmiImport {
+            image,
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            format: self.format,
+            via_snapshot: self.via_snapshot,
+            import: ImportRequest {
+                bucket: String::new(),
+                key: String::new(),
+                format: self.format,
+                architecture: self.architecture.clone(),
+                boot_mode: self.boot_mode,
+                encrypt,
+                role_name: self.role_name.clone(),
+                task_tags: self.tags.clone(),
+                description: self.description.clone(),
+            },
+            distribution: Distribution {
+                name: self.name_or(default_name),
+                description: self.description.clone(),
+                tags: self.tags.clone(),
+                regions: self.regions.clone(),
+                sharing: self.sharing.clone(),
+            },
+            skip_preflight: self.skip_preflight,
+            keep_upload: self.keep_upload,
+            work_dir,
+            part_size: local.part_size,
+            concurrency: local.concurrency,
+            poll: local.poll,
+        }
+    }
+}
+
+/// How the upload and the polling run on this machine.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalSettings {
+    /// Upload part size (`None`: scaled to the disk).
+    pub part_size: Option<u64>,
+    /// Parts in flight.
+    pub concurrency: usize,
+    /// Polling of tasks and images.
+    pub poll: PollOptions,
+}
+
+impl Default for LocalSettings {
+    /// Scaled parts, 4 in flight, [`PollOptions::default`].
+    fn default() -> Self {
+        LocalSettings {
+            part_size: None,
+            concurrency: 4,
+            poll: PollOptions::default(),
+        }
+    }
+}
+
 /// What an import produced.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AmiImported {
@@ -74,6 +221,27 @@ pub enum Event<'a> {
     Task(&'a TaskStatus),
     /// A pre-flight finding.
     Finding(&'a Finding),
+}
+
+impl Event<'_> {
+    /// The event as one progress line (a finding's fix on a second line).
+    pub fn line(&self) -> String {
+        match self {
+            Event::Step(s) => s.to_string(),
+            Event::Upload(p) => format!(
+                "upload: {}/{} parts, {} of {} MiB",
+                p.parts_done,
+                p.parts,
+                p.done >> 20,
+                p.total >> 20
+            ),
+            Event::Task(s) => format!("{}: {}", s.task_id, s.line()),
+            Event::Finding(f) => format!(
+                "pre-flight {:?} {}: {}\n         fix: {}",
+                f.severity, f.check, f.message, f.fix
+            ),
+        }
+    }
 }
 
 fn mtime_ns(meta: &std::fs::Metadata) -> u128 {

@@ -1,10 +1,14 @@
 //! The distribute stage of a build: the tested image exported to the
 //! recipe's formats inside the build's private stage folder, so they are
-//! published (or not) together with the image.
+//! published (or not) together with the image, and imported as an AMI
+//! when the recipe has `distribution.ami`.
 
 use std::path::{Path, PathBuf};
 
 use super::Progress;
+use crate::aws::distribute::RegionImage;
+use crate::aws::flow::{self, AmiSpec, LocalSettings};
+use crate::aws::{AwsError, Clients};
 use crate::export::cancel::Cancel;
 use crate::export::format::ExportFormat;
 use crate::export::ovf::VmSettings;
@@ -62,4 +66,35 @@ pub async fn distribute(
         });
     }
     Ok(out)
+}
+
+/// The AMI name of a build when the recipe gives none: `<name>-<version>`.
+pub fn default_ami_name(name: &str, version: &str) -> String {
+    format!("{name}-{version}")
+}
+
+/// Imports the tested `image` as an AMI per `spec` (VM Import, then name,
+/// tag, copy and share), with `home`'s clients (the import region);
+/// converted disks and upload state go to `work_dir`, which is never
+/// published. Returns the AMI in every region, the import region's first.
+pub async fn import_ami(
+    home: &Clients,
+    image: &Path,
+    spec: &AmiSpec,
+    default_name: &str,
+    work_dir: &Path,
+    local: LocalSettings,
+    progress: Progress<'_>,
+) -> Result<Vec<RegionImage>, AwsError> {
+    let req = spec.request(
+        image.to_path_buf(),
+        default_name,
+        work_dir.to_path_buf(),
+        local,
+    );
+    let done = flow::import(home, &req, &|e| progress(&format!("ami: {}", e.line()))).await?;
+    for i in &done.images {
+        progress(&format!("ami: {} in {}", i.image_id, i.region));
+    }
+    Ok(done.images)
 }

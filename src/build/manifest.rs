@@ -40,10 +40,23 @@ pub struct Manifest {
     pub tests: TestResults,
     /// Every file published beside the manifest, with its digest.
     pub artifacts: Vec<Artifact>,
+    /// The AMI in every region (`distribution.ami`), empty when none.
+    #[serde(default)]
+    pub amis: Vec<AmiInfo>,
     /// RFC 3339 start time.
     pub started_at: String,
     /// RFC 3339 end time.
     pub finished_at: String,
+}
+
+/// An AMI the build was imported as.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AmiInfo {
+    /// The AWS region.
+    pub region: String,
+    /// `ami-…`.
+    pub ami_id: String,
 }
 
 /// The image's identity.

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::manifest::AmiInfo;
 use super::manifest::Manifest;
 use super::parent::ResolvedParent;
-use crate::catalog::{BuildNumber, Catalog, CatalogError, FinishedBuild, NewBuild, Parent};
+use crate::catalog::{Ami, BuildNumber, Catalog, CatalogError, FinishedBuild, NewBuild, Parent};
 use crate::export::format::ExportFormat;
 use crate::pipeline::digest::{self, ComponentInput, Inputs, ParameterInput};
 use crate::recipe::{Recipe, ResolvedComponent};
@@ -104,6 +105,24 @@ impl Recorder {
         })?;
         self.build = Some(build);
         Ok(build)
+    }
+
+    /// Records the AMIs the build was imported as (kept even if the build
+    /// fails later: they exist in AWS).
+    pub fn amis(&mut self, amis: &[AmiInfo]) -> Result<(), RecordError> {
+        let Some(build) = self.build else {
+            return Ok(());
+        };
+        for a in amis {
+            self.catalog.add_ami(
+                build.id,
+                &Ami {
+                    region: a.region.clone(),
+                    ami_id: a.ami_id.clone(),
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// Records the build as published in `dir` with `manifest`.

@@ -135,6 +135,9 @@ pub enum BuildError {
     /// An export of the tested image failed.
     #[error("distribute stage")]
     Distribute(#[source] ExportError),
+    /// The AMI import of the tested image failed.
+    #[error("distribute stage: AMI import")]
+    Ami(#[source] crate::aws::AwsError),
     /// The reboot test failed.
     #[error("test stage: reboot test: {0}")]
     RebootTest(String),
@@ -160,7 +163,7 @@ impl BuildError {
             BuildError::Invalid(_)
                 | BuildError::Setting(_)
                 | BuildError::Workspace(WorkspaceError::Exists(_))
-        )
+        ) || matches!(self, BuildError::Ami(e) if e.is_invalid_input())
     }
 }
 
@@ -580,29 +583,67 @@ impl<'a> Build<'a> {
         self.timed(Stage::Test, t, "boot, component and reboot tests passed");
 
         // distribute
-        let t = self.begin(
-            Stage::Distribute,
-            &if formats.is_empty() {
-                "no export formats (recipe distribution.formats or --format)".to_string()
-            } else {
-                format!(
-                    "exporting to {}",
-                    formats
-                        .iter()
-                        .map(|f| f.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
-        );
+        let exports = if formats.is_empty() {
+            "no export formats (recipe distribution.formats or --format)".to_string()
+        } else {
+            format!(
+                "exporting to {}",
+                formats
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let ami = match &recipe.distribution.ami {
+            Some(spec) => format!("; then an AMI import through s3://{}", spec.bucket),
+            None => String::new(),
+        };
+        let t = self.begin(Stage::Distribute, &format!("{exports}{ami}"));
         let progress = |line: &str| rep.info(Some(Stage::Distribute), line);
         let distributed = distribute::distribute(&image, ws.stage(), formats, &progress)
             .await
             .map_err(BuildError::Distribute)?;
+        let amis = match &recipe.distribution.ami {
+            Some(spec) => {
+                let home = crate::aws::Clients::new(spec.region.as_deref()).await;
+                let default_name =
+                    distribute::default_ami_name(&recipe.name, &recipe.version.to_string());
+                let images = distribute::import_ami(
+                    &home,
+                    &image,
+                    spec,
+                    &default_name,
+                    &ws.vm().join("ami"),
+                    crate::aws::flow::LocalSettings::default(),
+                    &progress,
+                )
+                .await
+                .map_err(BuildError::Ami)?;
+                let amis: Vec<manifest::AmiInfo> = images
+                    .into_iter()
+                    .map(|i| manifest::AmiInfo {
+                        region: i.region,
+                        ami_id: i.image_id,
+                    })
+                    .collect();
+                catalog.amis(&amis)?;
+                amis
+            }
+            None => Vec::new(),
+        };
         self.timed(
             Stage::Distribute,
             t,
-            &format!("{} format(s) written and checked", distributed.len()),
+            &format!(
+                "{} format(s) written and checked{}",
+                distributed.len(),
+                if amis.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} AMI(s)", amis.len())
+                }
+            ),
         );
 
         // publish
@@ -659,6 +700,7 @@ impl<'a> Build<'a> {
             stages: Vec::new(),
             tests,
             artifacts: Vec::new(),
+            amis,
             started_at,
             finished_at: String::new(),
         };

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 
 use super::{CliError, EXIT_SUCCESS};
-use crate::aws::distribute::{self, Distribution, Sharing};
+use crate::aws::distribute::{self, Sharing};
 use crate::aws::export::{self, ExportRequest};
-use crate::aws::flow::{self, AmiImport, Event};
-use crate::aws::import::{BootMode, DiskFormat, ImportRequest};
+use crate::aws::flow::{self, AmiSpec, Event, LocalSettings};
+use crate::aws::import::{BootMode, DiskFormat};
 use crate::aws::poll::PollOptions;
 use crate::aws::{role, AwsError, Clients};
 
@@ -69,7 +69,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// The AMI description.
-    #[arg(long, default_value = "imported by kiln")]
+    #[arg(long, default_value = flow::DEFAULT_DESCRIPTION)]
     pub description: String,
     /// Disk format uploaded: vmdk (streamOptimized), raw, or vhd (fixed).
     #[arg(long, default_value = "vmdk", value_parser = parse_disk_format)]
@@ -208,36 +208,16 @@ pub async fn run(cmd: AmiCommand) -> Result<u8, CliError> {
 }
 
 fn progress_printer(started: Instant) -> impl Fn(Event<'_>) + Sync {
-    move |e| {
-        let t = started.elapsed().as_secs();
-        match e {
-            Event::Step(s) => eprintln!("[{t:>5}s] {s}"),
-            Event::Upload(p) => eprintln!(
-                "[{t:>5}s] upload: {}/{} parts, {} of {} MiB",
-                p.parts_done,
-                p.parts,
-                p.done >> 20,
-                p.total >> 20
-            ),
-            Event::Task(s) => eprintln!("[{t:>5}s] {}: {}", s.task_id, s.line()),
-            Event::Finding(f) => eprintln!(
-                "[{t:>5}s] pre-flight {:?} {}: {}\n         fix: {}",
-                f.severity, f.check, f.message, f.fix
-            ),
-        }
-    }
+    move |e| eprintln!("[{:>5}s] {}", started.elapsed().as_secs(), e.line())
 }
 
 async fn import(args: ImportArgs) -> Result<u8, CliError> {
     let poll = args.poll.options()?;
-    let name = match &args.name {
-        Some(n) => n.clone(),
-        None => args
-            .image
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    };
+    let default_name = args
+        .image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tags = distribute::parse_tags(&args.tags).map_err(fail)?;
     let regions = distribute::parse_region_copies(&args.copy_to_regions).map_err(fail)?;
     let work_dir = match args.work_dir {
@@ -247,47 +227,40 @@ async fn import(args: ImportArgs) -> Result<u8, CliError> {
             .root
             .join("ami-uploads"),
     };
-    let encrypt = match (&args.kms_key, args.encrypted) {
-        (Some(k), _) => Some(Some(k.clone())),
-        (None, true) => Some(None),
-        (None, false) => None,
-    };
-    let req = AmiImport {
-        image: args.image,
+    let spec = AmiSpec {
         bucket: args.bucket,
         key: args.key,
+        region: args.region,
+        name: args.name,
+        description: args.description,
         format: args.format,
         via_snapshot: args.via_snapshot,
-        import: ImportRequest {
-            bucket: String::new(),
-            key: String::new(),
-            format: args.format,
-            architecture: args.architecture,
-            boot_mode: args.boot_mode,
-            encrypt,
-            role_name: args.role_name,
-            task_tags: tags.clone(),
-            description: args.description.clone(),
+        architecture: args.architecture,
+        boot_mode: args.boot_mode,
+        kms_key: args.kms_key,
+        encrypted: args.encrypted,
+        role_name: args.role_name,
+        regions,
+        sharing: Sharing {
+            accounts: args.share_accounts,
+            orgs: args.share_orgs,
+            ous: args.share_ous,
         },
-        distribution: Distribution {
-            name,
-            description: args.description,
-            tags,
-            regions,
-            sharing: Sharing {
-                accounts: args.share_accounts,
-                orgs: args.share_orgs,
-                ous: args.share_ous,
-            },
-        },
-        skip_preflight: args.skip_preflight,
+        tags,
         keep_upload: args.keep_upload,
-        work_dir,
-        part_size: args.part_size_mib.map(|m| m << 20),
-        concurrency: usize::from(args.upload_concurrency),
-        poll,
+        skip_preflight: args.skip_preflight,
     };
-    let clients = Clients::new(args.region.as_deref()).await;
+    let req = spec.request(
+        args.image,
+        &default_name,
+        work_dir,
+        LocalSettings {
+            part_size: args.part_size_mib.map(|m| m << 20),
+            concurrency: usize::from(args.upload_concurrency),
+            poll,
+        },
+    );
+    let clients = Clients::new(spec.region.as_deref()).await;
     let done = flow::import(&clients, &req, &progress_printer(Instant::now()))
         .await
         .map_err(fail)?;

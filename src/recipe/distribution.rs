@@ -1,17 +1,21 @@
 //! The recipe's `distribution:` block (a kiln extension): the formats the
-//! tested image is exported to, besides its qcow2.
+//! tested image is exported to, besides its qcow2, and the AMI it is
+//! imported as.
 
-use super::fields::Field;
+use super::fields::{optional, Field};
+use crate::aws::flow::AmiSpec;
 use crate::export::format::{self, ExportFormat};
 use crate::toe::diag::{did_you_mean, Diagnostics};
 
-const KEYS: &[&str] = &["formats"];
+const KEYS: &[&str] = &["formats", "ami"];
 
 /// Where a built image goes, besides `image.qcow2`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Distribution {
     /// The export formats, in the order written, without repeats.
     pub formats: Vec<ExportFormat>,
+    /// `distribution.ami`: import the tested image as an AMI.
+    pub ami: Option<AmiSpec>,
 }
 
 /// Reads `distribution:`.
@@ -19,10 +23,14 @@ pub(crate) fn parse(f: &Field<'_>, d: &mut Diagnostics) -> Option<Distribution> 
     let obj = f.obj(d)?;
     obj.check_keys(KEYS, d);
     let formats = match obj.get("formats") {
-        Some(list) => parse_formats(&list, d)?,
-        None => Vec::new(),
+        Some(list) => parse_formats(&list, d),
+        None => Some(Vec::new()),
     };
-    Some(Distribution { formats })
+    let ami = optional(obj.get("ami").map(|a| super::ami::parse(&a, d)));
+    Some(Distribution {
+        formats: formats?,
+        ami: ami?,
+    })
 }
 
 /// Reads a list of export format names, each once.
