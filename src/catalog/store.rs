@@ -63,14 +63,7 @@ impl Catalog {
                 source,
             })?;
         }
-        let sql = |what: &str| {
-            let what = what.to_string();
-            move |source| CatalogError::Sql {
-                path: path.to_path_buf(),
-                what,
-                source,
-            }
-        };
+        let sql = |what: &str| sql_error(path, what.to_string());
         let mut conn = Connection::open(path).map_err(sql("opening"))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("setting the busy timeout"))?;
@@ -98,13 +91,8 @@ impl Catalog {
         &self.path
     }
 
-    fn sql(&self, what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> CatalogError + '_ {
-        let what = what.into();
-        move |source| CatalogError::Sql {
-            path: self.path.clone(),
-            what,
-            source,
-        }
+    fn sql(&self, what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> CatalogError {
+        sql_error(&self.path, what)
     }
 
     /// Records a started build and assigns its build number: one more than
@@ -112,14 +100,7 @@ impl Catalog {
     /// transaction so concurrent kiln processes never get the same number.
     pub fn begin_build(&mut self, new: &NewBuild) -> Result<BuildNumber, CatalogError> {
         let path = self.path.clone();
-        let sql = |what: &'static str| {
-            let path = path.clone();
-            move |source| CatalogError::Sql {
-                path,
-                what: what.into(),
-                source,
-            }
-        };
+        let sql = |what: &'static str| sql_error(&path, what);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -165,14 +146,7 @@ impl Catalog {
             return Err(wrong(&image, "finishing a build", "building"));
         }
         let path = self.path.clone();
-        let sql = |what: &'static str| {
-            let path = path.clone();
-            move |source| CatalogError::Sql {
-                path,
-                what: what.into(),
-                source,
-            }
-        };
+        let sql = |what: &'static str| sql_error(&path, what);
         let tests = done.test_results.as_ref().map(|v| v.to_string());
         let tx = self
             .conn
@@ -269,14 +243,7 @@ impl Catalog {
     /// image, an image marked keep, and the parent of any other image.
     pub fn delete(&mut self, id: ImageId) -> Result<Image, CatalogError> {
         let path = self.path.clone();
-        let sql = |what: &'static str| {
-            let path = path.clone();
-            move |source| CatalogError::Sql {
-                path,
-                what: what.into(),
-                source,
-            }
-        };
+        let sql = |what: &'static str| sql_error(&path, what);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -489,11 +456,7 @@ fn read_image(conn: &Connection, path: &Path, id: ImageId) -> Result<Image, Cata
             raw_row,
         )
         .optional()
-        .map_err(|source| CatalogError::Sql {
-            path: path.to_path_buf(),
-            what: format!("reading image {id}"),
-            source,
-        })?
+        .map_err(sql_error(path, format!("reading image {id}")))?
         .ok_or_else(|| CatalogError::NotFound {
             what: format!("with id {id}"),
         })?;
@@ -508,13 +471,7 @@ fn complete(conn: &Connection, path: &Path, raw: RawImage) -> Result<Image, Cata
         what,
         detail,
     };
-    let sql = |what: &'static str| {
-        move |source| CatalogError::Sql {
-            path: path.to_path_buf(),
-            what: what.into(),
-            source,
-        }
-    };
+    let sql = |what: &'static str| sql_error(path, what);
     let status = raw.status.parse().map_err(|e| corrupt("status", e))?;
     let test_results = raw
         .test_results
@@ -587,4 +544,10 @@ fn complete(conn: &Connection, path: &Path, raw: RawImage) -> Result<Image, Cata
         created_at: raw.created_at,
         finished_at: raw.finished_at,
     })
+}
+
+/// A `map_err` adapter for SQL failures on the catalog at `path`.
+fn sql_error(path: &Path, what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> CatalogError {
+    let (path, what) = (path.to_path_buf(), what.into());
+    move |source| CatalogError::Sql { path, what, source }
 }
