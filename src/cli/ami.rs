@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
-use super::{CliError, EXIT_SUCCESS};
+use super::{print_json, CliError, EXIT_SUCCESS};
 use crate::aws::distribute::{self, Sharing};
 use crate::aws::export::{self, ExportRequest};
 use crate::aws::flow::{self, AmiSpec, Event, LocalSettings};
@@ -265,10 +265,7 @@ async fn import(args: ImportArgs) -> Result<u8, CliError> {
         .await
         .map_err(fail)?;
     if args.json {
-        let text = serde_json::to_string_pretty(&done).map_err(|e| {
-            CliError::Failed(anyhow::Error::new(e).context("writing the JSON result"))
-        })?;
-        println!("{text}");
+        print_json(&done)?;
     } else {
         for i in &done.images {
             println!("{}\t{}", i.region, i.image_id);
@@ -305,10 +302,7 @@ async fn export(args: ExportArgs) -> Result<u8, CliError> {
     .await
     .map_err(fail)?;
     if args.json {
-        let text = serde_json::to_string_pretty(&done).map_err(|e| {
-            CliError::Failed(anyhow::Error::new(e).context("writing the JSON result"))
-        })?;
-        println!("{text}");
+        print_json(&done)?;
     } else {
         println!("{}", done.path.display());
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::{CliError, EXIT_SUCCESS};
+use super::{print_json, CliError, EXIT_SUCCESS};
 use crate::catalog::{self, Catalog, CatalogError, Image, ImageRef};
 
 /// Arguments of `kiln images`.
@@ -96,12 +96,6 @@ fn exact(text: &str) -> Result<ImageRef, CliError> {
         )));
     }
     Ok(r)
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value).map_err(anyhow::Error::from)?;
-    println!("{text}");
-    Ok(())
 }
 
 /// One line per image: `NAME/x.y.z/n  status  [keep]  created  parent`.

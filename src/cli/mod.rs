@@ -87,6 +87,14 @@ impl CliError {
     }
 }
 
+/// Prints a command's result as pretty JSON on standard output (`--json`).
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::Failed(anyhow::Error::new(e).context("writing the JSON result")))?;
+    println!("{text}");
+    Ok(())
+}
+
 /// Formats an error with its chain of causes, one per line.
 pub fn render_error(e: &CliError) -> String {
     match e {
