@@ -33,15 +33,15 @@ if [ ${#need[@]} -eq 0 ]; then
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-install() {
+apt_install() {
     echo "setup-host: installing $*" >&2
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
 }
 $SUDO apt-get update -qq
-install "${need[@]}"
+apt_install "${need[@]}"
 # Installing Debian's qemu-system-x86 removes a newer qemu-utils (e.g. one from
 # backports, which breaks the older qemu-system-common): put the matching
 # qemu-utils back so qemu-img and qemu-nbd are there.
 if ! { command -v qemu-img && command -v qemu-nbd; } >/dev/null 2>&1; then
-    install qemu-utils
+    apt_install qemu-utils
 fi
