@@ -233,15 +233,7 @@ pub async fn wait_available(
     poll::wait(
         opts,
         || async {
-            let out = ec2
-                .describe_images()
-                .image_ids(image_id)
-                .send()
-                .await
-                .map_err(|e| AwsError::Api {
-                    what: format!("DescribeImages {image_id}"),
-                    message: sdk_message(&e),
-                })?;
+            let out = describe_image(ec2, image_id).await?;
             let img = out.images().first();
             let state = img.and_then(|i| i.state()).map(|s| s.as_str().to_string());
             let status = match state.as_deref() {
@@ -267,20 +259,27 @@ pub async fn wait_available(
     .map(|_| ())
 }
 
-/// The EBS snapshot ids of an AMI's block device mappings.
-pub async fn snapshots_of(
+/// DescribeImages of one AMI.
+async fn describe_image(
     ec2: &aws_sdk_ec2::Client,
     image_id: &str,
-) -> Result<Vec<String>, AwsError> {
-    let out = ec2
-        .describe_images()
+) -> Result<aws_sdk_ec2::operation::describe_images::DescribeImagesOutput, AwsError> {
+    ec2.describe_images()
         .image_ids(image_id)
         .send()
         .await
         .map_err(|e| AwsError::Api {
             what: format!("DescribeImages {image_id}"),
             message: sdk_message(&e),
-        })?;
+        })
+}
+
+/// The EBS snapshot ids of an AMI's block device mappings.
+pub async fn snapshots_of(
+    ec2: &aws_sdk_ec2::Client,
+    image_id: &str,
+) -> Result<Vec<String>, AwsError> {
+    let out = describe_image(ec2, image_id).await?;
     Ok(out
         .images()
         .iter()

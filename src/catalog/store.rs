@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::model::{
     Ami, Artifact, BuildNumber, FinishedBuild, Image, ImageId, NewBuild, Parent, Status,
@@ -101,10 +101,7 @@ impl Catalog {
     pub fn begin_build(&mut self, new: &NewBuild) -> Result<BuildNumber, CatalogError> {
         let path = self.path.clone();
         let sql = |what: &'static str| sql_error(&path, what);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("starting a transaction"))?;
+        let tx = immediate(&mut self.conn, &path)?;
         let v = new.version;
         let build: u64 = tx
             .query_row(
@@ -148,10 +145,7 @@ impl Catalog {
         let path = self.path.clone();
         let sql = |what: &'static str| sql_error(&path, what);
         let tests = done.test_results.as_ref().map(|v| v.to_string());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("starting a transaction"))?;
+        let tx = immediate(&mut self.conn, &path)?;
         for a in &done.artifacts {
             tx.execute(
                 "INSERT OR REPLACE INTO artifacts (image_id, path, format, sha256, size)
@@ -244,10 +238,7 @@ impl Catalog {
     pub fn delete(&mut self, id: ImageId) -> Result<Image, CatalogError> {
         let path = self.path.clone();
         let sql = |what: &'static str| sql_error(&path, what);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("starting a transaction"))?;
+        let tx = immediate(&mut self.conn, &path)?;
         let image = read_image(&tx, &self.path, id)?;
         if image.status == Status::Building {
             return Err(wrong(&image, "deleting", "available, deprecated or failed"));
@@ -544,6 +535,13 @@ fn complete(conn: &Connection, path: &Path, raw: RawImage) -> Result<Image, Cata
         created_at: raw.created_at,
         finished_at: raw.finished_at,
     })
+}
+
+/// Starts an IMMEDIATE transaction (the write lock is taken at once, so two
+/// kiln processes serialize instead of failing at commit).
+fn immediate<'c>(conn: &'c mut Connection, path: &Path) -> Result<Transaction<'c>, CatalogError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_error(path, "starting a transaction"))
 }
 
 /// A `map_err` adapter for SQL failures on the catalog at `path`.
