@@ -14,6 +14,8 @@ fn new(name: &str, version: &str) -> NewBuild {
         name: name.into(),
         version: version.parse().unwrap(),
         inputs_digest: format!("digest-of-{name}-{version}"),
+        inputs: None,
+        events: None,
         parent: None,
         pipeline: None,
     }
@@ -380,4 +382,47 @@ fn kiln_parent_images_parse_and_resolve() {
         parent::resolve(&c, name, filter),
         Err(CatalogError::DiskMissing { .. })
     ));
+}
+
+/// The inputs and the event file of a build come back as stored; the
+/// scheduler's last occurrence per pipeline survives reopening; `recent`
+/// lists newest first, per pipeline.
+#[test]
+fn inputs_events_schedule_state_and_recent_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let mut c = Catalog::open(&path).unwrap();
+    let inputs = serde_json::json!({"recipeSha256": "r", "components": []});
+    let mut first = new("web", "1.0.0");
+    first.inputs = Some(inputs.clone());
+    first.events = Some("/data/events/abc.jsonl".into());
+    first.pipeline = Some("nightly".into());
+    let a = c.begin_build(&first).unwrap();
+    let b = c.begin_build(&new("web", "1.0.0")).unwrap();
+    let img = c.get(a.id).unwrap();
+    assert_eq!(img.inputs, Some(inputs));
+    assert_eq!(img.events.as_deref(), Some("/data/events/abc.jsonl"));
+    assert_eq!(c.get(b.id).unwrap().inputs, None);
+    let recent: Vec<i64> = c.recent(None, 10).unwrap().iter().map(|i| i.id).collect();
+    assert_eq!(recent, [b.id, a.id]);
+    let nightly: Vec<i64> = c
+        .recent(Some("nightly"), 10)
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(nightly, [a.id]);
+    assert_eq!(c.recent(None, 1).unwrap().len(), 1);
+
+    assert_eq!(c.schedule_last("nightly").unwrap(), None);
+    let t1 = chrono::DateTime::parse_from_rfc3339("2026-12-01T02:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    c.set_schedule_last("nightly", t1).unwrap();
+    let t2 = t1 + chrono::Duration::days(1);
+    c.set_schedule_last("nightly", t2).unwrap();
+    drop(c);
+    let c = Catalog::open(&path).unwrap();
+    assert_eq!(c.schedule_last("nightly").unwrap(), Some(t2));
+    assert_eq!(c.schedule_last("weekly").unwrap(), None);
 }

@@ -286,6 +286,8 @@ fn prune_applies_retention_to_the_catalog() {
                 name: "web".into(),
                 version: format!("1.0.{n}").parse().unwrap(),
                 inputs_digest: "d".into(),
+                inputs: None,
+                events: None,
                 parent: None,
                 pipeline: Some("nightly".into()),
             })
@@ -312,6 +314,8 @@ fn prune_applies_retention_to_the_catalog() {
         name: "app".into(),
         version: "1.0.0".parse().unwrap(),
         inputs_digest: "d".into(),
+        inputs: None,
+        events: None,
         parent: Some(Parent {
             image_id: Some(ids[1]),
             sha256: "00".repeat(32),

@@ -67,6 +67,9 @@ pub struct ImageInfo {
     pub name: String,
     /// Semantic version `x.y.z`.
     pub version: String,
+    /// The catalog's build number (`x.y.z/n`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<u64>,
     /// Description, if any.
     pub description: Option<String>,
 }

@@ -1,6 +1,8 @@
 //! What a build tells people and machines while it runs: one line per stage
 //! with the elapsed time on the terminal, or versioned JSON lines with
-//! `--json`; every line also goes to the build's `kiln.log`. Secrets are
+//! `--json`; every line also goes to the build's `kiln.log`, and every
+//! event, as a JSON line, to the build's event file (`build-start`, the
+//! stages, `build-finished`) whatever the terminal shows. Secrets are
 //! redacted before anything is written.
 
 use std::io::Write;
@@ -60,7 +62,8 @@ pub struct Event<'a> {
     pub time: String,
     /// Seconds since the build started.
     pub elapsed: f64,
-    /// `stage-start`, `stage-end`, `stage-failed`, `info`, `warning`, `result`.
+    /// `build-start`, `stage-start`, `stage-end`, `stage-failed`, `info`,
+    /// `warning`, `result`, `build-finished`.
     pub event: &'a str,
     /// The stage, when the event belongs to one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,6 +73,40 @@ pub struct Event<'a> {
     /// Seconds the stage took (for `stage-end` and `stage-failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
+    /// The build's identity and outcome (for `build-start` and
+    /// `build-finished`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<&'a BuildFacts>,
+}
+
+/// What `build-start` and `build-finished` events say about the build.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildFacts {
+    /// kiln's build id (the temporary folder's name).
+    pub id: String,
+    /// The image name.
+    pub name: String,
+    /// `x.y.z`.
+    pub version: String,
+    /// The catalog's build number, once assigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<u64>,
+    /// The pipeline running the build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// `success` or `failure` (`build-finished` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    /// The published folder (success).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<String>,
+    /// The logs folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// Writes the progress of one build.
@@ -78,6 +115,7 @@ pub struct Reporter {
     quiet: bool,
     start: Instant,
     log: Mutex<Option<std::fs::File>>,
+    events: Mutex<Option<std::fs::File>>,
     redactor: Redactor,
 }
 
@@ -100,6 +138,7 @@ impl Reporter {
             quiet: false,
             start: Instant::now(),
             log: Mutex::new(None),
+            events: Mutex::new(None),
             redactor,
         }
     }
@@ -119,6 +158,20 @@ impl Reporter {
             .append(true)
             .open(path)?;
         *self.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+        Ok(())
+    }
+
+    /// Also writes every event as a JSON line to `path` (created with its
+    /// folder; appended to), from now on and to the end of the build.
+    pub fn events_to(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
         Ok(())
     }
 
@@ -144,6 +197,17 @@ impl Reporter {
     }
 
     fn emit(&self, event: &str, stage: Option<Stage>, message: &str, seconds: Option<f64>) {
+        self.emit_with(event, stage, message, seconds, None);
+    }
+
+    fn emit_with(
+        &self,
+        event: &str,
+        stage: Option<Stage>,
+        message: &str,
+        seconds: Option<f64>,
+        build: Option<&BuildFacts>,
+    ) {
         let message = self.redactor.redact(message);
         let elapsed = self.start.elapsed();
         let prefix = stage.map(|s| format!("{}: ", s.name())).unwrap_or_default();
@@ -151,23 +215,38 @@ impl Reporter {
             "warning" => format!("[{:>7}] {prefix}warning: {message}", human(elapsed)),
             _ => format!("[{:>7}] {prefix}{message}", human(elapsed)),
         };
-        if let Some(f) = self.log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            let _ = writeln!(f, "{} {text}", chrono::Utc::now().to_rfc3339());
+        let structured = Event {
+            v: EVENT_VERSION,
+            time: chrono::Utc::now().to_rfc3339(),
+            elapsed: (elapsed.as_secs_f64() * 10.0).round() / 10.0,
+            event,
+            stage,
+            message,
+            seconds,
+            build,
+        };
+        let line = serde_json::to_string(&structured).ok();
+        if let (Some(f), Some(line)) = (
+            self.events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut(),
+            &line,
+        ) {
+            // a lost event line must not fail the build; kiln.log has it too
+            let _ = writeln!(f, "{line}");
         }
-        if self.quiet {
+        let terminal = build.is_none();
+        if terminal {
+            if let Some(f) = self.log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                let _ = writeln!(f, "{} {text}", chrono::Utc::now().to_rfc3339());
+            }
+        }
+        if self.quiet || (!terminal && !self.json) {
             return;
         }
         if self.json {
-            let e = Event {
-                v: EVENT_VERSION,
-                time: chrono::Utc::now().to_rfc3339(),
-                elapsed: (elapsed.as_secs_f64() * 10.0).round() / 10.0,
-                event,
-                stage,
-                message,
-                seconds,
-            };
-            if let Ok(line) = serde_json::to_string(&e) {
+            if let Some(line) = line {
                 println!("{line}");
             }
         } else if event == "warning" || event == "stage-failed" {
@@ -175,6 +254,18 @@ impl Reporter {
         } else {
             println!("{text}");
         }
+    }
+
+    /// The build starts (an event; no terminal line).
+    pub fn build_start(&self, facts: &BuildFacts) {
+        let message = format!("{} {}", facts.name, facts.version);
+        self.emit_with("build-start", None, &message, None, Some(facts));
+    }
+
+    /// The build ended, published or failed (an event; no terminal line).
+    pub fn build_finished(&self, facts: &BuildFacts) {
+        let message = facts.outcome.unwrap_or_default().to_string();
+        self.emit_with("build-finished", None, &message, None, Some(facts));
     }
 
     /// A stage begins.
@@ -240,5 +331,43 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("build: password is"), "{text}");
         assert!(text.contains("build: done (3.0s)"), "{text}");
+    }
+
+    #[test]
+    fn the_event_file_gets_every_event_as_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events/b1.jsonl");
+        let r = Reporter {
+            quiet: true,
+            ..Reporter::new(false, Redactor::new(["hunter2".to_string()]))
+        };
+        r.events_to(&events).unwrap();
+        let mut facts = BuildFacts {
+            id: "b1".into(),
+            name: "web".into(),
+            version: "1.0.0".into(),
+            ..BuildFacts::default()
+        };
+        r.build_start(&facts);
+        r.stage_start(Stage::Parent, "token hunter2");
+        r.stage_end(Stage::Parent, Duration::from_secs(1), "done");
+        facts.outcome = Some("failure");
+        facts.failure = Some("boom".into());
+        r.build_finished(&facts);
+        let text = std::fs::read_to_string(&events).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let kinds: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            ["build-start", "stage-start", "stage-end", "build-finished"]
+        );
+        assert_eq!(lines[0]["build"]["name"], "web");
+        assert_eq!(lines[1]["stage"], "parent");
+        assert_eq!(lines[3]["build"]["outcome"], "failure");
+        assert_eq!(lines[3]["build"]["failure"], "boom");
     }
 }

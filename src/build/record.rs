@@ -30,6 +30,7 @@ pub fn inputs(
     parent: &ResolvedParent,
     components: &[ResolvedComponent],
     formats: &[ExportFormat],
+    ami_sha256: Option<String>,
 ) -> Inputs {
     Inputs {
         recipe_sha256: recipe_sha256.to_string(),
@@ -56,7 +57,17 @@ pub fn inputs(
             .collect(),
         mirror_index_sha256: None,
         formats: formats.iter().map(|f| f.name().to_string()).collect(),
+        ami_sha256,
     }
+}
+
+/// Who runs a build and where its events go, for its catalog entry.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    /// The pipeline, if a pipeline runs the build.
+    pub pipeline: Option<String>,
+    /// The build's event file.
+    pub events: Option<std::path::PathBuf>,
 }
 
 /// A build's catalog entry from its start to its end. Dropped before the
@@ -90,18 +101,21 @@ impl Recorder {
         recipe: &Recipe,
         parent: &ResolvedParent,
         inputs: &Inputs,
+        origin: &Origin,
     ) -> Result<BuildNumber, RecordError> {
         let parent_image = self.catalog.find_by_disk_digest(&parent.sha256)?;
         let build = self.catalog.begin_build(&NewBuild {
             name: recipe.name.clone(),
             version: recipe.version,
             inputs_digest: digest::inputs_digest(inputs),
+            inputs: Some(serde_json::to_value(inputs)?),
+            events: origin.events.as_ref().map(|p| p.display().to_string()),
             parent: Some(Parent {
                 image_id: parent_image.map(|i| i.id),
                 sha256: parent.sha256.clone(),
                 origin: parent.origin.clone(),
             }),
-            pipeline: None,
+            pipeline: origin.pipeline.clone(),
         })?;
         self.build = Some(build);
         Ok(build)

@@ -13,7 +13,7 @@ use super::guest::{Guest, GuestError, GuestSpec, BUILD_USER};
 use super::manifest::{self, Manifest};
 use super::parent::{self, ResolvedParent};
 use super::phases::{PhaseError, PhaseResult, PhaseRun};
-use super::progress::{human, Reporter, Stage};
+use super::progress::{human, BuildFacts, Reporter, Stage};
 use super::record::{self, RecordError, Recorder};
 use super::seal;
 use super::workspace::{Workspace, WorkspaceError};
@@ -62,6 +62,14 @@ pub struct BuildOptions {
     pub formats: Option<Vec<ExportFormat>>,
     /// The image catalog the build is recorded in.
     pub catalog: PathBuf,
+    /// The pipeline running the build, if any: recorded in the catalog, and
+    /// the image is published per build, as `OUTPUT/<name>/<version>/<build>/`.
+    pub pipeline: Option<String>,
+    /// sha256 of AMI settings that come from outside the recipe (a
+    /// pipeline's), for the inputs digest.
+    pub ami_sha256: Option<String>,
+    /// The folder of the build's event file, `<build id>.jsonl`.
+    pub events_dir: PathBuf,
 }
 
 /// Errors of a build.
@@ -312,13 +320,34 @@ impl<'a> Build<'a> {
         let started_at = chrono::Utc::now().to_rfc3339();
         let recipe = self.recipe;
         let opts = self.opts;
-        let ws = Workspace::create(
+        let mut facts = BuildFacts {
+            id: self.id.clone(),
+            name: recipe.name.clone(),
+            version: recipe.version.to_string(),
+            pipeline: opts.pipeline.clone(),
+            ..BuildFacts::default()
+        };
+        let events = opts.events_dir.join(format!("{}.jsonl", self.id));
+        self.reporter
+            .events_to(&events)
+            .map_err(|source| BuildError::Log {
+                path: events.clone(),
+                source,
+            })?;
+        self.reporter.build_start(&facts);
+        let mut ws = Workspace::create(
             &opts.output,
             &recipe.name,
             &recipe.version.to_string(),
             &self.id,
             opts.replace,
-        )?;
+            opts.pipeline.is_some(),
+        )
+        .inspect_err(|e| {
+            facts.outcome = Some("failure");
+            facts.failure = Some(self.reporter.redactor().redact(&e.to_string()));
+            self.reporter.build_finished(&facts);
+        })?;
         let kiln_log = ws.logs().join("kiln.log");
         self.reporter
             .log_to(&kiln_log)
@@ -327,13 +356,22 @@ impl<'a> Build<'a> {
                 source,
             })?;
         let mut catalog = Recorder::open(&opts.catalog)?;
-        match self
-            .stages(&ws, &components, started_at, &mut catalog)
-            .await
-        {
+        let origin = record::Origin {
+            pipeline: opts.pipeline.clone(),
+            events: Some(events),
+        };
+        let staged = self
+            .stages(&mut ws, &components, started_at, &mut catalog, &origin)
+            .await;
+        facts.build = catalog.build().map(|b| b.build);
+        match staged {
             Ok(manifest) => {
                 let dir = ws.publish()?;
                 catalog.published(&manifest, &dir)?;
+                facts.outcome = Some("success");
+                facts.published = Some(dir.display().to_string());
+                facts.logs = Some(dir.join("logs").display().to_string());
+                self.reporter.build_finished(&facts);
                 self.reporter.result(&format!(
                     "published {} {}{} in {} ({})",
                     recipe.name,
@@ -364,6 +402,10 @@ impl<'a> Build<'a> {
                     "build failed; nothing was published; logs: {}",
                     logs.display()
                 ));
+                facts.outcome = Some("failure");
+                facts.logs = Some(logs.display().to_string());
+                facts.failure = Some(self.reporter.redactor().redact(&e.to_string()));
+                self.reporter.build_finished(&facts);
                 Err(e)
             }
         }
@@ -371,10 +413,11 @@ impl<'a> Build<'a> {
 
     async fn stages(
         &mut self,
-        ws: &Workspace,
+        ws: &mut Workspace,
         components: &[ResolvedComponent],
         started_at: String,
         catalog: &mut Recorder,
+        origin: &record::Origin,
     ) -> Result<Manifest, BuildError> {
         let recipe = self.recipe;
         let opts = self.opts;
@@ -391,8 +434,16 @@ impl<'a> Build<'a> {
         let recipe_sha256 = super::digest::sha256_file(&recipe.file)
             .await
             .map_err(manifest::ManifestError::from)?;
-        let inputs = record::inputs(&recipe_sha256, &parent, components, formats);
-        let build = catalog.begin(recipe, &parent, &inputs)?;
+        let inputs = record::inputs(
+            &recipe_sha256,
+            &parent,
+            components,
+            formats,
+            opts.ami_sha256.clone(),
+        );
+        let build = catalog.begin(recipe, &parent, &inputs, origin)?;
+        ws.place(build.build)?;
+        let ws = &*ws;
         self.timed(
             Stage::Parent,
             t,
@@ -658,6 +709,7 @@ impl<'a> Build<'a> {
             image: manifest::ImageInfo {
                 name: recipe.name.clone(),
                 version: recipe.version.to_string(),
+                build: Some(build.build),
                 description: recipe.description.clone(),
             },
             recipe: manifest::RecipeInfo {

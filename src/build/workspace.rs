@@ -33,22 +33,29 @@ pub struct Workspace {
     vm: PathBuf,
     sockets: tempfile::TempDir,
     destination: PathBuf,
+    /// Per-build layout: the destination is `…/<version>/<build>`, known
+    /// once [`Workspace::place`] is given the build number.
+    per_build: bool,
+    placed: bool,
     failed: PathBuf,
     finished: bool,
 }
 
 impl Workspace {
     /// Creates the folders for build `id` of `name`/`version` under `output`.
-    /// Fails at once if the destination exists and `replace` is false.
+    /// Fails at once if the destination exists and `replace` is false. With
+    /// `per_build`, the image goes to `output/name/version/<build>/` and
+    /// [`Workspace::place`] must be called once the build number is known.
     pub fn create(
         output: &Path,
         name: &str,
         version: &str,
         id: &str,
         replace: bool,
+        per_build: bool,
     ) -> Result<Workspace, WorkspaceError> {
         let destination = output.join(name).join(version);
-        if destination.exists() && !replace {
+        if destination.exists() && !replace && !per_build {
             return Err(WorkspaceError::Exists(destination));
         }
         let root = output.join(".kiln-tmp").join(id);
@@ -65,14 +72,32 @@ impl Workspace {
                 &std::env::temp_dir(),
             ))?;
         Ok(Workspace {
-            failed: output.join("failed").join(format!("{name}-{version}-{id}")),
             root,
             stage,
             vm,
             sockets,
             destination,
+            per_build,
+            placed: !per_build,
+            failed: output.join("failed").join(format!("{name}-{version}-{id}")),
             finished: false,
         })
+    }
+
+    /// Sets the per-build destination `…/<version>/<build>/` (a no-op for
+    /// the per-version layout). Fails if that folder exists (a catalog
+    /// that was reset while the files stayed).
+    pub fn place(&mut self, build: u64) -> Result<(), WorkspaceError> {
+        if !self.per_build {
+            return Ok(());
+        }
+        let destination = self.destination.join(build.to_string());
+        if destination.exists() {
+            return Err(WorkspaceError::Exists(destination));
+        }
+        self.destination = destination;
+        self.placed = true;
+        Ok(())
     }
 
     /// The folder that becomes `OUTPUT/<name>/<version>/`.
@@ -109,6 +134,10 @@ impl Workspace {
     /// fsynced, then one rename. An existing destination (allowed by
     /// `replace` at creation) is moved aside first and removed after.
     pub fn publish(mut self) -> Result<PathBuf, WorkspaceError> {
+        assert!(
+            self.placed,
+            "a per-build workspace is published only after place()"
+        );
         sync_tree(&self.stage)?;
         let parent = self
             .destination
@@ -213,7 +242,7 @@ mod tests {
     #[test]
     fn publish_is_one_rename_and_cleans_up() {
         let out = tempfile::tempdir().unwrap();
-        let ws = Workspace::create(out.path(), "img", "1.0.0", "b1", false).unwrap();
+        let ws = Workspace::create(out.path(), "img", "1.0.0", "b1", false, false).unwrap();
         std::fs::write(ws.stage().join("image.qcow2"), b"disk").unwrap();
         std::fs::write(ws.logs().join("kiln.log"), b"log").unwrap();
         std::fs::write(ws.vm().join("overlay.qcow2"), b"tmp").unwrap();
@@ -226,10 +255,10 @@ mod tests {
         assert!(!sockets.exists());
         // the same version again is refused, or replaced when asked
         assert!(matches!(
-            Workspace::create(out.path(), "img", "1.0.0", "b2", false),
+            Workspace::create(out.path(), "img", "1.0.0", "b2", false, false),
             Err(WorkspaceError::Exists(_))
         ));
-        let ws = Workspace::create(out.path(), "img", "1.0.0", "b3", true).unwrap();
+        let ws = Workspace::create(out.path(), "img", "1.0.0", "b3", true, false).unwrap();
         std::fs::write(ws.stage().join("image.qcow2"), b"new").unwrap();
         let dest = ws.publish().unwrap();
         assert_eq!(std::fs::read(dest.join("image.qcow2")).unwrap(), b"new");
@@ -239,7 +268,7 @@ mod tests {
     #[test]
     fn failure_and_drop_publish_nothing_and_keep_logs() {
         let out = tempfile::tempdir().unwrap();
-        let ws = Workspace::create(out.path(), "img", "1.0.0", "b1", false).unwrap();
+        let ws = Workspace::create(out.path(), "img", "1.0.0", "b1", false, false).unwrap();
         std::fs::write(ws.stage().join("image.qcow2"), b"half").unwrap();
         std::fs::write(ws.logs().join("kiln.log"), b"why").unwrap();
         let kept = ws.fail();
@@ -248,11 +277,30 @@ mod tests {
         assert!(!out.path().join("img").exists());
         assert!(!out.path().join(".kiln-tmp").exists());
 
-        let ws = Workspace::create(out.path(), "img", "1.0.0", "b2", false).unwrap();
+        let ws = Workspace::create(out.path(), "img", "1.0.0", "b2", false, false).unwrap();
         std::fs::write(ws.logs().join("serial.log"), b"boot").unwrap();
         drop(ws);
         assert!(out.path().join("failed/img-1.0.0-b2/serial.log").exists());
         assert!(!out.path().join("img").exists());
         assert!(!out.path().join(".kiln-tmp").exists());
+    }
+
+    #[test]
+    fn per_build_layout_publishes_beside_earlier_builds() {
+        let out = tempfile::tempdir().unwrap();
+        for (id, n) in [("b1", 1), ("b2", 2)] {
+            let mut ws = Workspace::create(out.path(), "img", "1.0.0", id, false, true).unwrap();
+            ws.place(n).unwrap();
+            std::fs::write(ws.stage().join("image.qcow2"), id).unwrap();
+            let dest = ws.publish().unwrap();
+            assert_eq!(dest, out.path().join("img/1.0.0").join(n.to_string()));
+        }
+        let mut ws = Workspace::create(out.path(), "img", "1.0.0", "b3", false, true).unwrap();
+        assert!(matches!(ws.place(2), Err(WorkspaceError::Exists(_))));
+        drop(ws);
+        assert_eq!(
+            std::fs::read(out.path().join("img/1.0.0/1/image.qcow2")).unwrap(),
+            b"b1"
+        );
     }
 }

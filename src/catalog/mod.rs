@@ -23,6 +23,16 @@ use crate::recipe::{Version, VersionFilter, VersionFilterError};
 /// The catalog's file name inside the data folder.
 pub const FILE_NAME: &str = "catalog.sqlite";
 
+/// The folder of the builds' event files for the catalog at `catalog`:
+/// `events/` beside it.
+pub fn events_dir(catalog: &Path) -> PathBuf {
+    catalog
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("events")
+}
+
 /// Why a catalog operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

@@ -112,6 +112,11 @@ pub struct Image {
     pub pipeline: Option<String>,
     /// The digest of everything that went into the build.
     pub inputs_digest: String,
+    /// What went into the build ([`crate::pipeline::digest::Inputs`] as
+    /// JSON), to say what changed since.
+    pub inputs: Option<serde_json::Value>,
+    /// The build's event file (JSON lines).
+    pub events: Option<String>,
     /// The parent image.
     pub parent: Option<Parent>,
     /// Its files.
@@ -157,6 +162,10 @@ pub struct NewBuild {
     pub version: Version,
     /// The inputs digest.
     pub inputs_digest: String,
+    /// The inputs the digest is of (JSON).
+    pub inputs: Option<serde_json::Value>,
+    /// The build's event file.
+    pub events: Option<String>,
     /// The parent image.
     pub parent: Option<Parent>,
     /// The pipeline building it, if any.

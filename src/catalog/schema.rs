@@ -47,6 +47,15 @@ pub const MIGRATIONS: &[&str] = &[
         ami_id TEXT NOT NULL,
         PRIMARY KEY (image_id, region)
     );",
+    // 3: the inputs themselves (to say what changed), the build's event
+    // file, and the scheduler's memory of the last occurrence it acted on
+    "ALTER TABLE images ADD COLUMN inputs TEXT;
+    ALTER TABLE images ADD COLUMN events TEXT;
+    CREATE TABLE schedule_state (
+        pipeline TEXT PRIMARY KEY,
+        last_scheduled INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    );",
 ];
 
 /// The schema version this kiln writes.

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::model::{
@@ -41,7 +42,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 const IMAGE_COLUMNS: &str = "id, name, major, minor, patch, build, status, keep, pipeline, \
      inputs_digest, parent_image_id, parent_digest, parent_origin, test_results, log_location, \
-     location, failure, created_at, finished_at";
+     location, failure, created_at, finished_at, inputs, events";
 
 /// An open catalog.
 pub struct Catalog {
@@ -112,10 +113,12 @@ impl Catalog {
             )
             .map_err(sql("choosing a build number"))?;
         let parent = new.parent.as_ref();
+        let inputs = new.inputs.as_ref().map(|v| v.to_string());
         tx.execute(
             "INSERT INTO images (name, major, minor, patch, build, status, inputs_digest,
-                 parent_image_id, parent_digest, parent_origin, pipeline, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6, ?7, ?8, ?9, ?10, ?11)",
+                 parent_image_id, parent_digest, parent_origin, pipeline, created_at, inputs,
+                 events)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 new.name,
                 U(v.major),
@@ -128,6 +131,8 @@ impl Catalog {
                 parent.map(|p| &p.origin),
                 new.pipeline,
                 now(),
+                inputs,
+                new.events,
             ],
         )
         .map_err(sql("recording the build"))?;
@@ -377,6 +382,47 @@ impl Catalog {
         Ok(found.pop())
     }
 
+    /// The last scheduled occurrence the scheduler acted on for
+    /// `pipeline` (see [`crate::pipeline::schedule`]'s catch-up rule).
+    pub fn schedule_last(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        let seconds: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT last_scheduled FROM schedule_state WHERE pipeline = ?1",
+                params![pipeline],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql("reading the schedule state"))?;
+        Ok(seconds.and_then(|s| DateTime::from_timestamp(s, 0)))
+    }
+
+    /// Remembers that the scheduler acted on `pipeline`'s occurrence `at`.
+    pub fn set_schedule_last(
+        &mut self,
+        pipeline: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT INTO schedule_state (pipeline, last_scheduled, updated_at)
+                 VALUES (?1, ?2, ?3)
+                 ON CONFLICT (pipeline) DO UPDATE SET last_scheduled = ?2, updated_at = ?3",
+                params![pipeline, at.timestamp(), now()],
+            )
+            .map_err(self.sql("writing the schedule state"))?;
+        Ok(())
+    }
+
+    /// The `limit` most recent builds (any status), newest first, of one
+    /// pipeline or of all.
+    pub fn recent(&self, pipeline: Option<&str>, limit: u64) -> Result<Vec<Image>, CatalogError> {
+        self.select(
+            "WHERE (?1 IS NULL OR pipeline = ?1) ORDER BY id DESC LIMIT ?2",
+            params![pipeline, U(limit)],
+        )
+    }
+
     fn select(&self, tail: &str, p: impl rusqlite::Params) -> Result<Vec<Image>, CatalogError> {
         let q = format!("SELECT {IMAGE_COLUMNS} FROM images {tail}");
         let mut st = self.conn.prepare(&q).map_err(self.sql("listing images"))?;
@@ -417,6 +463,8 @@ struct RawImage {
     failure: Option<String>,
     created_at: String,
     finished_at: Option<String>,
+    inputs: Option<String>,
+    events: Option<String>,
 }
 
 fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawImage> {
@@ -436,6 +484,8 @@ fn raw_row(r: &Row<'_>) -> rusqlite::Result<RawImage> {
         failure: r.get(16)?,
         created_at: r.get(17)?,
         finished_at: r.get(18)?,
+        inputs: r.get(19)?,
+        events: r.get(20)?,
     })
 }
 
@@ -464,12 +514,13 @@ fn complete(conn: &Connection, path: &Path, raw: RawImage) -> Result<Image, Cata
     };
     let sql = |what: &'static str| sql_error(path, what);
     let status = raw.status.parse().map_err(|e| corrupt("status", e))?;
-    let test_results = raw
-        .test_results
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|e| corrupt("test_results", e.to_string()))?;
+    let json = |text: Option<&str>, what: &'static str| {
+        text.map(serde_json::from_str::<serde_json::Value>)
+            .transpose()
+            .map_err(|e| corrupt(what, e.to_string()))
+    };
+    let test_results = json(raw.test_results.as_deref(), "test_results")?;
+    let inputs = json(raw.inputs.as_deref(), "inputs")?;
     let parent = match raw.parent {
         (image_id, Some(sha256), origin) => Some(Parent {
             image_id,
@@ -525,6 +576,8 @@ fn complete(conn: &Connection, path: &Path, raw: RawImage) -> Result<Image, Cata
         keep: raw.keep,
         pipeline: raw.pipeline,
         inputs_digest: raw.inputs_digest,
+        inputs,
+        events: raw.events,
         parent,
         artifacts,
         amis,

@@ -90,7 +90,10 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
             f.retain(|x| seen.insert(*x));
             f
         }),
+        events_dir: crate::catalog::events_dir(&catalog),
         catalog,
+        pipeline: None,
+        ami_sha256: None,
     };
     let reporter = Reporter::new(args.json, Build::secrets(&components));
     match Build::new(&recipe, &opts, &reporter).run(components).await {

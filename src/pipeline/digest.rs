@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The digest format's version, hashed first: a change of what is hashed
@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 pub const INPUTS_DIGEST_VERSION: &str = "kiln-inputs-v1";
 
 /// A component as it went into a build.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComponentInput {
     /// The document's identity (`builtin:NAME` or its path).
     pub source: String,
@@ -25,7 +25,7 @@ pub struct ComponentInput {
 }
 
 /// One parameter value.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ParameterInput {
     /// A plain value.
     Value(String),
@@ -34,7 +34,7 @@ pub enum ParameterInput {
 }
 
 /// Everything that decides what a build makes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Inputs {
     /// sha256 of the recipe text.
@@ -48,6 +48,11 @@ pub struct Inputs {
     pub mirror_index_sha256: Option<String>,
     /// The export formats, in order.
     pub formats: Vec<String>,
+    /// sha256 of the AMI distribution settings, when the build imports an
+    /// AMI (absent otherwise, so digests of builds without one are
+    /// unchanged from the first version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ami_sha256: Option<String>,
 }
 
 /// The inputs digest, hex: sha256 of [`INPUTS_DIGEST_VERSION`], a newline,
@@ -75,6 +80,9 @@ pub fn changes(old: &Inputs, new: &Inputs) -> Vec<String> {
     }
     if old.formats != new.formats {
         out.push("the export formats changed".to_string());
+    }
+    if old.ami_sha256 != new.ami_sha256 {
+        out.push("the AMI distribution settings changed".to_string());
     }
     let by_source = |v: &[ComponentInput]| -> BTreeMap<String, ComponentInput> {
         v.iter().map(|c| (c.source.clone(), c.clone())).collect()
@@ -126,6 +134,7 @@ mod tests {
             ],
             mirror_index_sha256: None,
             formats: vec!["vmdk".into()],
+            ami_sha256: None,
         }
     }
 
@@ -163,5 +172,20 @@ mod tests {
             ]
         );
         assert!(changes(&base, &inputs()).is_empty());
+        let mut other = inputs();
+        other.ami_sha256 = Some("a".into());
+        assert_ne!(inputs_digest(&other), d);
+        assert_eq!(
+            changes(&base, &other),
+            ["the AMI distribution settings changed"]
+        );
+    }
+
+    #[test]
+    fn inputs_round_trip_through_json() {
+        let text = serde_json::to_string(&inputs()).unwrap();
+        assert!(!text.contains("amiSha256"), "{text}");
+        let back: Inputs = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, inputs());
     }
 }

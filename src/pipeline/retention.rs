@@ -171,6 +171,8 @@ mod tests {
             keep: false,
             pipeline: Some("p".into()),
             inputs_digest: String::new(),
+            inputs: None,
+            events: None,
             parent: None,
             artifacts: vec![],
             amis: vec![],
