@@ -103,8 +103,10 @@ fn record(dir: &Path, images: &[kiln::aws::distribute::RegionImage]) {
     };
     let db = dir.join("catalog.db");
     let mut rec = Recorder::open(&db).unwrap();
-    let inputs = kiln::build::record::inputs("cd".repeat(32).as_str(), &parent, &[], &[]);
-    let build = rec.begin(&recipe, &parent, &inputs).unwrap();
+    let inputs = kiln::build::record::inputs("cd".repeat(32).as_str(), &parent, &[], &[], None);
+    let build = rec
+        .begin(&recipe, &parent, &inputs, &Default::default())
+        .unwrap();
     rec.amis(&amis).unwrap();
     rec.failed("test ends here", None).unwrap();
     let got = kiln::catalog::Catalog::open(&db)

@@ -30,7 +30,7 @@ distribution:
   formats: [vmdk, ova]
   outputDirectories: [/srv/images, out]
   s3Prefix: s3://images/web/
-  ami: {regions: [eu-west-1], name: "web-{{ version }}"}
+  ami: {bucket: kiln-imports, region: us-east-1, copyToRegions: [{region: eu-west-1}]}
 schedule:
   expression: "0 2 * * 1-5"
   timezone: Europe/Paris
@@ -66,10 +66,10 @@ retention: {keepLast: 5, maxAgeDays: 90}
         p.distribution.s3_prefix.as_deref(),
         Some("s3://images/web/")
     );
-    assert_eq!(
-        p.distribution.ami.as_ref().unwrap()["regions"][0],
-        "eu-west-1"
-    );
+    let ami = p.distribution.ami.as_ref().unwrap();
+    assert_eq!(ami.bucket, "kiln-imports");
+    assert_eq!(ami.regions[0].region, "eu-west-1");
+    assert_eq!(p.distribution.ami_sha256.as_ref().unwrap().len(), 64);
     let s = p.schedule.as_ref().unwrap();
     assert_eq!(s.expression(), "0 2 * * 1-5");
     assert_eq!(s.time_zone().name(), "Europe/Paris");

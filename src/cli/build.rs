@@ -6,7 +6,6 @@ use clap::Args;
 
 use super::toe::invalid_report;
 use super::{CliError, EXIT_SUCCESS};
-use crate::build::cache::Cache;
 use crate::build::progress::Reporter;
 use crate::build::run::{Build, BuildOptions, OnError};
 use crate::export::format::ExportFormat;
@@ -65,15 +64,8 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
         RecipeError::Invalid(diags) => CliError::Invalid(invalid_report(&diags, &[])),
         e @ RecipeError::Io { .. } => CliError::Invalid(format!("error: {e}")),
     })?;
-    let cache = match args.cache_dir {
-        Some(root) => Cache::new(root),
-        None => Cache::from_env().map_err(|e| CliError::Failed(anyhow::Error::new(e)))?,
-    };
-    let catalog = match args.catalog {
-        Some(path) => path,
-        None => crate::catalog::default_path(|k| std::env::var(k).ok())
-            .map_err(|e| CliError::Failed(anyhow::Error::new(e)))?,
-    };
+    let cache = super::cache(args.cache_dir)?;
+    let catalog = super::catalog_path(args.catalog)?;
     let opts = BuildOptions {
         output: args.output,
         accel: args.accel,

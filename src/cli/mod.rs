@@ -50,7 +50,7 @@ pub enum Command {
     Export(export::ExportArgs),
     /// The image catalog: list, show, delete, deprecate and keep built images.
     Images(images::ImagesArgs),
-    /// Pipeline files: check them, apply their retention.
+    /// Pipelines: check a pipeline file, run it once (building only if its inputs changed, if asked), apply its retention.
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
     /// Validate and run AWSTOE component documents on this host (like `awstoe`).
@@ -84,6 +84,28 @@ impl CliError {
             CliError::Failed(_) => EXIT_FAILED,
             CliError::Interrupted(_) => EXIT_INTERRUPTED,
         }
+    }
+}
+
+/// The catalog file: `given`, else the default (see [`crate::catalog::default_path`]).
+pub(crate) fn catalog_path(
+    given: Option<std::path::PathBuf>,
+) -> Result<std::path::PathBuf, CliError> {
+    match given {
+        Some(path) => Ok(path),
+        None => crate::catalog::default_path(|k| std::env::var(k).ok())
+            .map_err(|e| CliError::Failed(anyhow::Error::new(e))),
+    }
+}
+
+/// The parent image cache: `given`, else the default.
+pub(crate) fn cache(
+    given: Option<std::path::PathBuf>,
+) -> Result<crate::build::cache::Cache, CliError> {
+    match given {
+        Some(root) => Ok(crate::build::cache::Cache::new(root)),
+        None => crate::build::cache::Cache::from_env()
+            .map_err(|e| CliError::Failed(anyhow::Error::new(e))),
     }
 }
 
@@ -125,7 +147,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 Command::Build(args) => build::run(*args).await,
                 Command::Export(args) => export::run(args).await,
                 Command::Images(args) => images::run(args),
-                Command::Pipeline(cmd) => pipeline::run(cmd),
+                Command::Pipeline(cmd) => pipeline::run(cmd).await,
                 Command::Toe(cmd) => toe::run(cmd).await,
                 Command::Validate(args) => validate::run(args),
                 Command::Verify(args) => verify::run(args).await,

@@ -1,4 +1,5 @@
-//! `kiln pipeline validate|prune`: pipeline files and their retention.
+//! `kiln pipeline validate|run|prune`: pipeline files, running one, and
+//! their retention.
 
 use std::path::{Path, PathBuf};
 
@@ -6,8 +7,10 @@ use clap::{Args, Subcommand};
 
 use super::toe::invalid_report;
 use super::{CliError, EXIT_FAILED, EXIT_SUCCESS};
-use crate::catalog;
+use crate::build::run::OnError;
+use crate::pipeline::runner::{self, RunError, RunOutcome, RunSettings, Trigger};
 use crate::pipeline::{self, retention, Pipeline, PipelineError, RecipeSource, StartCondition};
+use crate::vm::accel::AccelChoice;
 
 /// `kiln pipeline` subcommands.
 #[derive(Debug, Subcommand)]
@@ -20,8 +23,77 @@ pub enum PipelineCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run the pipeline once: build (or, with --if-changed or `startCondition: ifChanged`, build only if the inputs differ from its last successful build, saying why it built or skipped), publish to OUTPUT/<name>/<version>/<build>/, copy to the other output directories and S3, notify, apply retention.
+    Run(RunArgs),
     /// Apply the pipeline's retention: delete its old images (never one marked keep or the parent of an image that stays).
     Prune(PruneArgs),
+}
+
+/// Settings shared by `kiln pipeline run` and `kiln serve`.
+#[derive(Debug, Clone, Args)]
+pub struct RunnerArgs {
+    /// Output folder for pipelines without `distribution.outputDirectories`; images go to OUTPUT/<name>/<version>/<build>/.
+    #[arg(short, long, default_value = "output", env = "KILN_OUTPUT")]
+    pub output: PathBuf,
+    /// Accelerator (overrides the pipeline's infrastructure): `auto` uses KVM only when a probe VM boots within seconds, else TCG.
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelChoice>,
+    /// On a failure while a VM runs: `cleanup` stops it; `abort` keeps it running and prints the ssh command (Ctrl-C then cleans up).
+    #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
+    pub on_error: OnError,
+    /// The QEMU system emulator to run.
+    #[arg(long, default_value = "qemu-system-x86_64", env = "KILN_QEMU")]
+    pub qemu: String,
+    /// Cache for downloaded and bootstrapped parent images (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
+    #[arg(long, env = "KILN_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// The image catalog (default: $KILN_DATA_DIR/catalog.sqlite, else $XDG_DATA_HOME/kiln/…, else ~/.local/share/kiln/…).
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+}
+
+impl RunnerArgs {
+    /// The run settings for `trigger`.
+    pub fn settings(
+        &self,
+        if_changed: bool,
+        json: bool,
+        echo: bool,
+        trigger: Trigger,
+    ) -> Result<RunSettings, CliError> {
+        Ok(RunSettings {
+            catalog: super::catalog_path(self.catalog.clone())?,
+            cache: super::cache(self.cache_dir.clone())?,
+            qemu: self.qemu.clone(),
+            output: self.output.clone(),
+            if_changed,
+            accel: self.accel,
+            on_error: self.on_error,
+            json,
+            echo,
+            quiet: false,
+            trigger,
+        })
+    }
+}
+
+/// Arguments of `kiln pipeline run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Build only if the inputs (recipe, parent image digest, component documents, parameters, export formats, AMI settings) differ from the pipeline's last successful build.
+    #[arg(long)]
+    pub if_changed: bool,
+    /// Print progress as JSON lines, then the outcome as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not print the components' step output on the terminal (it is always in the logs).
+    #[arg(long)]
+    pub quiet_steps: bool,
+    /// Where and how to build.
+    #[command(flatten)]
+    pub runner: RunnerArgs,
 }
 
 /// Arguments of `kiln pipeline prune`.
@@ -43,7 +115,7 @@ pub struct PruneArgs {
     pub catalog: Option<PathBuf>,
 }
 
-fn load(file: &Path, json: bool) -> Result<Pipeline, CliError> {
+pub(crate) fn load(file: &Path, json: bool) -> Result<Pipeline, CliError> {
     match pipeline::load(file) {
         Ok(p) => Ok(p),
         Err(PipelineError::Invalid(diags)) => {
@@ -104,7 +176,7 @@ pub fn summary(p: &Pipeline, now: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// Runs `kiln pipeline`.
-pub fn run(cmd: PipelineCommand) -> Result<u8, CliError> {
+pub async fn run(cmd: PipelineCommand) -> Result<u8, CliError> {
     match cmd {
         PipelineCommand::Validate { file, json } => {
             let p = load(&file, json)?;
@@ -119,8 +191,48 @@ pub fn run(cmd: PipelineCommand) -> Result<u8, CliError> {
             }
             Ok(EXIT_SUCCESS)
         }
+        PipelineCommand::Run(args) => run_once(args).await,
         PipelineCommand::Prune(args) => prune(args),
     }
+}
+
+/// The exit status of a run's error, printed.
+pub fn run_error(e: RunError) -> CliError {
+    if e.is_invalid_input() {
+        CliError::Invalid(format!("error: {e}"))
+    } else {
+        CliError::Failed(anyhow::Error::new(e))
+    }
+}
+
+async fn run_once(args: RunArgs) -> Result<u8, CliError> {
+    let p = load(&args.file, false)?;
+    let settings = args.runner.settings(
+        args.if_changed,
+        args.json,
+        !args.json && !args.quiet_steps,
+        Trigger::Manual,
+    )?;
+    let outcome = runner::run(&p, &settings).await.map_err(run_error)?;
+    if args.json {
+        let value = match &outcome {
+            RunOutcome::Built {
+                image,
+                dir,
+                reasons,
+                copies,
+                pruned,
+            } => serde_json::json!({
+                "pipeline": p.name, "outcome": "built", "image": image,
+                "dir": dir, "reasons": reasons, "copies": copies, "pruned": pruned,
+            }),
+            RunOutcome::Skipped { reason } => serde_json::json!({
+                "pipeline": p.name, "outcome": "skipped", "reason": reason,
+            }),
+        };
+        println!("{value}");
+    }
+    Ok(EXIT_SUCCESS)
 }
 
 fn prune(args: PruneArgs) -> Result<u8, CliError> {
@@ -150,27 +262,15 @@ fn prune(args: PruneArgs) -> Result<u8, CliError> {
         }
         return Ok(EXIT_SUCCESS);
     }
-    let mut failures = Vec::new();
-    let mut deleted = Vec::new();
-    for d in &plan.delete {
-        let result = cat.delete(d.id).and_then(|gone| {
-            if args.keep_files {
-                Ok(())
-            } else {
-                catalog::files::remove_published(&gone).map(|_| ())
-            }
-        });
-        match result {
-            Ok(()) => {
-                if !args.json {
-                    println!("deleted {}: {}", d.image, d.reason);
-                }
-                deleted.push(d.clone());
-            }
-            Err(e) => {
-                eprintln!("error: deleting {}: {e}", d.image);
-                failures.push(d.image.clone());
-            }
+    let done = runner::apply_retention(&mut cat, &plan, args.keep_files);
+    for (image, e) in &done.failed {
+        eprintln!("error: deleting {image}: {e}");
+    }
+    let failures: Vec<&String> = done.failed.iter().map(|(image, _)| image).collect();
+    let deleted = &done.deleted;
+    if !args.json {
+        for d in deleted {
+            println!("deleted {}: {}", d.image, d.reason);
         }
     }
     if args.json {

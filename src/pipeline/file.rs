@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use chrono::Duration;
+use sha2::{Digest, Sha256};
 
 use super::retention::RetentionPolicy;
 use super::schedule::{parse_time_zone, Schedule};
+use crate::aws::flow::AmiSpec;
 use crate::export::format::ExportFormat;
 use crate::recipe::fields::{optional, Field, Keys, Obj};
 use crate::recipe::parent::is_http_url;
@@ -75,8 +77,11 @@ pub struct PipelineDistribution {
     pub output_directories: Vec<PathBuf>,
     /// `s3://bucket/prefix` to upload to.
     pub s3_prefix: Option<String>,
-    /// AMI settings, kept as written for the AMI distribution.
-    pub ami: Option<serde_json::Value>,
+    /// AMI settings (replace the recipe's `distribution.ami`).
+    pub ami: Option<AmiSpec>,
+    /// sha256 of the AMI settings as written (their JSON), for the inputs
+    /// digest.
+    pub ami_sha256: Option<String>,
 }
 
 /// A parsed pipeline.
@@ -275,12 +280,18 @@ fn distribution(f: &Field<'_>, dir: &Path, d: &mut Diagnostics) -> Option<Pipeli
         None => Some(Vec::new()),
     };
     let s3 = optional(obj.get("s3Prefix").map(|f| s3_prefix(&f, d)));
-    let ami = optional(obj.get("ami").map(|f| f.obj(d).map(|o| o.node.to_json())));
+    let ami = optional(obj.get("ami").map(|f| {
+        let spec = crate::recipe::ami::parse(&f, d)?;
+        let json = f.node.to_json().to_string();
+        Some((spec, hex::encode(Sha256::digest(json.as_bytes()))))
+    }))?;
+    let (ami, ami_sha256) = ami.unzip();
     Some(PipelineDistribution {
         formats: formats?,
         output_directories: dirs?,
         s3_prefix: s3?,
-        ami: ami?,
+        ami,
+        ami_sha256,
     })
 }
 

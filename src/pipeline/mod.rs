@@ -2,12 +2,16 @@
 //! start condition, notifications and retention (`file`); the inputs
 //! digest behind `startCondition: ifChanged` (`digest`); when a schedule is
 //! due, with its catch-up rule (`schedule`); and which old images go
-//! (`retention`). All pure.
+//! (`retention`), all pure; and running one (`runner`: lock, start
+//! condition, build, copies to other directories and S3 (`copies`),
+//! notifications, retention).
 
+pub mod copies;
 pub mod digest;
 pub mod file;
 pub mod notify;
 pub mod retention;
+pub mod runner;
 pub mod schedule;
 
 pub use file::{

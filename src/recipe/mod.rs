@@ -2,7 +2,7 @@
 //! in kiln's YAML form or as the JSON `aws imagebuilder get-image-recipe`
 //! prints; and resolving the components they name into loaded documents.
 
-mod ami;
+pub(crate) mod ami;
 mod component_ref;
 pub mod distribution;
 pub(crate) mod fields;
