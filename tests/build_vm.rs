@@ -14,13 +14,15 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::kiln::{
+    assert_no_qemu, catalog_images, events, qemu_processes, wait_exit, KilnRun, Lines,
+};
 
 static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -30,147 +32,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A `kiln build` child in its own process group, killed with its group if
-/// the test ends early.
-struct KilnRun {
-    child: Child,
-}
-
-impl KilnRun {
-    /// Starts kiln with the shared parent-image cache and an image catalog
-    /// in `data` (so tests never touch the user's catalog).
-    fn start(args: &[&str], cache: &Path, data: &Path) -> KilnRun {
-        use std::os::unix::process::CommandExt;
-        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_CACHE_DIR", cache)
-            .env("KILN_DATA_DIR", data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("start kiln");
-        KilnRun { child }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our child.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
-    }
-}
-
-impl Drop for KilnRun {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the child's process group.
-        unsafe {
-            libc::kill(-self.pid(), libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Lines of a child's stream, read on a thread, with a deadline.
-struct Lines {
-    rx: std::sync::mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn new(r: impl std::io::Read + Send + 'static) -> Lines {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines().map_while(Result::ok) {
-                eprintln!("  | {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines {
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a line containing `needle`; panics at the deadline or EOF.
-    fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!(
-                    "no line with {needle:?} ({e:?}); lines so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Everything until the stream ends.
-    fn rest(&mut self, limit: Duration) -> Vec<String> {
-        let deadline = Instant::now() + limit;
-        while let Ok(line) = self
-            .rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.seen.push(line);
-        }
-        self.seen.clone()
-    }
-}
-
-fn wait_exit(run: &mut KilnRun, limit: Duration) -> i32 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = run.child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kiln did not exit within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// QEMU processes whose command line mentions `needle`.
-fn qemu_processes(needle: &str) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .args(["-a", "-f", "qemu-system"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(String::from)
-        .collect()
-}
-
-fn assert_no_qemu(needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = qemu_processes(needle);
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "QEMU left running: {left:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn sha256(path: &Path) -> String {
@@ -262,40 +123,6 @@ impl SealedFs {
     }
 }
 
-/// `kiln images list --json` of the catalog in `data`: (NAME/x.y.z/n, status).
-fn catalog_images(data: &Path) -> Vec<(String, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["images", "list", "--json"])
-        .env("KILN_DATA_DIR", data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                format!(
-                    "{}/{}/{}",
-                    i["name"].as_str().unwrap(),
-                    i["version"].as_str().unwrap(),
-                    i["build"]
-                ),
-                i["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn events(lines: &[String]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect()
-}
-
 #[test]
 fn example_recipe_end_to_end() {
     let _one = serial();
@@ -342,7 +169,23 @@ fn example_recipe_end_to_end() {
             "publish"
         ]
     );
-    assert!(ev.last().unwrap()["event"] == "result");
+    assert_eq!(ev[0]["event"], "build-start", "{ev:?}");
+    assert_eq!(ev[0]["build"]["name"], "debian-web");
+    let last = ev.last().unwrap();
+    assert_eq!(last["event"], "build-finished", "{last}");
+    assert_eq!(last["build"]["outcome"], "success", "{last}");
+    assert_eq!(last["build"]["build"], 1, "{last}");
+    assert_eq!(ev[ev.len() - 2]["event"], "result");
+    // the same events are in the build's event file beside the catalog
+    let id = last["build"]["id"].as_str().unwrap();
+    let file = out.path().join(format!(".catalog/events/{id}.jsonl"));
+    let stored = std::fs::read_to_string(&file).unwrap();
+    let stored: Vec<Value> = stored
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(stored.len(), ev.len(), "{}", file.display());
+    assert_eq!(stored.last().unwrap()["build"], last["build"]);
 
     // the published folder and its manifest
     let dir = out.path().join("debian-web/1.0.0");
@@ -351,6 +194,7 @@ fn example_recipe_end_to_end() {
     assert_eq!(manifest["manifestVersion"], 1);
     assert_eq!(manifest["image"]["name"], "debian-web");
     assert_eq!(manifest["image"]["version"], "1.0.0");
+    assert_eq!(manifest["image"]["build"], 1);
     assert_eq!(manifest["recipe"]["sha256"], sha256(&recipe));
     let parent_path = PathBuf::from(manifest["parent"]["path"].as_str().unwrap());
     assert_eq!(manifest["parent"]["sha256"], sha256(&parent_path));

@@ -1,6 +1,8 @@
 //! Pipeline files: every field read, inline recipes, and each problem
 //! reported at its file:line:column with a field and a hint.
 
+mod support;
+
 use std::path::Path;
 
 use kiln::pipeline::{self, Notification, RecipeSource, StartCondition};
@@ -147,61 +149,10 @@ retention: {}
     );
 }
 
-/// A real HTTP/1.1 receiver on 127.0.0.1 that records each request's
-/// request line and body and answers `status`.
-async fn receiver(
-    status: u16,
-) -> (
-    String,
-    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut data = Vec::new();
-            let mut buf = [0u8; 4096];
-            let (head_end, length) = loop {
-                let n = s.read(&mut buf).await.unwrap();
-                assert!(n > 0, "connection closed before the request head");
-                data.extend_from_slice(&buf[..n]);
-                if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&data[..i]).to_ascii_lowercase();
-                    let length = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map(|v| v.trim().parse::<usize>().unwrap())
-                        .unwrap_or(0);
-                    break (i + 4, length);
-                }
-            };
-            while data.len() < head_end + length {
-                let n = s.read(&mut buf).await.unwrap();
-                assert!(n > 0, "connection closed before the body");
-                data.extend_from_slice(&buf[..n]);
-            }
-            let line = String::from_utf8_lossy(&data[..head_end])
-                .lines()
-                .next()
-                .unwrap()
-                .to_string();
-            tx.send((line, data[head_end..head_end + length].to_vec()))
-                .unwrap();
-            let reply =
-                format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            s.write_all(reply.as_bytes()).await.unwrap();
-            s.shutdown().await.unwrap();
-        }
-    });
-    (format!("http://{addr}"), rx)
-}
-
 #[tokio::test]
 async fn the_webhook_receives_the_event_as_json() {
     use kiln::pipeline::notify::{send, BuildEvent, Outcome};
-    let (base, mut rx) = receiver(200).await;
+    let (base, mut rx) = support::http::receiver(200).await;
     let mut event = BuildEvent::new(Outcome::Success, "web-nightly", "web", "1.0.0/3");
     event.manifest = Some(serde_json::json!({"image": {"name": "web"}}));
     let url = format!("{base}/hooks/secret-token");
@@ -216,7 +167,7 @@ async fn the_webhook_receives_the_event_as_json() {
     assert_eq!(json["manifest"]["image"]["name"], "web");
 
     // a refusing server is an error that does not show the token
-    let (base, mut rx) = receiver(500).await;
+    let (base, mut rx) = support::http::receiver(500).await;
     let url = format!("{base}/hooks/secret-token");
     let e = send(&Notification::Webhook(url), &event).await.unwrap_err();
     assert!(rx.recv().await.is_some());

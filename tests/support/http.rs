@@ -193,3 +193,54 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
     stream.flush().await?;
     stream.shutdown().await
 }
+
+/// A real HTTP/1.1 receiver on 127.0.0.1 that records each request's
+/// request line and body and answers `status`.
+pub async fn receiver(
+    status: u16,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            let (head_end, length) = loop {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed before the request head");
+                data.extend_from_slice(&buf[..n]);
+                if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&data[..i]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                        .unwrap_or(0);
+                    break (i + 4, length);
+                }
+            };
+            while data.len() < head_end + length {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed before the body");
+                data.extend_from_slice(&buf[..n]);
+            }
+            let line = String::from_utf8_lossy(&data[..head_end])
+                .lines()
+                .next()
+                .unwrap()
+                .to_string();
+            tx.send((line, data[head_end..head_end + length].to_vec()))
+                .unwrap();
+            let reply =
+                format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            s.write_all(reply.as_bytes()).await.unwrap();
+            s.shutdown().await.unwrap();
+        }
+    });
+    (format!("http://{addr}"), rx)
+}

@@ -9,4 +9,5 @@
 
 pub mod base_image;
 pub mod http;
+pub mod kiln;
 pub mod moto;
