@@ -47,10 +47,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 pub use catalog_api::{build_json, image_json, newest_first, CatalogApi, Pipelines};
-pub use request::{
-    head_end, parse_head, parse_query, percent_decode, split_target, Rejection, RequestHead,
-    MAX_HEADERS,
-};
+use request::{head_end, parse_head, RequestHead};
 pub use route::{route, Api, BuildQuery, Response, ALLOWED_METHODS, DEFAULT_LIMIT, MAX_LIMIT};
 
 use crate::catalog::CatalogError;
