@@ -8,6 +8,7 @@ pub mod export;
 pub mod pipeline;
 pub mod process;
 pub mod recipe;
+pub mod serve;
 pub mod target;
 pub mod toe;
 pub mod vm;

@@ -1,0 +1,3 @@
+//! `kiln serve`: the long-running factory process.
+
+pub mod http;
