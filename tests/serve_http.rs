@@ -42,6 +42,8 @@ fn new(name: &str, version: &str, pipeline: Option<&str>) -> NewBuild {
         name: name.into(),
         version: version.parse().unwrap(),
         inputs_digest: format!("digest-{name}-{version}"),
+        inputs: None,
+        events: None,
         parent: None,
         pipeline: pipeline.map(str::to_string),
     }

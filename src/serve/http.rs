@@ -18,7 +18,7 @@
 //! | `GET /v1/images/{id}` or `/v1/images/NAME/x.y.z/n` | one image; the reference may be percent-encoded (`web%2F1.2.3%2F4`) and may be a wildcard (`web/1.x.x`: the newest available match) |
 //!
 //! A build is `{id, image, name, version, build, pipeline, status,
-//! createdAt, finishedAt, failure, logLocation, location}`, `status` one of
+//! createdAt, finishedAt, failure, logLocation, events, location}`, `status` one of
 //! `building`, `available`, `failed`, `deprecated`. An image is the
 //! catalog record (`kiln images show --json`) plus `ref`, `NAME/x.y.z/n`.
 //!
@@ -46,7 +46,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-pub use catalog_api::{build_json, image_json, newest_first, CatalogApi, Pipelines};
+pub use catalog_api::{build_json, image_json, CatalogApi, Pipelines};
 use request::{head_end, parse_head, RequestHead};
 pub use route::{route, Api, BuildQuery, Response, ALLOWED_METHODS, DEFAULT_LIMIT, MAX_LIMIT};
 

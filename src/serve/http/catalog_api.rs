@@ -65,6 +65,7 @@ pub fn build_json(i: &Image) -> Value {
         "finishedAt": i.finished_at,
         "failure": i.failure,
         "logLocation": i.log_location,
+        "events": i.events,
         "location": i.location,
     })
 }
@@ -99,13 +100,6 @@ fn as_id(text: &str) -> Option<ImageId> {
     }
 }
 
-/// The `limit` newest of `images` (highest id first).
-pub fn newest_first(mut images: Vec<Image>, limit: usize) -> Vec<Image> {
-    images.sort_by_key(|i| std::cmp::Reverse(i.id));
-    images.truncate(limit);
-    images
-}
-
 impl<P: Pipelines> Api for CatalogApi<P> {
     fn health(&self) -> Result<Value, HttpError> {
         self.pipelines.health()
@@ -120,17 +114,10 @@ impl<P: Pipelines> Api for CatalogApi<P> {
     }
 
     fn builds(&self, query: &BuildQuery) -> Result<Vec<Value>, HttpError> {
-        let images = {
-            let c = self.catalog();
-            match &query.pipeline {
-                Some(p) => c.list_pipeline(p)?,
-                None => c.list(None)?,
-            }
-        };
-        Ok(newest_first(images, query.limit)
-            .iter()
-            .map(build_json)
-            .collect())
+        let images = self
+            .catalog()
+            .recent(query.pipeline.as_deref(), query.limit as u64)?;
+        Ok(images.iter().map(build_json).collect())
     }
 
     fn build(&self, id: &str) -> Result<Option<Value>, HttpError> {
