@@ -5,6 +5,7 @@ pub mod build;
 pub mod export;
 pub mod images;
 pub mod pipeline;
+pub mod serve;
 pub mod toe;
 pub mod validate;
 pub mod verify;
@@ -53,6 +54,8 @@ pub enum Command {
     /// Pipelines: check a pipeline file, run it once (building only if its inputs changed, if asked), apply its retention.
     #[command(subcommand)]
     Pipeline(pipeline::PipelineCommand),
+    /// Run the pipelines of a folder on their schedules (one build at a time, or N with --parallel), with a read-only HTTP API on localhost.
+    Serve(Box<serve::ServeArgs>),
     /// Validate and run AWSTOE component documents on this host (like `awstoe`).
     #[command(subcommand)]
     Toe(toe::ToeCommand),
@@ -148,6 +151,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 Command::Export(args) => export::run(args).await,
                 Command::Images(args) => images::run(args),
                 Command::Pipeline(cmd) => pipeline::run(cmd).await,
+                Command::Serve(args) => serve::run(*args).await,
                 Command::Toe(cmd) => toe::run(cmd).await,
                 Command::Validate(args) => validate::run(args),
                 Command::Verify(args) => verify::run(args).await,

@@ -9,7 +9,7 @@ use super::toe::invalid_report;
 use super::{CliError, EXIT_FAILED, EXIT_SUCCESS};
 use crate::build::run::OnError;
 use crate::pipeline::runner::{self, RunError, RunOutcome, RunSettings, Trigger};
-use crate::pipeline::{self, retention, Pipeline, PipelineError, RecipeSource, StartCondition};
+use crate::pipeline::{self, retention, Pipeline, PipelineError};
 use crate::vm::accel::AccelChoice;
 
 /// `kiln pipeline` subcommands.
@@ -136,45 +136,6 @@ pub(crate) fn load(file: &Path, json: bool) -> Result<Pipeline, CliError> {
     }
 }
 
-/// One line saying what a valid pipeline is.
-pub fn summary(p: &Pipeline, now: chrono::DateTime<chrono::Utc>) -> String {
-    let recipe = match &p.recipe {
-        RecipeSource::Path(path) => format!("recipe {}", path.display()),
-        RecipeSource::Inline(r) => format!("inline recipe {} {}", r.name, r.version),
-    };
-    let schedule = match &p.schedule {
-        Some(s) => format!(
-            "schedule `{}` {} (next {})",
-            s.expression(),
-            s.time_zone().name(),
-            s.next_after(now).map_or("never".into(), |t| t
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        ),
-        None => "no schedule".into(),
-    };
-    let start = match p.start_condition {
-        StartCondition::Always => "always builds",
-        StartCondition::IfChanged => "builds if changed",
-    };
-    let mut retention = Vec::new();
-    if let Some(n) = p.retention.keep_last {
-        retention.push(format!("keep last {n}"));
-    }
-    if let Some(a) = p.retention.max_age {
-        retention.push(format!("max age {} days", a.num_days()));
-    }
-    format!(
-        "pipeline {}: {recipe}; {schedule}; {start}; {} notification(s); retention: {}",
-        p.name,
-        p.notifications.len(),
-        if retention.is_empty() {
-            "none".into()
-        } else {
-            retention.join(", ")
-        }
-    )
-}
-
 /// Runs `kiln pipeline`.
 pub async fn run(cmd: PipelineCommand) -> Result<u8, CliError> {
     match cmd {
@@ -186,7 +147,7 @@ pub async fn run(cmd: PipelineCommand) -> Result<u8, CliError> {
                 println!(
                     "{}: valid: {}",
                     file.display(),
-                    summary(&p, chrono::Utc::now())
+                    p.summary(chrono::Utc::now())
                 );
             }
             Ok(EXIT_SUCCESS)

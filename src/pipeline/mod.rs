@@ -13,6 +13,7 @@ pub mod notify;
 pub mod retention;
 pub mod runner;
 pub mod schedule;
+mod summary;
 
 pub use file::{
     load, parse, Notification, Pipeline, PipelineDistribution, PipelineError, RecipeSource,
