@@ -39,13 +39,48 @@ fn make_disk(dir: &Path, size_mib: u64) -> PathBuf {
         ("lib/modules/6.1.0-13-amd64/modules.builtin", "kernel/drivers/block/virtio_blk.ko\n"),
         ("etc/network/interfaces", "source /etc/network/interfaces.d/*\nauto eth0\niface eth0 inet dhcp\n"),
         ("etc/cloud/cloud.cfg", "datasource_list: [ NoCloud, Ec2 ]\n"),
-    ])
+    ], &[(
+        "boot/initrd.img-6.1.0-13-amd64",
+        initrd(&["nvme/host/nvme.ko", "net/ethernet/amazon/ena/ena.ko", "block/xen-blkfront.ko"]),
+    )])
 }
 
-/// The same layout with `files` (path, content) in the root filesystem.
-fn make_disk_with(dir: &Path, size_mib: u64, files: &[(&str, &str)]) -> PathBuf {
+/// An initramfs as Debian writes it: an uncompressed early-microcode cpio
+/// padded to 512 bytes, then a gzip-compressed cpio with `init` and the
+/// given modules (paths under `kernel/drivers/`).
+fn initrd(modules: &[&str]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    kiln::aws::initramfs::write_newc(
+        &mut out,
+        &[("kernel/x86/microcode/GenuineIntel.bin", &[0xAB; 300])],
+    )
+    .unwrap();
+    out.resize(out.len().next_multiple_of(512), 0);
+    let paths: Vec<String> = modules
+        .iter()
+        .map(|m| format!("usr/lib/modules/6.1.0-13-amd64/kernel/drivers/{m}"))
+        .collect();
+    let mut files: Vec<(&str, &[u8])> = vec![("init", b"#!/bin/sh\n")];
+    files.extend(paths.iter().map(|p| (p.as_str(), &b"\x7fELF"[..])));
+    let mut main = Vec::new();
+    kiln::aws::initramfs::write_newc(&mut main, &files).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    gz.write_all(&main).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The same layout with `files` (path, text) and `binary` (path, bytes)
+/// in the root filesystem.
+fn make_disk_with(
+    dir: &Path,
+    size_mib: u64,
+    files: &[(&str, &str)],
+    binary: &[(&str, Vec<u8>)],
+) -> PathBuf {
     let tree = dir.join("tree");
-    for (path, content) in files {
+    let texts = files.iter().map(|(p, c)| (*p, c.as_bytes()));
+    for (path, content) in texts.chain(binary.iter().map(|(p, c)| (*p, c.as_slice()))) {
         let p = tree.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
@@ -732,15 +767,26 @@ async fn preflight_stops_a_broken_image_before_the_upload() {
             ("etc/fstab", "/dev/sda1 / ext4 defaults 0 1\n"),
             ("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n"),
             ("boot/vmlinuz-4.15.0-1021-aws", "kernel"),
+            ("boot/vmlinuz-6.1.0-13-amd64", "kernel"),
             ("boot/extlinux/extlinux.conf", "default linux\n"),
             (
                 "lib/modules/4.15.0-1021-aws/modules.dep",
-                "kernel/drivers/block/virtio_blk.ko:\n",
+                "kernel/drivers/block/virtio_blk.ko:\nkernel/drivers/block/xen-blkfront.ko:\n",
+            ),
+            (
+                "lib/modules/6.1.0-13-amd64/modules.dep",
+                "kernel/drivers/nvme/host/nvme.ko:\nkernel/drivers/net/ethernet/amazon/ena/ena.ko:\nkernel/drivers/block/xen-blkfront.ko:\nkernel/drivers/block/virtio_blk.ko:\n",
             ),
             (
                 "etc/network/interfaces",
                 "auto eth0\niface eth0 inet static\n  address 10.0.0.5/24\n",
             ),
+        ],
+        &[
+            // the module is installed but the initramfs lacks it
+            ("boot/initrd.img-4.15.0-1021-aws", initrd(&["block/virtio_blk.ko"])),
+            // xz: recognised, not read; modules.dep stands in
+            ("boot/initramfs-6.1.0-13-amd64.img", [&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00][..], &[0x55; 64]].concat()),
         ],
     );
     let image = tmp.path().join("broken.qcow2");
@@ -776,6 +822,9 @@ async fn preflight_stops_a_broken_image_before_the_upload() {
         "kernel: kernel 4.15.0-1021-aws is not listed by VM Import for debian 12",
         "has no `ena` module",
         "has no `nvme` module",
+        "drivers: the initramfs /boot/initrd.img-4.15.0-1021-aws does not carry `xen-blkfront` (needed for disks on Xen instances); kernel 4.15.0-1021-aws has it as a module",
+        "add `xen-blkfront` to /etc/initramfs-tools/modules and run `update-initramfs -u -k 4.15.0-1021-aws`",
+        "pre-flight Warning initramfs: cannot read compression xz of /boot/initramfs-6.1.0-13-amd64.img (kiln reads gzip and zstd); checked modules.dep instead",
         "no DHCP network configuration",
         "cloud-init is not installed",
         "--skip-preflight",
