@@ -376,35 +376,60 @@ async fn full_flow_import_rename_copy_share_export() {
     let listed = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
     assert!(listed.contents().is_empty(), "{:?}", listed.contents());
 
-    // export the renamed copy in eu-west-1 back and compare with the source
+    // export the renamed copy in eu-west-1 back and compare with the source;
+    // the exported object is deleted after the download, or kept on request
     let eu_id = images[1]["image_id"].as_str().unwrap();
-    for fmt in ["raw", "vmdk"] {
+    for (fmt, keep) in [("raw", false), ("vmdk", true)] {
         let back = tmp.path().join(format!("back.{fmt}"));
-        let out = kiln(
-            &peer,
-            tmp.path(),
-            &[
-                "ami",
-                "export",
-                eu_id,
-                "--region",
-                "eu-west-1",
-                "--bucket",
-                BUCKET,
-                "--format",
-                fmt,
-                "--output",
-                back.to_str().unwrap(),
-                "--poll-interval",
-                "0.02",
-            ],
-        );
+        let output = back.to_str().unwrap();
+        let mut args = vec![
+            "ami",
+            "export",
+            eu_id,
+            "--region",
+            "eu-west-1",
+            "--bucket",
+            BUCKET,
+            "--format",
+            fmt,
+            "--output",
+            output,
+            "--poll-interval",
+            "0.02",
+            "--json",
+        ];
+        if keep {
+            args.push("--keep-export");
+        }
+        let out = kiln(&peer, tmp.path(), &args);
         assert!(out.status.success(), "{}", text(&out));
         assert!(
             same_disk(&raw, &back).await,
             "{fmt}: the exported disk differs from the imported one"
         );
+        let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let key = done["key"].as_str().unwrap();
+        assert!(
+            key.starts_with("kiln-exports/export-ami-") && key.ends_with(fmt),
+            "{key}"
+        );
+        assert_eq!(done["object_deleted"], !keep);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said = if keep { "kept" } else { "deleted" };
+        assert!(
+            stderr.contains(&format!("{said} s3://{BUCKET}/{key}")),
+            "{stderr}"
+        );
+        let head = s3.head_object().bucket(BUCKET).key(key).send().await;
+        assert_eq!(
+            head.is_ok(),
+            keep,
+            "{fmt}: s3://{BUCKET}/{key} after export: {head:?}"
+        );
     }
+    let listed = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys.len(), 1, "only the kept export remains: {keys:?}");
 }
 
 /// ImportSnapshot + RegisterImage: the AMI is named at registration and
