@@ -621,6 +621,52 @@ async fn the_cli_without_the_role_fails_with_the_service_message() {
     );
 }
 
+/// `--encrypted` without `--kms-key` (the recipe's `encrypted: true`):
+/// ImportImage gets `Encrypted` and no `KmsKeyId`, as the peer records it.
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_imports_ask_for_the_default_key() {
+    let peer = MotoServer::start_vmie();
+    peer.bucket(BUCKET).await;
+    iam_role(&peer).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = make_disk(tmp.path(), 8);
+    let image = raw.to_str().unwrap();
+    let task = |encrypted: bool| {
+        let mut args = vec![
+            "ami",
+            "import",
+            image,
+            "--bucket",
+            BUCKET,
+            "--format",
+            "raw",
+            "--poll-interval",
+            "0.02",
+            "--json",
+        ];
+        if encrypted {
+            args.push("--encrypted");
+        }
+        let out = kiln(&peer, tmp.path(), &args);
+        assert!(out.status.success(), "{}", text(&out));
+        let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        done["import_task_id"].as_str().unwrap().to_string()
+    };
+    let home = ec2(&peer, REGION).await;
+    for encrypted in [true, false] {
+        let id = task(encrypted);
+        let d = home
+            .describe_import_image_tasks()
+            .import_task_ids(&id)
+            .send()
+            .await
+            .unwrap();
+        let t = &d.import_image_tasks()[0];
+        assert_eq!(t.encrypted(), Some(encrypted), "{t:?}");
+        assert_eq!(t.kms_key_id(), None, "{t:?}");
+    }
+}
+
 /// The peer's hook makes the task end `deleted` at `converting`; kiln
 /// stops at `deleting` with the message verbatim.
 #[tokio::test(flavor = "multi_thread")]
