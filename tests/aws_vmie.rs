@@ -45,11 +45,8 @@ fn make_disk(dir: &Path, size_mib: u64) -> PathBuf {
     )])
 }
 
-/// An initramfs as Debian writes it: an uncompressed early-microcode cpio
-/// padded to 512 bytes, then a gzip-compressed cpio with `init` and the
-/// given modules (paths under `kernel/drivers/`).
-fn initrd(modules: &[&str]) -> Vec<u8> {
-    use std::io::Write;
+/// An early-microcode cpio archive padded to 512 bytes.
+fn microcode() -> Vec<u8> {
     let mut out = Vec::new();
     kiln::aws::initramfs::write_newc(
         &mut out,
@@ -57,6 +54,15 @@ fn initrd(modules: &[&str]) -> Vec<u8> {
     )
     .unwrap();
     out.resize(out.len().next_multiple_of(512), 0);
+    out
+}
+
+/// An initramfs as Debian writes it: an uncompressed early-microcode cpio
+/// padded to 512 bytes, then a gzip-compressed cpio with `init` and the
+/// given modules (paths under `kernel/drivers/`).
+fn initrd(modules: &[&str]) -> Vec<u8> {
+    use std::io::Write;
+    let out = microcode();
     let paths: Vec<String> = modules
         .iter()
         .map(|m| format!("usr/lib/modules/6.1.0-13-amd64/kernel/drivers/{m}"))
@@ -839,6 +845,7 @@ async fn preflight_stops_a_broken_image_before_the_upload() {
             ("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n"),
             ("boot/vmlinuz-4.15.0-1021-aws", "kernel"),
             ("boot/vmlinuz-6.1.0-13-amd64", "kernel"),
+            ("boot/vmlinuz-6.1.0-14-amd64", "kernel"),
             ("boot/extlinux/extlinux.conf", "default linux\n"),
             (
                 "lib/modules/4.15.0-1021-aws/modules.dep",
@@ -858,6 +865,8 @@ async fn preflight_stops_a_broken_image_before_the_upload() {
             ("boot/initrd.img-4.15.0-1021-aws", initrd(&["block/virtio_blk.ko"])),
             // xz: recognised, not read; modules.dep stands in
             ("boot/initramfs-6.1.0-13-amd64.img", [&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00][..], &[0x55; 64]].concat()),
+            // junk after the microcode archive, more than a pipe holds (debugfs is cut off)
+            ("boot/initrd.img-6.1.0-14-amd64", [microcode(), vec![0x55; 512 << 10]].concat()),
         ],
     );
     let image = tmp.path().join("broken.qcow2");
@@ -885,6 +894,7 @@ async fn preflight_stops_a_broken_image_before_the_upload() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
+    let damaged = format!("initramfs: the initramfs /boot/initrd.img-6.1.0-14-amd64 of kernel 6.1.0-14-amd64 is damaged: no cpio header or compression magic at byte {} (found 555555555555); checked modules.dep instead", microcode().len());
     for needle in [
         "fstab: /etc/fstab names a device by kernel name: `/dev/sda1 / ext4 defaults 0 1`",
         "mount by UUID=",
@@ -895,6 +905,8 @@ async fn preflight_stops_a_broken_image_before_the_upload() {
         "has no `nvme` module",
         "drivers: the initramfs /boot/initrd.img-4.15.0-1021-aws does not carry `xen-blkfront` (needed for disks on Xen instances); kernel 4.15.0-1021-aws has it as a module",
         "add `xen-blkfront` to /etc/initramfs-tools/modules and run `update-initramfs -u -k 4.15.0-1021-aws`",
+        &damaged,
+        "update-initramfs -c -k 6.1.0-14-amd64",
         "pre-flight Warning initramfs: cannot read compression xz of /boot/initramfs-6.1.0-13-amd64.img (kiln reads gzip and zstd); checked modules.dep instead",
         "no DHCP network configuration",
         "cloud-init is not installed",

@@ -130,9 +130,8 @@ pub enum Magic {
 /// Recognises the segment starting with `head` (at least 6 bytes to tell
 /// all formats apart); `None` for anything else.
 pub fn detect(head: &[u8]) -> Option<Magic> {
-    const TABLE: [(&[u8], Compression); 9] = [
+    const TABLE: [(&[u8], Compression); 8] = [
         (&[0x1f, 0x8b], Compression::Gzip),
-        (&[0x1f, 0x9e], Compression::Gzip),
         (&[0x28, 0xb5, 0x2f, 0xfd], Compression::Zstd),
         (&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], Compression::Xz),
         (&[0x5d, 0x00, 0x00], Compression::Lzma),

@@ -635,29 +635,37 @@ fn scan_initrd(disk: &Path, offset: u64, file: String) -> Initrd {
             reason: messages,
         };
     }
-    match (scanned, status) {
-        (Ok(segments), _) => Initrd::Read {
+    // when the scan stops early, debugfs dies of SIGPIPE writing the rest
+    let debugfs_ok = status.as_ref().is_ok_and(|s| {
+        use std::os::unix::process::ExitStatusExt;
+        s.success() || (scanned.is_err() && s.signal() == Some(SIGPIPE))
+    });
+    match scanned {
+        Err(e) if !debugfs_ok => Initrd::Unreadable {
+            file,
+            reason: format!("debugfs ended with {status:?}; {e}"),
+        },
+        Ok(segments) => Initrd::Read {
             file,
             segments,
             modules,
         },
-        (Err(initramfs::InitramfsError::Unsupported { compression, .. }), _) => {
+        Err(initramfs::InitramfsError::Unsupported { compression, .. }) => {
             Initrd::Unsupported { file, compression }
         }
-        (Err(e @ initramfs::InitramfsError::Io(_)), _) => Initrd::Unreadable {
+        Err(e @ initramfs::InitramfsError::Io(_)) => Initrd::Unreadable {
             file,
             reason: e.to_string(),
         },
-        (Err(e), Ok(st)) if st.success() => Initrd::Damaged {
+        Err(e) => Initrd::Damaged {
             file,
             reason: e.to_string(),
-        },
-        (Err(e), st) => Initrd::Unreadable {
-            file,
-            reason: format!("debugfs ended with {st:?}; {e}"),
         },
     }
 }
+
+/// The signal a process gets writing to a closed pipe.
+const SIGPIPE: i32 = 13;
 
 /// debugfs's error lines (its `debugfs 1.47.0 (…)` banner left out).
 fn debugfs_errors(stderr: &str) -> String {
