@@ -39,13 +39,54 @@ fn make_disk(dir: &Path, size_mib: u64) -> PathBuf {
         ("lib/modules/6.1.0-13-amd64/modules.builtin", "kernel/drivers/block/virtio_blk.ko\n"),
         ("etc/network/interfaces", "source /etc/network/interfaces.d/*\nauto eth0\niface eth0 inet dhcp\n"),
         ("etc/cloud/cloud.cfg", "datasource_list: [ NoCloud, Ec2 ]\n"),
-    ])
+    ], &[(
+        "boot/initrd.img-6.1.0-13-amd64",
+        initrd(&["nvme/host/nvme.ko", "net/ethernet/amazon/ena/ena.ko", "block/xen-blkfront.ko"]),
+    )])
 }
 
-/// The same layout with `files` (path, content) in the root filesystem.
-fn make_disk_with(dir: &Path, size_mib: u64, files: &[(&str, &str)]) -> PathBuf {
+/// An early-microcode cpio archive padded to 512 bytes.
+fn microcode() -> Vec<u8> {
+    let mut out = Vec::new();
+    kiln::aws::initramfs::write_newc(
+        &mut out,
+        &[("kernel/x86/microcode/GenuineIntel.bin", &[0xAB; 300])],
+    )
+    .unwrap();
+    out.resize(out.len().next_multiple_of(512), 0);
+    out
+}
+
+/// An initramfs as Debian writes it: an uncompressed early-microcode cpio
+/// padded to 512 bytes, then a gzip-compressed cpio with `init` and the
+/// given modules (paths under `kernel/drivers/`).
+fn initrd(modules: &[&str]) -> Vec<u8> {
+    use std::io::Write;
+    let out = microcode();
+    let paths: Vec<String> = modules
+        .iter()
+        .map(|m| format!("usr/lib/modules/6.1.0-13-amd64/kernel/drivers/{m}"))
+        .collect();
+    let mut files: Vec<(&str, &[u8])> = vec![("init", b"#!/bin/sh\n")];
+    files.extend(paths.iter().map(|p| (p.as_str(), &b"\x7fELF"[..])));
+    let mut main = Vec::new();
+    kiln::aws::initramfs::write_newc(&mut main, &files).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    gz.write_all(&main).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The same layout with `files` (path, text) and `binary` (path, bytes)
+/// in the root filesystem.
+fn make_disk_with(
+    dir: &Path,
+    size_mib: u64,
+    files: &[(&str, &str)],
+    binary: &[(&str, Vec<u8>)],
+) -> PathBuf {
     let tree = dir.join("tree");
-    for (path, content) in files {
+    let texts = files.iter().map(|(p, c)| (*p, c.as_bytes()));
+    for (path, content) in texts.chain(binary.iter().map(|(p, c)| (*p, c.as_slice()))) {
         let p = tree.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
@@ -341,35 +382,60 @@ async fn full_flow_import_rename_copy_share_export() {
     let listed = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
     assert!(listed.contents().is_empty(), "{:?}", listed.contents());
 
-    // export the renamed copy in eu-west-1 back and compare with the source
+    // export the renamed copy in eu-west-1 back and compare with the source;
+    // the exported object is deleted after the download, or kept on request
     let eu_id = images[1]["image_id"].as_str().unwrap();
-    for fmt in ["raw", "vmdk"] {
+    for (fmt, keep) in [("raw", false), ("vmdk", true)] {
         let back = tmp.path().join(format!("back.{fmt}"));
-        let out = kiln(
-            &peer,
-            tmp.path(),
-            &[
-                "ami",
-                "export",
-                eu_id,
-                "--region",
-                "eu-west-1",
-                "--bucket",
-                BUCKET,
-                "--format",
-                fmt,
-                "--output",
-                back.to_str().unwrap(),
-                "--poll-interval",
-                "0.02",
-            ],
-        );
+        let output = back.to_str().unwrap();
+        let mut args = vec![
+            "ami",
+            "export",
+            eu_id,
+            "--region",
+            "eu-west-1",
+            "--bucket",
+            BUCKET,
+            "--format",
+            fmt,
+            "--output",
+            output,
+            "--poll-interval",
+            "0.02",
+            "--json",
+        ];
+        if keep {
+            args.push("--keep-export");
+        }
+        let out = kiln(&peer, tmp.path(), &args);
         assert!(out.status.success(), "{}", text(&out));
         assert!(
             same_disk(&raw, &back).await,
             "{fmt}: the exported disk differs from the imported one"
         );
+        let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let key = done["key"].as_str().unwrap();
+        assert!(
+            key.starts_with("kiln-exports/export-ami-") && key.ends_with(fmt),
+            "{key}"
+        );
+        assert_eq!(done["object_deleted"], !keep);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said = if keep { "kept" } else { "deleted" };
+        assert!(
+            stderr.contains(&format!("{said} s3://{BUCKET}/{key}")),
+            "{stderr}"
+        );
+        let head = s3.head_object().bucket(BUCKET).key(key).send().await;
+        assert_eq!(
+            head.is_ok(),
+            keep,
+            "{fmt}: s3://{BUCKET}/{key} after export: {head:?}"
+        );
     }
+    let listed = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys.len(), 1, "only the kept export remains: {keys:?}");
 }
 
 /// ImportSnapshot + RegisterImage: the AMI is named at registration and
@@ -561,6 +627,52 @@ async fn the_cli_without_the_role_fails_with_the_service_message() {
     );
 }
 
+/// `--encrypted` without `--kms-key` (the recipe's `encrypted: true`):
+/// ImportImage gets `Encrypted` and no `KmsKeyId`, as the peer records it.
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_imports_ask_for_the_default_key() {
+    let peer = MotoServer::start_vmie();
+    peer.bucket(BUCKET).await;
+    iam_role(&peer).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = make_disk(tmp.path(), 8);
+    let image = raw.to_str().unwrap();
+    let task = |encrypted: bool| {
+        let mut args = vec![
+            "ami",
+            "import",
+            image,
+            "--bucket",
+            BUCKET,
+            "--format",
+            "raw",
+            "--poll-interval",
+            "0.02",
+            "--json",
+        ];
+        if encrypted {
+            args.push("--encrypted");
+        }
+        let out = kiln(&peer, tmp.path(), &args);
+        assert!(out.status.success(), "{}", text(&out));
+        let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        done["import_task_id"].as_str().unwrap().to_string()
+    };
+    let home = ec2(&peer, REGION).await;
+    for encrypted in [true, false] {
+        let id = task(encrypted);
+        let d = home
+            .describe_import_image_tasks()
+            .import_task_ids(&id)
+            .send()
+            .await
+            .unwrap();
+        let t = &d.import_image_tasks()[0];
+        assert_eq!(t.encrypted(), Some(encrypted), "{t:?}");
+        assert_eq!(t.kms_key_id(), None, "{t:?}");
+    }
+}
+
 /// The peer's hook makes the task end `deleted` at `converting`; kiln
 /// stops at `deleting` with the message verbatim.
 #[tokio::test(flavor = "multi_thread")]
@@ -732,15 +844,29 @@ async fn preflight_stops_a_broken_image_before_the_upload() {
             ("etc/fstab", "/dev/sda1 / ext4 defaults 0 1\n"),
             ("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n"),
             ("boot/vmlinuz-4.15.0-1021-aws", "kernel"),
+            ("boot/vmlinuz-6.1.0-13-amd64", "kernel"),
+            ("boot/vmlinuz-6.1.0-14-amd64", "kernel"),
             ("boot/extlinux/extlinux.conf", "default linux\n"),
             (
                 "lib/modules/4.15.0-1021-aws/modules.dep",
-                "kernel/drivers/block/virtio_blk.ko:\n",
+                "kernel/drivers/block/virtio_blk.ko:\nkernel/drivers/block/xen-blkfront.ko:\n",
+            ),
+            (
+                "lib/modules/6.1.0-13-amd64/modules.dep",
+                "kernel/drivers/nvme/host/nvme.ko:\nkernel/drivers/net/ethernet/amazon/ena/ena.ko:\nkernel/drivers/block/xen-blkfront.ko:\nkernel/drivers/block/virtio_blk.ko:\n",
             ),
             (
                 "etc/network/interfaces",
                 "auto eth0\niface eth0 inet static\n  address 10.0.0.5/24\n",
             ),
+        ],
+        &[
+            // the module is installed but the initramfs lacks it
+            ("boot/initrd.img-4.15.0-1021-aws", initrd(&["block/virtio_blk.ko"])),
+            // xz: recognised, not read; modules.dep stands in
+            ("boot/initramfs-6.1.0-13-amd64.img", [&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00][..], &[0x55; 64]].concat()),
+            // junk after the microcode archive, more than a pipe holds (debugfs is cut off)
+            ("boot/initrd.img-6.1.0-14-amd64", [microcode(), vec![0x55; 512 << 10]].concat()),
         ],
     );
     let image = tmp.path().join("broken.qcow2");
@@ -768,6 +894,7 @@ async fn preflight_stops_a_broken_image_before_the_upload() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
+    let damaged = format!("initramfs: the initramfs /boot/initrd.img-6.1.0-14-amd64 of kernel 6.1.0-14-amd64 is damaged: no cpio header or compression magic at byte {} (found 555555555555); checked modules.dep instead", microcode().len());
     for needle in [
         "fstab: /etc/fstab names a device by kernel name: `/dev/sda1 / ext4 defaults 0 1`",
         "mount by UUID=",
@@ -776,6 +903,11 @@ async fn preflight_stops_a_broken_image_before_the_upload() {
         "kernel: kernel 4.15.0-1021-aws is not listed by VM Import for debian 12",
         "has no `ena` module",
         "has no `nvme` module",
+        "drivers: the initramfs /boot/initrd.img-4.15.0-1021-aws does not carry `xen-blkfront` (needed for disks on Xen instances); kernel 4.15.0-1021-aws has it as a module",
+        "add `xen-blkfront` to /etc/initramfs-tools/modules and run `update-initramfs -u -k 4.15.0-1021-aws`",
+        &damaged,
+        "update-initramfs -c -k 6.1.0-14-amd64",
+        "pre-flight Warning initramfs: cannot read compression xz of /boot/initramfs-6.1.0-13-amd64.img (kiln reads gzip and zstd); checked modules.dep instead",
         "no DHCP network configuration",
         "cloud-init is not installed",
         "--skip-preflight",

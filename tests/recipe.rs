@@ -694,6 +694,7 @@ fn distribution_ami_parses_into_the_import_settings() {
     viaSnapshot: true
     bootMode: uefi
     kmsKey: alias/kiln
+    encrypted: true
     copyToRegions:
       - region: eu-west-1
       - {{region: us-west-2, kmsKey: \"arn:aws:kms:us-west-2:123456789012:key/abcd\"}}
@@ -715,6 +716,7 @@ fn distribution_ami_parses_into_the_import_settings() {
     assert!(ami.via_snapshot && ami.keep_upload && ami.skip_preflight);
     assert_eq!(ami.boot_mode, BootMode::Uefi);
     assert_eq!(ami.kms_key.as_deref(), Some("alias/kiln"));
+    assert!(ami.encrypted);
     assert_eq!(
         ami.regions,
         vec![
@@ -745,7 +747,23 @@ fn distribution_ami_parses_into_the_import_settings() {
     assert_eq!(ami, kiln::aws::flow::AmiSpec::new("b-1"));
     assert_eq!(ami.format, DiskFormat::Vmdk);
     assert!(!ami.via_snapshot && !ami.keep_upload && !ami.skip_preflight);
+    assert!(!ami.encrypted);
     assert!(parse(HEAD).unwrap().distribution.ami.is_none());
+
+    // `encrypted: true` alone: ImportImage Encrypted with the account's default key
+    let r = parse(&format!(
+        "{HEAD}distribution:\n  ami: {{bucket: b-1, encrypted: true}}\n"
+    ))
+    .unwrap();
+    let ami = r.distribution.ami.unwrap();
+    assert!(ami.encrypted && ami.kms_key.is_none());
+    let req = ami.request(
+        "disk.qcow2".into(),
+        "web-1.0.0",
+        "/tmp/w".into(),
+        kiln::aws::flow::LocalSettings::default(),
+    );
+    assert_eq!(req.import.encrypt, Some(None));
 }
 
 #[test]
@@ -766,6 +784,7 @@ fn invalid_distribution_ami() {
       - kmsKey: k
     keepUplaod: true
     viaSnapshot: maybe
+    encrypted: yes please
 "
             ),
             vec![
@@ -836,6 +855,13 @@ fn invalid_distribution_ami() {
                     17,
                     18,
                     "distribution.ami.viaSnapshot",
+                    "wrong-type",
+                    "must be true or false",
+                ),
+                (
+                    18,
+                    16,
+                    "distribution.ami.encrypted",
                     "wrong-type",
                     "must be true or false",
                 ),

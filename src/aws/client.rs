@@ -1,4 +1,5 @@
-//! AWS clients from the standard configuration chain, for one region.
+//! AWS clients from the standard configuration chain, for one region; the
+//! one place kiln builds an S3 client (also used by TOE's S3 actions).
 
 use aws_config::SdkConfig;
 
@@ -19,7 +20,7 @@ impl Clients {
     /// Clients for `region`, or the configured default region (then
     /// `us-east-1`) when `None`.
     pub async fn new(region: Option<&str>) -> Self {
-        let sdk = load(region).await;
+        let sdk = sdk_config(region).await;
         Self::from_sdk(&sdk)
     }
 
@@ -33,21 +34,19 @@ impl Clients {
             .region()
             .map(|r| r.to_string())
             .unwrap_or_else(|| "us-east-1".into());
-        let mut s3 = aws_sdk_s3::config::Builder::from(sdk);
-        if custom_endpoint(sdk) {
-            // Local S3 servers (http://127.0.0.1:PORT) cannot do virtual-hosted buckets.
-            s3 = s3.force_path_style(true);
-        }
         Clients {
             region,
-            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            s3: s3_client(sdk, None),
             ec2: aws_sdk_ec2::Client::new(sdk),
             iam: aws_sdk_iam::Client::new(sdk),
         }
     }
 }
 
-async fn load(region: Option<&str>) -> SdkConfig {
+/// The SDK configuration from the standard chain (environment, profiles,
+/// `AWS_ENDPOINT_URL`…) for `region`, or the configured default region,
+/// then `us-east-1`.
+pub async fn sdk_config(region: Option<&str>) -> SdkConfig {
     let chain = match region {
         Some(r) => aws_config::meta::region::RegionProviderChain::first_try(
             aws_config::Region::new(r.to_string()),
@@ -59,6 +58,21 @@ async fn load(region: Option<&str>) -> SdkConfig {
         .region(chain)
         .load()
         .await
+}
+
+/// An S3 client for `sdk`, sent to `endpoint` when given (e.g.
+/// `http://127.0.0.1:5000`). With any custom endpoint (given, or configured
+/// globally or for S3) it addresses buckets path-style: local S3 servers
+/// cannot do virtual-hosted buckets.
+pub fn s3_client(sdk: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_s3::Client {
+    let mut s3 = aws_sdk_s3::config::Builder::from(sdk);
+    if let Some(url) = endpoint {
+        s3 = s3.endpoint_url(url);
+    }
+    if endpoint.is_some() || custom_endpoint(sdk) {
+        s3 = s3.force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(s3.build())
 }
 
 /// Whether an endpoint other than AWS's is configured (global or for S3).

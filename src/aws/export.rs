@@ -1,5 +1,6 @@
 //! ExportImage: AMI → S3 object → local file, checked with qemu-img and
-//! published atomically.
+//! published atomically; the S3 object is then deleted unless asked to keep
+//! it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ pub struct ExportRequest {
     pub format: DiskFormat,
     /// The service role (`vmimport`).
     pub role_name: String,
+    /// Keep the exported object in S3 once the download is verified.
+    pub keep_object: bool,
 }
 
 /// A finished export.
@@ -40,6 +43,8 @@ pub struct Exported {
     pub bytes: u64,
     /// Its virtual disk size.
     pub virtual_size: u64,
+    /// Whether the S3 object was deleted after the verified download.
+    pub object_deleted: bool,
 }
 
 /// The object VM Export writes: `<prefix><task id>.<ext>`.
@@ -146,7 +151,9 @@ pub async fn download(
 }
 
 /// Exports the AMI, waits, downloads the disk to `output`, checks that
-/// qemu-img reads it in the requested format, and publishes it.
+/// qemu-img reads it in the requested format, publishes it, and deletes
+/// the S3 object (unless `req.keep_object`). A failed delete is an error
+/// that names the published file.
 pub async fn export(
     ec2: &aws_sdk_ec2::Client,
     s3: &aws_sdk_s3::Client,
@@ -182,12 +189,29 @@ pub async fn export(
         )));
     }
     let path = pending.publish()?;
+    let object_deleted = !req.keep_object;
+    if object_deleted {
+        s3.delete_object()
+            .bucket(&req.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| AwsError::Api {
+                what: format!(
+                    "{} was written, but DeleteObject s3://{}/{key} failed (delete it by hand; --keep-export keeps it)",
+                    path.display(),
+                    req.bucket
+                ),
+                message: sdk_message(&e),
+            })?;
+    }
     Ok(Exported {
         task_id,
         key,
         path,
         bytes,
         virtual_size: info.virtual_size,
+        object_deleted,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod distribute;
 pub mod export;
 pub mod flow;
 pub mod import;
+pub mod initramfs;
 pub mod poll;
 pub mod preflight;
 pub mod role;

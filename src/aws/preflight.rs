@@ -10,13 +10,20 @@
 //! partition's offset (`disk.raw?offset=N`), the ESP with mtools' `mdir`.
 //! The checks themselves are pure functions of [`DiskFacts`].
 //!
-//! Drivers are looked up in the kernel's `modules.dep` and
-//! `modules.builtin`: that they exist for the kernel, not that the
-//! initramfs carries them.
+//! Drivers: for each kernel, its initramfs (`/boot/initrd.img-V`,
+//! `/boot/initramfs-V.img` or `/boot/initrd-V`) is streamed out of the
+//! filesystem with `debugfs cat` and its member names listed
+//! ([`super::initramfs`]); a driver is present when the initramfs carries
+//! its module or `modules.builtin` lists it. When the initramfs cannot be
+//! read (xz, lz4… compression) or is missing, the kernel's `modules.dep`
+//! is checked instead, and a warning says so.
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeSet;
+
 use super::import::BootMode;
+use super::initramfs::{self, Compression};
 use super::AwsError;
 use crate::vm::img::{self, ConvertOptions, Format};
 
@@ -153,14 +160,65 @@ pub struct DiskFacts {
     pub grub2: bool,
     /// Whether /boot/loader/entries holds BLS entries.
     pub bls: bool,
-    /// Kernel version → its modules.dep + modules.builtin text.
-    pub modules: Vec<(String, String)>,
+    /// What was read for each kernel in /boot.
+    pub kernels: Vec<KernelFacts>,
     /// Network configuration texts (ifupdown, networkd, netplan, NetworkManager, ifcfg).
     pub network: Vec<String>,
     /// Whether cloud-init is installed.
     pub cloud_init: bool,
     /// Whether an ESP holds \EFI\BOOT\BOOTX64.EFI (`None`: no ESP).
     pub esp_fallback: Option<bool>,
+}
+
+/// What pre-flight read for one kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelFacts {
+    /// The version (`vmlinuz-VERSION`).
+    pub version: String,
+    /// `/lib/modules/VERSION/modules.dep` (empty when missing).
+    pub modules_dep: String,
+    /// `/lib/modules/VERSION/modules.builtin` (empty when missing).
+    pub modules_builtin: String,
+    /// Its initramfs.
+    pub initrd: Initrd,
+}
+
+/// The initramfs of a kernel, as read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Initrd {
+    /// No initramfs file in /boot for the kernel.
+    #[default]
+    Missing,
+    /// Listed.
+    Read {
+        /// Its file name in /boot.
+        file: String,
+        /// How each segment is stored (e.g. `[None, Zstd]`: microcode, then main).
+        segments: Vec<Compression>,
+        /// The kernel modules it carries ([`initramfs::module_name`] form).
+        modules: BTreeSet<String>,
+    },
+    /// Compressed with something kiln does not decompress.
+    Unsupported {
+        /// Its file name in /boot.
+        file: String,
+        /// The compression.
+        compression: Compression,
+    },
+    /// Damaged (truncated, bad magic, bad compressed data).
+    Damaged {
+        /// Its file name in /boot.
+        file: String,
+        /// What is wrong, with the position.
+        reason: String,
+    },
+    /// `debugfs` could not read the file out of the filesystem.
+    Unreadable {
+        /// Its file name in /boot.
+        file: String,
+        /// debugfs's message.
+        reason: String,
+    },
 }
 
 /// Severity of a finding.
@@ -272,13 +330,88 @@ pub const DRIVERS: [(&str, &str); 4] = [
 /// Whether modules.dep/modules.builtin text names `driver` (`-` and `_`
 /// are the same in module names).
 pub fn has_driver(modules: &str, driver: &str) -> bool {
-    let norm = |s: &str| s.replace('-', "_");
-    let want = format!("/{}.ko", norm(driver));
+    let want = driver.replace('-', "_");
     modules.lines().any(|l| {
-        let path = l.split(':').next().unwrap_or("");
-        let n = norm(path);
-        n.ends_with(&want) || n.contains(&format!("{want}.")) || n.contains(&format!("{want}:"))
+        let path = l.split(':').next().unwrap_or("").trim();
+        initramfs::module_name(path).is_some_and(|m| m == want)
     })
+}
+
+/// The file names an initramfs of kernel `version` has in /boot:
+/// initramfs-tools (Debian, Ubuntu), dracut (RHEL-likes, Fedora, Amazon
+/// Linux), and SUSE's.
+pub fn initrd_names(version: &str) -> [String; 3] {
+    [
+        format!("initrd.img-{version}"),
+        format!("initramfs-{version}.img"),
+        format!("initrd-{version}"),
+    ]
+}
+
+/// How to put `driver` into the initramfs `file` of kernel `version`
+/// (initramfs-tools for `initrd.img-*`, dracut otherwise).
+fn add_driver_fix(file: &str, driver: &str, version: &str) -> String {
+    if file.starts_with("initrd.img-") {
+        format!("add `{driver}` to /etc/initramfs-tools/modules and run `update-initramfs -u -k {version}`")
+    } else {
+        format!("add `add_drivers+=\" {driver} \"` to /etc/dracut.conf.d/ec2.conf and run `dracut -f --kver {version}`")
+    }
+}
+
+/// How to write the initramfs of kernel `version` again.
+fn rebuild_fix(version: &str) -> String {
+    format!("rebuild it: `update-initramfs -c -k {version}` (Debian, Ubuntu) or `dracut -f --kver {version}` (RHEL-likes, Amazon Linux)")
+}
+
+/// The driver findings of one kernel: each of [`DRIVERS`] must be built
+/// in or carried by the initramfs; when the initramfs cannot be listed,
+/// `modules.dep` stands in (and a finding says so).
+pub fn driver_findings(k: &KernelFacts) -> Vec<Finding> {
+    use Severity::{Error, Warning};
+    let v = &k.version;
+    let mut out = Vec::new();
+    let listed = match &k.initrd {
+        Initrd::Read { file, modules, .. } => Some((file.as_str(), modules)),
+        Initrd::Missing => {
+            let [deb, rhel, _] = initrd_names(v);
+            out.push(finding("initramfs", Warning, format!("kernel {v} has no initramfs (/boot/{deb} or /boot/{rhel}); checked modules.dep instead"), &rebuild_fix(v)));
+            None
+        }
+        Initrd::Unsupported { file, compression } => {
+            out.push(finding("initramfs", Warning, format!("cannot read compression {compression} of /boot/{file} (kiln reads gzip and zstd); checked modules.dep instead"), &format!("recompress it with zstd or gzip (COMPRESS=zstd in /etc/initramfs-tools/initramfs.conf, or compress=\"zstd\" for dracut), or check by hand that it carries {}", driver_list())));
+            None
+        }
+        Initrd::Damaged { file, reason } => {
+            out.push(finding("initramfs", Error, format!("the initramfs /boot/{file} of kernel {v} is damaged: {reason}; checked modules.dep instead"), &rebuild_fix(v)));
+            None
+        }
+        Initrd::Unreadable { file, reason } => {
+            out.push(finding("initramfs", Warning, format!("could not read /boot/{file} out of the image ({reason}); checked modules.dep instead"), "check the filesystem with `e2fsck -fn`, or use --skip-preflight"));
+            None
+        }
+    };
+    for (drv, why) in DRIVERS {
+        if has_driver(&k.modules_builtin, drv) {
+            continue;
+        }
+        let severity = if drv == "virtio_blk" { Warning } else { Error };
+        let module = has_driver(&k.modules_dep, drv);
+        match listed {
+            Some((_, m)) if m.contains(&drv.replace('-', "_")) => {}
+            Some((file, _)) if module => out.push(finding("drivers", severity, format!("the initramfs /boot/{file} does not carry `{drv}` (needed for {why}); kernel {v} has it as a module"), &add_driver_fix(file, drv, v))),
+            None if module => {}
+            _ => {
+                let file = listed.map(|(f, _)| f.to_string()).unwrap_or_else(|| initrd_names(v)[0].clone());
+                out.push(finding("drivers", severity, format!("kernel {v} has no `{drv}` module or built-in (needed for {why})"), &format!("install a kernel with the driver, then {}", add_driver_fix(&file, drv, v))));
+            }
+        }
+    }
+    out
+}
+
+/// `nvme, ena, …` for messages.
+fn driver_list() -> String {
+    DRIVERS.map(|(d, _)| d).join(", ")
 }
 
 /// The checks, as pure functions of what was gathered.
@@ -385,16 +518,12 @@ pub fn check(f: &DiskFacts, boot_mode: BootMode) -> Vec<Finding> {
         }
     }
     for k in &ks {
-        let text = f
-            .modules
-            .iter()
-            .find(|(v, _)| v == k)
-            .map(|(_, t)| t.as_str())
-            .unwrap_or("");
-        for (drv, why) in DRIVERS {
-            if !has_driver(text, drv) {
-                out.push(finding("drivers", if drv == "virtio_blk" { Warning } else { Error }, format!("kernel {k} has no `{drv}` module or built-in (needed for {why})"), "install a kernel with the driver and add it to the initramfs (e.g. /etc/initramfs-tools/modules, then update-initramfs -u)"));
-            }
+        match f.kernels.iter().find(|x| &x.version == k) {
+            Some(facts) => out.extend(driver_findings(facts)),
+            None => out.extend(driver_findings(&KernelFacts {
+                version: k.clone(),
+                ..Default::default()
+            })),
         }
     }
     if !has_dhcp(&f.network) {
@@ -442,6 +571,110 @@ async fn ls(disk: &Path, offset: u64, dir: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Streams `/boot/FILE` out of the ext filesystem at `offset` with
+/// `debugfs cat` and lists it (only module names are kept).
+async fn read_initrd(disk: &Path, offset: u64, file: String) -> Initrd {
+    let disk = disk.to_path_buf();
+    let name = file.clone();
+    tokio::task::spawn_blocking(move || scan_initrd(&disk, offset, name))
+        .await
+        .unwrap_or_else(|e| Initrd::Unreadable {
+            file,
+            reason: format!("the reading thread failed: {e}"),
+        })
+}
+
+fn scan_initrd(disk: &Path, offset: u64, file: String) -> Initrd {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let spawned = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat /boot/{file}"))
+        .arg(format!("{}?offset={offset}", disk.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            return Initrd::Unreadable {
+                file,
+                reason: format!("running debugfs: {e}"),
+            }
+        }
+    };
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Initrd::Unreadable {
+            file,
+            reason: "debugfs's output was not captured".into(),
+        };
+    };
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).map(|_| s)
+    });
+    let mut modules = BTreeSet::new();
+    // scan takes stdout and drops it when done: an early stop ends debugfs with EPIPE
+    let scanned = initramfs::scan(stdout, |name| {
+        if let Some(m) = initramfs::module_name(name) {
+            modules.insert(m);
+        }
+    });
+    let status = child.wait();
+    let messages = match errors.join() {
+        Ok(Ok(s)) => debugfs_errors(&s),
+        Ok(Err(e)) => format!("reading debugfs's messages: {e}"),
+        Err(_) => "the thread reading debugfs's messages failed".into(),
+    };
+    if !messages.is_empty() {
+        return Initrd::Unreadable {
+            file,
+            reason: messages,
+        };
+    }
+    // when the scan stops early, debugfs dies of SIGPIPE writing the rest
+    let debugfs_ok = status.as_ref().is_ok_and(|s| {
+        use std::os::unix::process::ExitStatusExt;
+        s.success() || (scanned.is_err() && s.signal() == Some(SIGPIPE))
+    });
+    match scanned {
+        Err(e) if !debugfs_ok => Initrd::Unreadable {
+            file,
+            reason: format!("debugfs ended with {status:?}; {e}"),
+        },
+        Ok(segments) => Initrd::Read {
+            file,
+            segments,
+            modules,
+        },
+        Err(initramfs::InitramfsError::Unsupported { compression, .. }) => {
+            Initrd::Unsupported { file, compression }
+        }
+        Err(e @ initramfs::InitramfsError::Io(_)) => Initrd::Unreadable {
+            file,
+            reason: e.to_string(),
+        },
+        Err(e) => Initrd::Damaged {
+            file,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// The signal a process gets writing to a closed pipe.
+const SIGPIPE: i32 = 13;
+
+/// debugfs's error lines (its `debugfs 1.47.0 (…)` banner left out).
+fn debugfs_errors(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("debugfs "))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn is_ext(disk: &Path, offset: u64) -> bool {
@@ -520,14 +753,27 @@ async fn gather_raw(disk: &Path, virtual_size: u64) -> Result<DiskFacts, AwsErro
             .iter()
             .any(|n| n == "grub.cfg");
     f.bls = !ls(disk, off, "/boot/loader/entries").await.is_empty();
-    for k in kernels(&f.boot_files) {
-        let mut text = String::new();
-        for file in ["modules.dep", "modules.builtin"] {
-            if let Some(t) = cat(disk, off, &format!("/lib/modules/{k}/{file}")).await {
-                text.push_str(&t);
-            }
-        }
-        f.modules.push((k, text));
+    for version in kernels(&f.boot_files) {
+        let module_file = |name: &str| format!("/lib/modules/{version}/{name}");
+        let modules_dep = cat(disk, off, &module_file("modules.dep"))
+            .await
+            .unwrap_or_default();
+        let modules_builtin = cat(disk, off, &module_file("modules.builtin"))
+            .await
+            .unwrap_or_default();
+        let initrd = match initrd_names(&version)
+            .into_iter()
+            .find(|n| f.boot_files.contains(n))
+        {
+            Some(file) => read_initrd(disk, off, file).await,
+            None => Initrd::Missing,
+        };
+        f.kernels.push(KernelFacts {
+            version,
+            modules_dep,
+            modules_builtin,
+            initrd,
+        });
     }
     for path in [
         "/etc/network/interfaces",
@@ -599,21 +845,151 @@ mod tests {
     fn good() -> DiskFacts {
         DiskFacts {
             virtual_size: 1 << 30,
-            table: Some(Table::Mbr(vec![Partition { offset: 1 << 20, size: 1 << 29, kind: "mbr:83".into() }])),
+            table: Some(Table::Mbr(vec![Partition {
+                offset: 1 << 20,
+                size: 1 << 29,
+                kind: "mbr:83".into(),
+            }])),
             root_found: true,
             fstab: Some("UUID=abc / ext4 defaults 0 1\n".into()),
             os_release: Some("ID=debian\nVERSION_ID=\"12\"\n".into()),
             boot_files: vec!["vmlinuz-6.1.0-13-amd64".into(), "grub".into()],
             grub2: true,
             bls: false,
-            modules: vec![(
-                "6.1.0-13-amd64".into(),
-                "kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko\nkernel/drivers/net/ethernet/amazon/ena/ena.ko:\nkernel/drivers/block/xen-blkfront.ko:\nkernel/drivers/block/virtio_blk.ko:\n".into(),
+            kernels: vec![kernel(
+                &["nvme", "ena", "xen-blkfront", "virtio_blk"],
+                "",
+                Initrd::Read {
+                    file: "initrd.img-6.1.0-13-amd64".into(),
+                    segments: vec![Compression::Zstd],
+                    modules: ["nvme", "ena", "xen_blkfront", "virtio_blk"]
+                        .map(String::from)
+                        .into(),
+                },
             )],
             network: vec!["auto eth0\niface eth0 inet dhcp\n".into()],
             cloud_init: true,
             esp_fallback: None,
         }
+    }
+
+    /// Kernel 6.1.0-13-amd64 with `dep` modules in modules.dep and `builtin` in modules.builtin.
+    fn kernel(dep: &[&str], builtin: &str, initrd: Initrd) -> KernelFacts {
+        KernelFacts {
+            version: "6.1.0-13-amd64".into(),
+            modules_dep: dep
+                .iter()
+                .map(|m| format!("kernel/drivers/x/{m}.ko: kernel/drivers/x/dep.ko\n"))
+                .collect(),
+            modules_builtin: builtin.into(),
+            initrd,
+        }
+    }
+
+    fn read(file: &str, modules: &[&str]) -> Initrd {
+        Initrd::Read {
+            file: file.into(),
+            segments: vec![Compression::None, Compression::Gzip],
+            modules: modules.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    fn summary(f: &[Finding]) -> Vec<(&'static str, Severity, &str, &str)> {
+        f.iter()
+            .map(|x| (x.check, x.severity, x.message.as_str(), x.fix.as_str()))
+            .collect()
+    }
+
+    const ALL: [&str; 4] = ["nvme", "ena", "xen-blkfront", "virtio_blk"];
+
+    #[test]
+    fn drivers_must_be_in_the_initramfs_or_built_in() {
+        // all in the initramfs, `-`/`_` alike
+        let k = kernel(
+            &ALL,
+            "",
+            read(
+                "initrd.img-6.1.0-13-amd64",
+                &["nvme", "ena", "xen_blkfront", "virtio_blk"],
+            ),
+        );
+        assert_eq!(driver_findings(&k), vec![]);
+        // modules the initramfs lacks; virtio_blk built in instead
+        let k = kernel(
+            &ALL,
+            "kernel/drivers/block/virtio_blk.ko\n",
+            read("initrd.img-6.1.0-13-amd64", &["ena"]),
+        );
+        let got = driver_findings(&k);
+        assert_eq!(summary(&got), vec![
+            ("drivers", Severity::Error, "the initramfs /boot/initrd.img-6.1.0-13-amd64 does not carry `nvme` (needed for NVMe EBS volumes on Nitro instances); kernel 6.1.0-13-amd64 has it as a module", "add `nvme` to /etc/initramfs-tools/modules and run `update-initramfs -u -k 6.1.0-13-amd64`"),
+            ("drivers", Severity::Error, "the initramfs /boot/initrd.img-6.1.0-13-amd64 does not carry `xen-blkfront` (needed for disks on Xen instances); kernel 6.1.0-13-amd64 has it as a module", "add `xen-blkfront` to /etc/initramfs-tools/modules and run `update-initramfs -u -k 6.1.0-13-amd64`"),
+        ]);
+        // dracut's file name → dracut's fix; a module the kernel lacks altogether
+        let k = kernel(
+            &["nvme", "ena", "virtio_blk"],
+            "",
+            read(
+                "initramfs-6.1.0-13-amd64.img",
+                &["nvme", "ena", "virtio_blk"],
+            ),
+        );
+        let got = driver_findings(&k);
+        assert_eq!(summary(&got), vec![(
+            "drivers",
+            Severity::Error,
+            "kernel 6.1.0-13-amd64 has no `xen-blkfront` module or built-in (needed for disks on Xen instances)",
+            "install a kernel with the driver, then add `add_drivers+=\" xen-blkfront \"` to /etc/dracut.conf.d/ec2.conf and run `dracut -f --kver 6.1.0-13-amd64`",
+        )]);
+    }
+
+    #[test]
+    fn an_unlisted_initramfs_falls_back_to_modules_dep_and_says_so() {
+        let unsupported = Initrd::Unsupported {
+            file: "initramfs-6.1.0-13-amd64.img".into(),
+            compression: Compression::Xz,
+        };
+        let got = driver_findings(&kernel(&ALL, "", unsupported.clone()));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(
+            (got[0].check, got[0].severity),
+            ("initramfs", Severity::Warning)
+        );
+        assert!(
+            got[0]
+                .message
+                .starts_with("cannot read compression xz of /boot/initramfs-6.1.0-13-amd64.img"),
+            "{}",
+            got[0].message
+        );
+        assert!(got[0].message.ends_with("checked modules.dep instead"));
+        // the fallback still finds what modules.dep lacks
+        let got = driver_findings(&kernel(
+            &["ena", "xen-blkfront", "virtio_blk"],
+            "",
+            unsupported,
+        ));
+        assert_eq!(got.iter().filter(|f| f.check == "drivers").count(), 1);
+        let damaged = Initrd::Damaged {
+            file: "initrd.img-6.1.0-13-amd64".into(),
+            reason: "truncated at byte 9: a member name".into(),
+        };
+        let got = driver_findings(&kernel(&ALL, "", damaged));
+        assert_eq!(summary(&got), vec![(
+            "initramfs",
+            Severity::Error,
+            "the initramfs /boot/initrd.img-6.1.0-13-amd64 of kernel 6.1.0-13-amd64 is damaged: truncated at byte 9: a member name; checked modules.dep instead",
+            "rebuild it: `update-initramfs -c -k 6.1.0-13-amd64` (Debian, Ubuntu) or `dracut -f --kver 6.1.0-13-amd64` (RHEL-likes, Amazon Linux)",
+        )]);
+        let got = driver_findings(&kernel(&ALL, "", Initrd::Missing));
+        assert_eq!(summary(&got).len(), 1);
+        assert_eq!(
+            (got[0].check, got[0].severity),
+            ("initramfs", Severity::Warning)
+        );
+        assert!(got[0].message.contains(
+            "no initramfs (/boot/initrd.img-6.1.0-13-amd64 or /boot/initramfs-6.1.0-13-amd64.img)"
+        ));
     }
 
     #[test]
@@ -626,10 +1002,10 @@ mod tests {
         let mut f = good();
         f.fstab = Some("/dev/sda1 / ext4 defaults 0 1\n# /dev/sdb1 ignored\n".into());
         f.boot_files = vec!["vmlinuz-4.15.0-1021-aws".into()];
-        f.modules = vec![(
-            "4.15.0-1021-aws".into(),
-            "kernel/drivers/block/virtio_blk.ko:\n".into(),
-        )];
+        f.kernels = vec![KernelFacts {
+            version: "4.15.0-1021-aws".into(),
+            ..kernel(&["virtio_blk"], "", Initrd::Missing)
+        }];
         f.grub2 = false;
         f.bls = true;
         f.network = vec!["iface eth0 inet static\n".into()];
@@ -650,6 +1026,7 @@ mod tests {
         assert!(got.iter().all(|x| !x.fix.is_empty()));
         assert_eq!(got.iter().filter(|x| x.check == "fstab").count(), 1);
         assert_eq!(got.iter().filter(|x| x.check == "drivers").count(), 3);
+        assert_eq!(got.iter().filter(|x| x.check == "initramfs").count(), 1);
     }
 
     #[test]

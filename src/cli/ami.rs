@@ -156,6 +156,9 @@ pub struct ExportArgs {
     /// The VM Export service role.
     #[arg(long, default_value = role::DEFAULT_ROLE)]
     pub role_name: String,
+    /// Keep the exported object in S3 (by default it is deleted once the download is verified).
+    #[arg(long)]
+    pub keep_export: bool,
     /// Polling.
     #[command(flatten)]
     pub poll: PollArgs,
@@ -283,6 +286,7 @@ async fn export(args: ExportArgs) -> Result<u8, CliError> {
         )));
     }
     let clients = Clients::new(args.region.as_deref()).await;
+    let bucket = args.bucket;
     let started = Instant::now();
     let printer = progress_printer(started);
     let done = export::export(
@@ -290,10 +294,11 @@ async fn export(args: ExportArgs) -> Result<u8, CliError> {
         &clients.s3,
         &ExportRequest {
             image_id: args.ami,
-            bucket: args.bucket,
+            bucket: bucket.clone(),
             prefix: args.prefix,
             format: args.format,
             role_name: args.role_name,
+            keep_object: args.keep_export,
         },
         &args.output,
         poll,
@@ -301,6 +306,12 @@ async fn export(args: ExportArgs) -> Result<u8, CliError> {
     )
     .await
     .map_err(fail)?;
+    let object = format!("s3://{}/{}", bucket, done.key);
+    printer(Event::Step(&if done.object_deleted {
+        format!("deleted {object} (--keep-export keeps it)")
+    } else {
+        format!("kept {object}")
+    }));
     if args.json {
         print_json(&done)?;
     } else {

@@ -17,6 +17,7 @@ const KEYS: &[&str] = &[
     "viaSnapshot",
     "bootMode",
     "kmsKey",
+    "encrypted",
     "copyToRegions",
     "shareAccounts",
     "shareOrgs",
@@ -177,6 +178,8 @@ pub(crate) fn parse(f: &Field<'_>, d: &mut Diagnostics) -> Option<AmiSpec> {
         })
     }));
     let kms_key = optional(obj.get("kmsKey").map(|k| k.str(d).map(String::from)));
+    // ImportImage Encrypted without KmsKeyId: the account's default EBS key
+    let encrypted = bool_or(&obj, "encrypted", d);
     let regions = optional(obj.get("copyToRegions").map(|c| copies(&c, d)));
     let accounts = checked_list(
         &obj,
@@ -213,7 +216,7 @@ pub(crate) fn parse(f: &Field<'_>, d: &mut Diagnostics) -> Option<AmiSpec> {
         format: format?.unwrap_or(defaults.format),
         via_snapshot: via_snapshot?,
         boot_mode: boot_mode?.unwrap_or(defaults.boot_mode),
-        encrypted: false,
+        encrypted: encrypted?,
         kms_key: kms_key?,
         regions: regions?.unwrap_or_default(),
         sharing: Sharing {

@@ -86,10 +86,14 @@ impl Clients {
         self
     }
 
-    /// The S3 client, built on first use.
+    /// The S3 client, built on first use by [`crate::aws::client::s3_client`]
+    /// from the AWS config chain's default region.
     pub async fn s3(&self) -> &aws_sdk_s3::Client {
         self.s3
-            .get_or_init(|| build_s3(self.s3_endpoint.as_deref()))
+            .get_or_init(|| async {
+                let sdk = crate::aws::client::sdk_config(None).await;
+                crate::aws::client::s3_client(&sdk, self.s3_endpoint.as_deref())
+            })
             .await
     }
 
@@ -112,36 +116,6 @@ impl Clients {
         })
         .await
     }
-}
-
-async fn build_s3(endpoint: Option<&str>) -> aws_sdk_s3::Client {
-    let region = aws_config::meta::region::RegionProviderChain::default_provider()
-        .or_else(aws_config::Region::from_static("us-east-1"));
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(region)
-        .load()
-        .await;
-    let mut builder = aws_sdk_s3::config::Builder::from(&sdk);
-    let custom_endpoint = match endpoint {
-        Some(url) => {
-            builder = builder.endpoint_url(url);
-            true
-        }
-        None => sdk.endpoint_url().is_some() || env_s3_endpoint_configured(),
-    };
-    if custom_endpoint {
-        // Local S3 servers (http://127.0.0.1:PORT) cannot do virtual-hosted buckets.
-        builder = builder.force_path_style(true);
-    }
-    aws_sdk_s3::Client::from_conf(builder.build())
-}
-
-/// Whether `AWS_ENDPOINT_URL_S3` sets an endpoint the SDK will use.
-fn env_s3_endpoint_configured() -> bool {
-    let ignored = std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
-        .map(|v| v.trim().eq_ignore_ascii_case("true"))
-        .unwrap_or(false);
-    !ignored && std::env::var("AWS_ENDPOINT_URL_S3").is_ok_and(|v| !v.trim().is_empty())
 }
 
 /// Runs one input map of a transfer action.
