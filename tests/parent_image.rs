@@ -12,6 +12,11 @@ use kiln::build::parent::{resolve, ParentError, ParentImage};
 use kiln::vm::img::{self, ConvertOptions, Format};
 use support::http::{HttpServer, Reply};
 
+/// File, URL and bootstrap parents never read the image catalog.
+fn no_catalog() -> &'static std::path::Path {
+    std::path::Path::new("/nonexistent/catalog.sqlite")
+}
+
 fn sha256sum(path: &Path) -> String {
     let out = std::process::Command::new("sha256sum")
         .arg(path)
@@ -44,17 +49,27 @@ async fn a_local_file() {
     let cache = Cache::new(dir.path().join("cache"));
     let (raw, qcow2) = images(dir.path()).await;
 
-    let r = resolve(&ParentImage::File(qcow2.clone()), &cache, &quiet)
-        .await
-        .unwrap();
+    let r = resolve(
+        &ParentImage::File(qcow2.clone()),
+        &cache,
+        no_catalog(),
+        &quiet,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.sha256, sha256sum(&qcow2));
     assert_eq!((r.format, r.virtual_size), (Format::Qcow2, 4 << 20));
     assert_eq!(r.path, qcow2);
     assert_eq!(r.origin, format!("file {}", qcow2.display()));
 
-    let r = resolve(&ParentImage::File(raw.clone()), &cache, &quiet)
-        .await
-        .unwrap();
+    let r = resolve(
+        &ParentImage::File(raw.clone()),
+        &cache,
+        no_catalog(),
+        &quiet,
+    )
+    .await
+    .unwrap();
     assert_eq!((r.format, &r.sha256), (Format::Raw, &sha256sum(&raw)));
     // the digests are remembered in the cache, one record per file
     assert_eq!(std::fs::read_dir(cache.digests()).unwrap().count(), 2);
@@ -63,16 +78,26 @@ async fn a_local_file() {
     let mut bytes = std::fs::read(&raw).unwrap();
     bytes[100] ^= 0xff;
     std::fs::write(&raw, bytes).unwrap();
-    let again = resolve(&ParentImage::File(raw.clone()), &cache, &quiet)
-        .await
-        .unwrap();
+    let again = resolve(
+        &ParentImage::File(raw.clone()),
+        &cache,
+        no_catalog(),
+        &quiet,
+    )
+    .await
+    .unwrap();
     assert_eq!(again.sha256, sha256sum(&raw));
     assert_ne!(again.sha256, r.sha256);
 
     let missing = dir.path().join("missing.qcow2");
-    let e = resolve(&ParentImage::File(missing.clone()), &cache, &quiet)
-        .await
-        .unwrap_err();
+    let e = resolve(
+        &ParentImage::File(missing.clone()),
+        &cache,
+        no_catalog(),
+        &quiet,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&e, ParentError::NotFound(p) if *p == missing),
         "{e}"
@@ -101,7 +126,9 @@ async fn a_url_downloaded_once() {
     };
     let lines = std::sync::Mutex::new(Vec::new());
     let progress = |m: &str| lines.lock().unwrap().push(m.to_string());
-    let first = resolve(&parent, &cache, &progress).await.unwrap();
+    let first = resolve(&parent, &cache, no_catalog(), &progress)
+        .await
+        .unwrap();
     assert_eq!(first.path, cache.downloads().join(format!("{sha256}.img")));
     assert_eq!(std::fs::read(&first.path).unwrap(), body);
     assert_eq!(
@@ -115,7 +142,9 @@ async fn a_url_downloaded_once() {
 
     // the second time: no network at all
     drop(server);
-    let second = resolve(&parent, &cache, &quiet).await.unwrap();
+    let second = resolve(&parent, &cache, no_catalog(), &quiet)
+        .await
+        .unwrap();
     assert_eq!(second.path, first.path);
     assert_eq!(second.sha256, first.sha256);
     assert!(second.origin.ends_with(" (cached)"), "{}", second.origin);
@@ -135,7 +164,7 @@ async fn a_url_with_the_wrong_digest_leaves_nothing() {
         url: server.url("/base.img"),
         sha256: expected.clone(),
     };
-    let e = resolve(&parent, &cache, &quiet)
+    let e = resolve(&parent, &cache, no_catalog(), &quiet)
         .await
         .unwrap_err()
         .to_string();
@@ -148,7 +177,7 @@ async fn a_url_with_the_wrong_digest_leaves_nothing() {
         url: server.url("/gone.img"),
         sha256: expected,
     };
-    let e = resolve(&gone, &cache, &quiet)
+    let e = resolve(&gone, &cache, no_catalog(), &quiet)
         .await
         .unwrap_err()
         .to_string();
@@ -191,6 +220,7 @@ async fn bootstrap_debian_bookworm() {
     let again = resolve(
         &ParentImage::Bootstrap(support::base_image::base_spec()),
         &support::base_image::test_cache(),
+        no_catalog(),
         &quiet,
     )
     .await
@@ -262,7 +292,7 @@ async fn a_dropped_bootstrap_stops_and_cleans_up() {
         tokio::time::sleep(Duration::from_secs(20)).await;
     };
     tokio::select! {
-        r = resolve(&parent, &cache, &progress) => panic!("the bootstrap ended early: {r:?}"),
+        r = resolve(&parent, &cache, no_catalog(), &progress) => panic!("the bootstrap ended early: {r:?}"),
         () = stop => {}
     }
     let needle = dir.path().to_str().unwrap().to_string();
@@ -316,7 +346,7 @@ async fn a_failed_bootstrap_reports_and_leaves_no_image() {
     let server = HttpServer::start(Vec::<(String, Reply)>::new()).await;
     let mut spec = support::base_image::base_spec();
     spec.mirror = Some(server.url("/debian"));
-    let e = resolve(&ParentImage::Bootstrap(spec), &cache, &quiet)
+    let e = resolve(&ParentImage::Bootstrap(spec), &cache, no_catalog(), &quiet)
         .await
         .unwrap_err();
     let ParentError::Bootstrap(BootstrapError::Script(ScriptError::Failed { log, tail, .. })) = &e
@@ -390,7 +420,10 @@ async fn a_second_kiln_waits_for_the_first_and_reuses_its_image() {
         drop(held);
     };
     let parent = ParentImage::Bootstrap(spec);
-    let (resolved, ()) = tokio::join!(resolve(&parent, &cache, &progress), other_kiln);
+    let (resolved, ()) = tokio::join!(
+        resolve(&parent, &cache, no_catalog(), &progress),
+        other_kiln
+    );
     let resolved = resolved.unwrap();
     assert_eq!(
         resolved.path,

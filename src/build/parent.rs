@@ -51,11 +51,13 @@ pub enum ParentError {
     Catalog(#[from] crate::catalog::CatalogError),
 }
 
-/// Resolves `parent` to a local file in or through `cache`. Downloads and
+/// Resolves `parent` to a local file in or through `cache` (a `kiln:`
+/// parent through the image catalog at `catalog`). Downloads and
 /// bootstraps happen once; later calls find them in the cache.
 pub async fn resolve(
     parent: &ParentImage,
     cache: &Cache,
+    catalog: &std::path::Path,
     progress: Progress<'_>,
 ) -> Result<ResolvedParent, ParentError> {
     let (path, sha256, origin) = match parent {
@@ -90,7 +92,8 @@ pub async fn resolve(
             (b.path, sha256, origin)
         }
         ParentImage::Catalog { name, filter } => {
-            let p = crate::catalog::parent::resolve_default(name, filter)?;
+            let cat = crate::catalog::Catalog::open(catalog)?;
+            let p = crate::catalog::parent::resolve(&cat, name, filter)?;
             let sha256 = digest::cached_sha256(cache, &p.path).await?;
             crate::catalog::parent::check_digest(&p, &sha256)?;
             (p.path, sha256, p.origin)

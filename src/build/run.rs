@@ -426,7 +426,7 @@ impl<'a> Build<'a> {
         // parent
         let t = self.begin(Stage::Parent, "resolving the parent image");
         let progress = |line: &str| rep.info(Some(Stage::Parent), line);
-        let parent = parent::resolve(&recipe.parent, &opts.cache, &progress).await?;
+        let parent = parent::resolve(&recipe.parent, &opts.cache, &opts.catalog, &progress).await?;
         let formats = opts
             .formats
             .as_ref()

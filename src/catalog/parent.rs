@@ -54,12 +54,6 @@ pub fn resolve(
     })
 }
 
-/// [`resolve`] in the catalog of the environment ([`super::default_path`]).
-pub fn resolve_default(name: &str, filter: &VersionFilter) -> Result<CatalogParent, CatalogError> {
-    let path = super::default_path(|k| std::env::var(k).ok())?;
-    resolve(&Catalog::open(&path)?, name, filter)
-}
-
 /// Checks that the disk's bytes still have the digest the catalog recorded.
 pub fn check_digest(parent: &CatalogParent, actual: &str) -> Result<(), CatalogError> {
     if actual == parent.sha256 {

@@ -197,9 +197,10 @@ pub async fn current_inputs(
     recipe: &Recipe,
     components: &[ResolvedComponent],
     cache: &Cache,
+    catalog: &Path,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Inputs, RunError> {
-    let parent = parent::resolve(&recipe.parent, cache, progress)
+    let parent = parent::resolve(&recipe.parent, cache, catalog, progress)
         .await
         .map_err(RunError::Parent)?;
     let recipe_sha256 = crate::build::digest::sha256_file(&recipe.file)
@@ -317,7 +318,7 @@ pub async fn run(p: &Pipeline, s: &RunSettings) -> Result<RunOutcome, RunError> 
     }
     let if_changed = s.if_changed || p.start_condition == StartCondition::IfChanged;
     let inputs = if if_changed {
-        Some(current_inputs(p, &recipe, &components, &s.cache, &say).await?)
+        Some(current_inputs(p, &recipe, &components, &s.cache, &s.catalog, &say).await?)
     } else {
         None
     };

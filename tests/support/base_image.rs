@@ -42,6 +42,8 @@ pub fn bootstrap_base_image() -> &'static ResolvedParent {
             rt.block_on(parent::resolve(
                 &ParentImage::Bootstrap(base_spec()),
                 &test_cache(),
+                // a bootstrap parent never reads the catalog
+                Path::new("/nonexistent/catalog.sqlite"),
                 &progress,
             ))
             .unwrap_or_else(|e| panic!("bootstrapping the test base image failed: {e}"))
