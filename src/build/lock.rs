@@ -12,7 +12,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// Errors of locking.
 #[derive(Debug, thiserror::Error)]
-#[error("{what} lock file {path}: {source}")]
+#[error("{what} lock file {path}")]
 pub struct LockError {
     /// What was attempted.
     what: &'static str,

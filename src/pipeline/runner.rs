@@ -103,6 +103,15 @@ pub enum RunError {
     /// The lock could not be taken.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// The lock folder could not be created.
+    #[error("cannot create the lock folder {}", path.display())]
+    LockDir {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The recipe file could not be read.
     #[error(transparent)]
     Recipe(RecipeError),
@@ -288,15 +297,57 @@ pub fn apply_retention(cat: &mut Catalog, plan: &Plan, keep_files: bool) -> Prun
     out
 }
 
-/// Runs pipeline `p` once (see the module docs).
+/// Runs pipeline `p` once (see the module docs). Every failure but
+/// [`RunError::Busy`] is notified.
 pub async fn run(p: &Pipeline, s: &RunSettings) -> Result<RunOutcome, RunError> {
     let lock = lock_path(&s.catalog, &p.name);
+    if let Some(dir) = lock.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| RunError::LockDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
     let Some(_held) = FileLock::try_exclusive(&lock)? else {
         return Err(RunError::Busy {
             pipeline: p.name.clone(),
             lock,
         });
     };
+    let mut notified = false;
+    let result = run_locked(p, s, &mut notified).await;
+    if let (Err(e), false) = (&result, notified) {
+        let (name, version) = match &p.recipe {
+            RecipeSource::Inline(r) => (r.name.clone(), r.version.to_string()),
+            RecipeSource::Path(path) => (path.display().to_string(), String::new()),
+        };
+        let mut event = BuildEvent::new(notify::Outcome::Failure, &p.name, &name, &version);
+        event.failure = Some(error_chain(e));
+        let reporter = if s.quiet {
+            Reporter::quiet()
+        } else {
+            Reporter::new(s.json, Default::default())
+        };
+        notify_all(p, &event, &reporter).await;
+    }
+    result
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
+}
+
+async fn run_locked(
+    p: &Pipeline,
+    s: &RunSettings,
+    notified: &mut bool,
+) -> Result<RunOutcome, RunError> {
     let (recipe, components) = recipe_of(p)?;
     let mut reporter = if s.quiet {
         Reporter::quiet()
@@ -365,8 +416,9 @@ pub async fn run(p: &Pipeline, s: &RunSettings) -> Result<RunOutcome, RunError> 
                 &recipe.name,
                 &recipe.version.to_string(),
             );
-            event.failure = Some(reporter.redactor().redact(&e.to_string()));
+            event.failure = Some(reporter.redactor().redact(&error_chain(&e)));
             notify_all(p, &event, &reporter).await;
+            *notified = true;
             return Err(RunError::Build(Box::new(e)));
         }
     };
@@ -381,6 +433,7 @@ pub async fn run(p: &Pipeline, s: &RunSettings) -> Result<RunOutcome, RunError> 
     );
     event.manifest = serde_json::to_value(&built.manifest).ok();
     notify_all(p, &event, &reporter).await;
+    *notified = true;
     let copies = copied.map_err(|source| RunError::Copy {
         image: image.clone(),
         dir: built.dir.clone(),

@@ -279,11 +279,7 @@ impl Daemon {
                 None => {
                     self.log.line(
                         "INFO",
-                        &format!(
-                            "pipeline {name}: loaded from {}: {}",
-                            file.display(),
-                            p.summary(self.clock.now())
-                        ),
+                        &format!("loaded {}: {}", file.display(), p.summary(self.clock.now())),
                     );
                     st.pipelines.insert(
                         name,
@@ -367,7 +363,7 @@ impl Daemon {
                 ),
                 "WARN",
             ),
-            Err(e) => ("failed", None, error_chain(e), "ERROR"),
+            Err(e) => ("failed", None, runner::error_chain(e), "ERROR"),
         };
         self.log
             .line(level, &format!("pipeline {name}: {outcome}: {detail}"));
@@ -472,16 +468,6 @@ impl Drop for Daemon {
             },
         );
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    out
 }
 
 /// The scheduler's state as the HTTP API shows it.

@@ -1,0 +1,266 @@
+//! The scheduler of `kiln serve`, in process with an injected clock: due
+//! cron jobs run their pipelines (two at once with two slots), the webhook
+//! reaches a real HTTP server on loopback, invalid files are reported, the
+//! HTTP API shows the state, and a restarted scheduler catches up missed
+//! occurrences by the coalescing rule. The pipelines' builds fail at once
+//! (their parent is not in the catalog), so no VM is needed here; the VM
+//! test `pipeline_vm` runs real builds through `kiln serve`.
+
+mod support;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kiln::build::cache::Cache;
+use kiln::build::run::OnError;
+use kiln::catalog::Catalog;
+use kiln::pipeline::runner::{RunSettings, Trigger};
+use kiln::serve::daemon::{Clock, Daemon, ServeOptions};
+use kiln::serve::http::{self, CatalogApi, Exposure};
+use serde_json::Value;
+
+struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    fn set(&self, t: &str) {
+        *self.0.lock().unwrap() = at(t);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+fn at(t: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
+}
+
+fn pipeline(name: &str, cron: &str, hook: &str) -> String {
+    format!(
+        "name: {name}\nrecipe:\n  name: {name}-image\n  semanticVersion: 1.0.0\n  parentImage: kiln:missing/1.x.x\n  components:\n    - component: update-linux\nschedule: {{expression: \"{cron}\", timezone: UTC}}\nnotifications:\n  - webhook: {hook}/hooks/kiln?token=s3cr3t\n"
+    )
+}
+
+fn options(root: &Path, parallel: usize) -> ServeOptions {
+    ServeOptions {
+        dir: root.join("pipelines"),
+        parallel,
+        settings: RunSettings {
+            catalog: root.join("data/catalog.sqlite"),
+            cache: Cache::new(root.join("cache")),
+            qemu: "qemu-system-x86_64".into(),
+            output: root.join("out"),
+            if_changed: false,
+            accel: None,
+            on_error: OnError::Cleanup,
+            json: false,
+            echo: false,
+            quiet: true,
+            trigger: Trigger::Manual,
+        },
+        tick: Duration::from_millis(50),
+        log: root.join("data/serve.log"),
+    }
+}
+
+/// The next `n` webhook bodies (JSON), within 60 s.
+async fn hooks(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    n: usize,
+) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for _ in 0..n {
+        let (line, body) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("a webhook within 60 s")
+            .expect("the receiver runs");
+        assert!(line.starts_with("POST /hooks/kiln?token=s3cr3t "), "{line}");
+        out.push(serde_json::from_slice(&body).unwrap());
+    }
+    out.sort_by_key(|v| v["pipeline"].as_str().unwrap_or_default().to_string());
+    out
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    let body = reqwest::get(format!("{base}{path}"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Waits until `check` holds (within 10 s).
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_jobs_run_notify_and_are_caught_up_after_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (hook, mut rx) = support::http::receiver(200).await;
+    std::fs::write(
+        dir.join("nightly.yml"),
+        pipeline("nightly", "0 2 * * *", &hook),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("hourly.yaml"),
+        pipeline("hourly", "0 * * * *", &hook),
+    )
+    .unwrap();
+    std::fs::write(dir.join("broken.yml"), "name: broken\n").unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a pipeline").unwrap();
+    let catalog = root.path().join("data/catalog.sqlite");
+    let log = root.path().join("data/serve.log");
+
+    // first start, 01:59:30: both pipelines are seen for the first time
+    let clock = Arc::new(ManualClock(Mutex::new(at("2026-12-01T01:59:30Z"))));
+    let daemon = Daemon::new(options(root.path(), 2), clock.clone()).unwrap();
+    let listener = http::bind("127.0.0.1:0".parse().unwrap(), Exposure::LoopbackOnly)
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let api = Arc::new(CatalogApi::open(&catalog, daemon.view()).unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = daemon.run(async {
+        let _ = stopped.await;
+    });
+    let body = async {
+        until("the first sighting is remembered", || {
+            let c = Catalog::open(&catalog).unwrap();
+            c.schedule_last("nightly").unwrap().is_some()
+                && c.schedule_last("hourly").unwrap().is_some()
+        })
+        .await;
+        let c = Catalog::open(&catalog).unwrap();
+        assert_eq!(
+            c.schedule_last("nightly").unwrap(),
+            Some(at("2026-12-01T01:59:30Z"))
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(rx.try_recv().is_err(), "nothing is due before 02:00");
+
+        let health = get(&base, "/health").await;
+        assert_eq!(health["status"], "ok");
+        assert_eq!(health["pipelines"], 2);
+        assert_eq!(health["parallel"], 2);
+        let invalid = health["invalid"].as_array().unwrap();
+        assert_eq!(invalid.len(), 1, "{health}");
+        assert!(invalid[0]["file"].as_str().unwrap().ends_with("broken.yml"));
+        let p = get(&base, "/v1/pipelines/nightly").await;
+        assert_eq!(p["schedule"]["next"], "2026-12-01T02:00:00Z", "{p}");
+        assert_eq!(p["running"], false);
+
+        // 02:00:05: both are due; two slots, so both run
+        clock.set("2026-12-01T02:00:05Z");
+        let got = hooks(&mut rx, 2).await;
+        for (v, name) in got.iter().zip(["hourly", "nightly"]) {
+            assert_eq!(v["event"], "build-finished", "{v}");
+            assert_eq!(v["outcome"], "failure", "{v}");
+            assert_eq!(v["pipeline"], name, "{v}");
+            assert_eq!(v["image"], format!("{name}-image"), "{v}");
+            let why = v["failure"].as_str().unwrap();
+            assert!(why.contains("missing"), "{why}");
+        }
+        until("the runs are recorded", || {
+            let c = Catalog::open(&catalog).unwrap();
+            c.schedule_last("nightly").unwrap() == Some(at("2026-12-01T02:00:00Z"))
+        })
+        .await;
+        let p = get(&base, "/v1/pipelines/nightly").await;
+        for _ in 0..100 {
+            if p["lastRun"].is_object() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let p = get(&base, "/v1/pipelines/nightly").await;
+        assert_eq!(p["lastRun"]["outcome"], "failed", "{p}");
+        assert_eq!(p["lastRun"]["scheduled"], "2026-12-01T02:00:00Z", "{p}");
+        assert_eq!(p["schedule"]["next"], "2026-12-02T02:00:00Z", "{p}");
+        // nothing more until the next occurrence
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(rx.try_recv().is_err(), "a run repeated");
+        let _ = stop.send(());
+    };
+    let (ran, ()) = tokio::join!(
+        async {
+            tokio::select! {
+                r = scheduler => r,
+                () = http::serve(listener, api.clone(), std::future::pending()) => unreachable!(),
+            }
+        },
+        body
+    );
+    ran.unwrap();
+    drop(daemon);
+
+    // restart three days later, at 03:30 on the 4th, with one slot: each
+    // pipeline runs once for its latest occurrence, the missed ones coalesced
+    let clock = Arc::new(ManualClock(Mutex::new(at("2026-12-04T03:30:00Z"))));
+    let daemon = Daemon::new(options(root.path(), 1), clock).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = daemon.run(async {
+        let _ = stopped.await;
+    });
+    let body = async {
+        let got = hooks(&mut rx, 2).await;
+        assert_eq!(got[0]["pipeline"], "hourly");
+        assert_eq!(got[1]["pipeline"], "nightly");
+        until("both occurrences are remembered", || {
+            let c = Catalog::open(&catalog).unwrap();
+            c.schedule_last("hourly").unwrap() == Some(at("2026-12-04T03:00:00Z"))
+                && c.schedule_last("nightly").unwrap() == Some(at("2026-12-04T02:00:00Z"))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(rx.try_recv().is_err(), "a missed occurrence ran twice");
+        let _ = stop.send(());
+    };
+    let (ran, ()) = tokio::join!(scheduler, body);
+    ran.unwrap();
+    drop(daemon);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("broken.yml is invalid and is not scheduled"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("broken.yml is invalid").count(),
+        2,
+        "the invalid file is logged once per start: {text}"
+    );
+    assert!(
+        text.contains("pipeline nightly: starting the run scheduled for 2026-12-01T02:00:00Z\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pipeline nightly: starting the run scheduled for 2026-12-04T02:00:00Z (2 earlier missed occurrence(s) coalesced into it)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pipeline hourly: starting the run scheduled for 2026-12-04T03:00:00Z (72 earlier missed occurrence(s) coalesced into it)"),
+        "{text}"
+    );
+    assert!(text.contains("pipeline nightly: failed: "), "{text}");
+    assert!(text.contains("kiln serve stopped"), "{text}");
+    assert!(
+        !text.contains("s3cr3t"),
+        "the webhook's token is in the log: {text}"
+    );
+}
