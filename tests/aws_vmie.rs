@@ -147,9 +147,11 @@ async fn same_disk(a: &Path, b: &Path) -> bool {
 
 /// Runs the kiln binary against the peer with a distinctive secret key,
 /// and asserts the key appears nowhere in what it printed.
-fn kiln(peer: &MotoServer, work: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
+/// kiln with the peer's endpoint and test credentials, nothing else of
+/// this host's AWS configuration.
+fn kiln_command(peer: &MotoServer, work: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", work)
@@ -160,9 +162,12 @@ fn kiln(peer: &MotoServer, work: &Path, args: &[&str]) -> Output {
         .env("AWS_REGION", REGION)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .output()
-        .expect("run kiln");
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    cmd
+}
+
+fn kiln(peer: &MotoServer, work: &Path, args: &[&str]) -> Output {
+    let out = kiln_command(peer, work, args).output().expect("run kiln");
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -825,6 +830,80 @@ async fn an_interrupted_import_is_cancelled() {
     assert!(s.status == "deleting" || s.status == "deleted", "{s:?}");
     assert_eq!(
         s.message.as_deref(),
+        Some("cancelled by kiln (interrupted)")
+    );
+}
+
+/// Ctrl-C (SIGINT) to `kiln ami import` while the task runs cancels the
+/// task (CancelImportTask) before kiln exits 130.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_the_import_cancels_the_task() {
+    use std::io::{BufRead, BufReader};
+    let peer = MotoServer::start_vmie();
+    peer.bucket(BUCKET).await;
+    iam_role(&peer).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = make_disk(tmp.path(), 8);
+    let args = [
+        "ami",
+        "import",
+        raw.to_str().unwrap(),
+        "--bucket",
+        BUCKET,
+        "--format",
+        "raw",
+        "--poll-interval",
+        "1",
+    ];
+    let mut child = kiln_command(&peer, tmp.path(), &args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        let mut reader = BufReader::new(stderr).lines();
+        for line in reader.by_ref().map_while(Result::ok) {
+            let started = line.contains("validating");
+            seen.push(line);
+            if started {
+                break;
+            }
+        }
+        (reader, seen)
+    });
+    let (reader, mut seen) = tokio::time::timeout(std::time::Duration::from_secs(120), lines)
+        .await
+        .expect("the import task started within 120 s")
+        .unwrap();
+    assert!(
+        seen.iter().any(|l| l.contains("validating")),
+        "{}",
+        seen.join("\n")
+    );
+    // SAFETY: kill(2) on our child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    seen.extend(reader.map_while(Result::ok));
+    let all = seen.join("\n");
+    assert_eq!(status.code(), Some(130), "{all}");
+    assert!(all.contains("cancelled import task import-ami-"), "{all}");
+    assert!(!all.contains(SECRET), "{all}");
+    let ec2 = ec2(&peer, REGION).await;
+    let tasks = ec2.describe_import_image_tasks().send().await.unwrap();
+    let tasks = tasks.import_image_tasks();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert!(
+        matches!(tasks[0].status(), Some("deleting" | "deleted")),
+        "{tasks:?}"
+    );
+    assert_eq!(
+        tasks[0].status_message(),
         Some("cancelled by kiln (interrupted)")
     );
 }

@@ -100,6 +100,7 @@ fn record(dir: &Path, images: &[kiln::aws::distribute::RegionImage]) {
         sha256: "ab".repeat(32),
         virtual_size: 4 << 20,
         origin: "file base.qcow2".into(),
+        mirror_index_sha256: None,
     };
     let db = dir.join("catalog.db");
     let mut rec = Recorder::open(&db).unwrap();

@@ -2,37 +2,24 @@
 //! build numbers (also from two processes' worth of connections at once),
 //! wildcard resolution, statuses, and refused deletions.
 
+mod support;
+
 use std::path::Path;
 
 use kiln::catalog::{
-    schema, Artifact, Catalog, CatalogError, FinishedBuild, ImageRef, NewBuild, Parent, Status,
+    schema, Catalog, CatalogError, FinishedBuild, ImageRef, NewBuild, Parent, Status,
 };
 use kiln::recipe::{Version, VersionFilter};
 
 fn new(name: &str, version: &str) -> NewBuild {
-    NewBuild {
-        name: name.into(),
-        version: version.parse().unwrap(),
-        inputs_digest: format!("digest-of-{name}-{version}"),
-        inputs: None,
-        events: None,
-        parent: None,
-        pipeline: None,
-    }
+    support::catalog::new_build(name, version, None)
 }
 
 fn done(dir: &str) -> FinishedBuild {
     FinishedBuild {
-        artifacts: vec![Artifact {
-            path: format!("{dir}/image.qcow2"),
-            format: "qcow2".into(),
-            sha256: "ab".repeat(32),
-            size: 1 << 40,
-        }],
         amis: vec![],
         test_results: Some(serde_json::json!({"rebootTest": "success"})),
-        log_location: Some(format!("{dir}/logs")),
-        location: Some(dir.into()),
+        ..support::catalog::published(dir, 1 << 40)
     }
 }
 

@@ -13,6 +13,20 @@ use kiln::vm::img::{self, ConvertOptions, Format};
 use support::http::{HttpServer, Reply};
 
 /// File, URL and bootstrap parents never read the image catalog.
+/// Resolves a file parent, quietly.
+async fn file_parent(
+    path: &std::path::Path,
+    cache: &Cache,
+) -> Result<kiln::build::parent::ResolvedParent, ParentError> {
+    resolve(
+        &ParentImage::File(path.to_path_buf()),
+        cache,
+        no_catalog(),
+        &quiet,
+    )
+    .await
+}
+
 fn no_catalog() -> &'static std::path::Path {
     std::path::Path::new("/nonexistent/catalog.sqlite")
 }
@@ -49,27 +63,13 @@ async fn a_local_file() {
     let cache = Cache::new(dir.path().join("cache"));
     let (raw, qcow2) = images(dir.path()).await;
 
-    let r = resolve(
-        &ParentImage::File(qcow2.clone()),
-        &cache,
-        no_catalog(),
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let r = file_parent(&qcow2, &cache).await.unwrap();
     assert_eq!(r.sha256, sha256sum(&qcow2));
     assert_eq!((r.format, r.virtual_size), (Format::Qcow2, 4 << 20));
     assert_eq!(r.path, qcow2);
     assert_eq!(r.origin, format!("file {}", qcow2.display()));
 
-    let r = resolve(
-        &ParentImage::File(raw.clone()),
-        &cache,
-        no_catalog(),
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let r = file_parent(&raw, &cache).await.unwrap();
     assert_eq!((r.format, &r.sha256), (Format::Raw, &sha256sum(&raw)));
     // the digests are remembered in the cache, one record per file
     assert_eq!(std::fs::read_dir(cache.digests()).unwrap().count(), 2);
@@ -78,26 +78,12 @@ async fn a_local_file() {
     let mut bytes = std::fs::read(&raw).unwrap();
     bytes[100] ^= 0xff;
     std::fs::write(&raw, bytes).unwrap();
-    let again = resolve(
-        &ParentImage::File(raw.clone()),
-        &cache,
-        no_catalog(),
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let again = file_parent(&raw, &cache).await.unwrap();
     assert_eq!(again.sha256, sha256sum(&raw));
     assert_ne!(again.sha256, r.sha256);
 
     let missing = dir.path().join("missing.qcow2");
-    let e = resolve(
-        &ParentImage::File(missing.clone()),
-        &cache,
-        no_catalog(),
-        &quiet,
-    )
-    .await
-    .unwrap_err();
+    let e = file_parent(&missing, &cache).await.unwrap_err();
     assert!(
         matches!(&e, ParentError::NotFound(p) if *p == missing),
         "{e}"
@@ -437,4 +423,49 @@ async fn a_second_kiln_waits_for_the_first_and_reuses_its_image() {
     );
     // no build was started
     assert!(!cache.bootstrap().join("logs").exists());
+}
+
+/// The package-index digest of a bootstrap's mirrors (a real HTTP server on
+/// loopback as the mirrors): InRelease first, Release when it is missing;
+/// it changes with either index; an unreachable index is an error.
+#[tokio::test]
+async fn the_mirrors_package_index_digest() {
+    use kiln::build::bootstrap::{index, inputs::BootstrapInputs};
+    let server = HttpServer::start([
+        (
+            "/debian/dists/bookworm/InRelease",
+            Reply::Body(b"main v1".to_vec()),
+        ),
+        (
+            "/security/dists/bookworm-security/InRelease",
+            Reply::Status(404),
+        ),
+        (
+            "/security/dists/bookworm-security/Release",
+            Reply::Body(b"security v1".to_vec()),
+        ),
+    ])
+    .await;
+    let inputs = BootstrapInputs {
+        script_sha256: String::new(),
+        distro: "debian".into(),
+        suite: "bookworm".into(),
+        mirror: server.url("/debian"),
+        security_mirror: server.url("/security/"),
+        packages: vec![],
+        disk_size: 0,
+    };
+    let first = index::digest(&inputs).await.unwrap();
+    assert_eq!(first.len(), 64);
+    assert_eq!(index::digest(&inputs).await.unwrap(), first);
+    assert_eq!(server.hits("/security/dists/bookworm-security/Release"), 2);
+    server.route(
+        "/security/dists/bookworm-security/Release",
+        Reply::Body(b"security v2".to_vec()),
+    );
+    let second = index::digest(&inputs).await.unwrap();
+    assert_ne!(second, first, "a security update changes the digest");
+    server.route("/debian/dists/bookworm/InRelease", Reply::Status(404));
+    let e = index::digest(&inputs).await.unwrap_err();
+    assert!(e.to_string().contains("HTTP 404"), "{e}");
 }

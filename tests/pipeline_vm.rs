@@ -83,6 +83,23 @@ fn kiln(
     )
 }
 
+/// [`kiln`] on a blocking thread, so the webhook receiver keeps running.
+async fn kiln_async(
+    args: &[&str],
+    cache: &Path,
+    data: &Path,
+    limit: Duration,
+) -> (i32, Vec<String>, Vec<String>) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (cache, data) = (cache.to_path_buf(), data.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        kiln(&args, &cache, &data, limit)
+    })
+    .await
+    .unwrap()
+}
+
 /// The last JSON object printed.
 fn outcome(lines: &[String]) -> Value {
     let line = lines
@@ -145,17 +162,13 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
     let nightly_arg = nightly.to_str().unwrap().to_string();
 
     // 1. the first run builds
-    let (cache2, data2, arg) = (cache.clone(), data.clone(), nightly_arg.clone());
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        kiln(
-            &["pipeline", "run", &arg, "--if-changed", "--json"],
-            &cache2,
-            &data2,
-            Duration::from_secs(45 * 60),
-        )
-    })
-    .await
-    .unwrap();
+    let (code, out, err) = kiln_async(
+        &["pipeline", "run", &nightly_arg, "--if-changed", "--json"],
+        &cache,
+        &data,
+        Duration::from_secs(45 * 60),
+    )
+    .await;
     assert_eq!(code, 0, "the first run failed:\n{}", err.join("\n"));
     let first = outcome(&out);
     assert_eq!(first["outcome"], "built", "{first}");
@@ -201,17 +214,13 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
         .contains("\"build-finished\""));
 
     // 2. the same inputs: skipped, saying which build they match
-    let (cache2, data2, arg) = (cache.clone(), data.clone(), nightly_arg.clone());
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        kiln(
-            &["pipeline", "run", &arg, "--if-changed", "--json"],
-            &cache2,
-            &data2,
-            Duration::from_secs(300),
-        )
-    })
-    .await
-    .unwrap();
+    let (code, out, err) = kiln_async(
+        &["pipeline", "run", &nightly_arg, "--if-changed", "--json"],
+        &cache,
+        &data,
+        Duration::from_secs(300),
+    )
+    .await;
     assert_eq!(code, 0, "{}", err.join("\n"));
     let second = outcome(&out);
     assert_eq!(second["outcome"], "skipped", "{second}");
@@ -275,17 +284,13 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
         );
     }
     // the busy pipeline refuses a manual run at once
-    let (cache2, data2, arg) = (cache.clone(), data.clone(), nightly_arg.clone());
-    let (code, _, err) = tokio::task::spawn_blocking(move || {
-        kiln(
-            &["pipeline", "run", &arg],
-            &cache2,
-            &data2,
-            Duration::from_secs(120),
-        )
-    })
-    .await
-    .unwrap();
+    let (code, _, err) = kiln_async(
+        &["pipeline", "run", &nightly_arg],
+        &cache,
+        &data,
+        Duration::from_secs(120),
+    )
+    .await;
     assert_eq!(code, 1);
     assert!(
         err.iter()

@@ -3,11 +3,13 @@
 //! pipelines part is a fixed test double ([`Fixed`]): the scheduler that
 //! implements it for real is not part of this module.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln::catalog::{Artifact, Catalog, FinishedBuild, NewBuild};
+use kiln::catalog::{Catalog, FinishedBuild};
 use kiln::serve::http::{self, Api, CatalogApi, Exposure, HttpError, Options, Pipelines};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,30 +39,10 @@ impl Pipelines for Fixed {
     }
 }
 
-fn new(name: &str, version: &str, pipeline: Option<&str>) -> NewBuild {
-    NewBuild {
-        name: name.into(),
-        version: version.parse().unwrap(),
-        inputs_digest: format!("digest-{name}-{version}"),
-        inputs: None,
-        events: None,
-        parent: None,
-        pipeline: pipeline.map(str::to_string),
-    }
-}
+use support::catalog::new_build as new;
 
 fn done(dir: &str) -> FinishedBuild {
-    FinishedBuild {
-        artifacts: vec![Artifact {
-            path: format!("{dir}/image.qcow2"),
-            format: "qcow2".into(),
-            sha256: "ab".repeat(32),
-            size: 4096,
-        }],
-        log_location: Some(format!("{dir}/logs")),
-        location: Some(dir.into()),
-        ..FinishedBuild::default()
-    }
+    support::catalog::published(dir, 4096)
 }
 
 /// The catalog ids of the builds made by [`catalog`].

@@ -26,6 +26,10 @@ pub struct ResolvedParent {
     /// Where it came from, for people: `file …`, `url … (cached)`,
     /// `bootstrap debian bookworm from MIRROR (cached, digest …)`.
     pub origin: String,
+    /// For a bootstrapped parent, the digest of its mirrors' package
+    /// indexes now ([`bootstrap::index`]); `None` when unreachable or for
+    /// other parents.
+    pub mirror_index_sha256: Option<String>,
 }
 
 /// Errors of resolving a parent image.
@@ -60,6 +64,7 @@ pub async fn resolve(
     catalog: &std::path::Path,
     progress: Progress<'_>,
 ) -> Result<ResolvedParent, ParentError> {
+    let mut mirror_index_sha256 = None;
     let (path, sha256, origin) = match parent {
         ParentImage::File(path) => {
             if !path.is_file() {
@@ -81,6 +86,12 @@ pub async fn resolve(
             let b = bootstrap::ensure(spec, cache, progress).await?;
             let sha256 = digest::cached_sha256(cache, &b.path).await?;
             let i = &b.record.inputs;
+            match bootstrap::index::digest(i).await {
+                Ok(d) => mirror_index_sha256 = Some(d),
+                Err(e) => progress(&format!(
+                    "warning: {e}; the inputs digest leaves the package index out"
+                )),
+            }
             let origin = format!(
                 "bootstrap {} {} from {} ({}digest {})",
                 i.distro,
@@ -107,5 +118,6 @@ pub async fn resolve(
         sha256,
         virtual_size,
         origin,
+        mirror_index_sha256,
     })
 }

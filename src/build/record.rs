@@ -55,7 +55,7 @@ pub fn inputs(
                     .collect::<BTreeMap<_, _>>(),
             })
             .collect(),
-        mirror_index_sha256: None,
+        mirror_index_sha256: parent.mirror_index_sha256.clone(),
         formats: formats.iter().map(|f| f.name().to_string()).collect(),
         ami_sha256,
     }

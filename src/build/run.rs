@@ -371,7 +371,6 @@ impl<'a> Build<'a> {
                 facts.outcome = Some("success");
                 facts.published = Some(dir.display().to_string());
                 facts.logs = Some(dir.join("logs").display().to_string());
-                self.reporter.build_finished(&facts);
                 self.reporter.result(&format!(
                     "published {} {}{} in {} ({})",
                     recipe.name,
@@ -383,6 +382,7 @@ impl<'a> Build<'a> {
                     dir.display(),
                     human(self.reporter.elapsed())
                 ));
+                self.reporter.build_finished(&facts);
                 Ok(Built { dir, manifest })
             }
             Err(e) => {

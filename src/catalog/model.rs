@@ -142,6 +142,32 @@ fn display<S: serde::Serializer>(v: &Version, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Image {
+    /// A record with every optional field empty, for tests.
+    #[cfg(test)]
+    pub(crate) fn sample(id: ImageId, name: &str, version: &str, build: u64) -> Image {
+        Image {
+            id,
+            name: name.into(),
+            version: version.parse().expect("a test version"),
+            build,
+            status: Status::Available,
+            keep: false,
+            pipeline: None,
+            inputs_digest: String::new(),
+            inputs: None,
+            events: None,
+            parent: None,
+            artifacts: vec![],
+            amis: vec![],
+            test_results: None,
+            log_location: None,
+            location: None,
+            failure: None,
+            created_at: String::new(),
+            finished_at: None,
+        }
+    }
+
     /// `NAME/x.y.z/n`, the image's full version name.
     pub fn full_name(&self) -> String {
         format!("{}/{}/{}", self.name, self.version, self.build)

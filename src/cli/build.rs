@@ -47,15 +47,9 @@ pub struct BuildArgs {
     /// Export formats, comma-separated (overrides the recipe's distribution.formats): vmdk, vmdk-sparse, vhdx, vhd, raw, qcow2, qcow2-zlib, gce, ovf, ova (see `kiln export --help`).
     #[arg(long, value_delimiter = ',', value_parser = super::export::parse_format)]
     pub format: Option<Vec<ExportFormat>>,
-    /// The QEMU system emulator to run.
-    #[arg(long, default_value = "qemu-system-x86_64", env = "KILN_QEMU")]
-    pub qemu: String,
-    /// Cache for downloaded and bootstrapped parent images (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
-    #[arg(long, env = "KILN_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// The image catalog the build is recorded in (default: $KILN_DATA_DIR/catalog.sqlite, else $XDG_DATA_HOME/kiln/…, else ~/.local/share/kiln/…).
-    #[arg(long)]
-    pub catalog: Option<PathBuf>,
+    /// Where QEMU, the cache and the catalog are.
+    #[command(flatten)]
+    pub host: super::host::HostArgs,
 }
 
 /// Runs `kiln build`.
@@ -64,8 +58,8 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
         RecipeError::Invalid(diags) => CliError::Invalid(invalid_report(&diags, &[])),
         e @ RecipeError::Io { .. } => CliError::Invalid(format!("error: {e}")),
     })?;
-    let cache = super::cache(args.cache_dir)?;
-    let catalog = super::catalog_path(args.catalog)?;
+    let cache = args.host.cache()?;
+    let catalog = args.host.catalog_path()?;
     let opts = BuildOptions {
         output: args.output,
         accel: args.accel,
@@ -75,7 +69,7 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
         on_error: args.on_error,
         replace: args.force,
         echo: !args.json && !args.quiet_steps,
-        qemu: args.qemu,
+        qemu: args.host.qemu,
         cache,
         formats: args.format.map(|mut f| {
             let mut seen = std::collections::HashSet::new();

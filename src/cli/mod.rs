@@ -3,6 +3,7 @@
 pub mod ami;
 pub mod build;
 pub mod export;
+pub mod host;
 pub mod images;
 pub mod pipeline;
 pub mod serve;
@@ -87,28 +88,6 @@ impl CliError {
             CliError::Failed(_) => EXIT_FAILED,
             CliError::Interrupted(_) => EXIT_INTERRUPTED,
         }
-    }
-}
-
-/// The catalog file: `given`, else the default (see [`crate::catalog::default_path`]).
-pub(crate) fn catalog_path(
-    given: Option<std::path::PathBuf>,
-) -> Result<std::path::PathBuf, CliError> {
-    match given {
-        Some(path) => Ok(path),
-        None => crate::catalog::default_path(|k| std::env::var(k).ok())
-            .map_err(|e| CliError::Failed(anyhow::Error::new(e))),
-    }
-}
-
-/// The parent image cache: `given`, else the default.
-pub(crate) fn cache(
-    given: Option<std::path::PathBuf>,
-) -> Result<crate::build::cache::Cache, CliError> {
-    match given {
-        Some(root) => Ok(crate::build::cache::Cache::new(root)),
-        None => crate::build::cache::Cache::from_env()
-            .map_err(|e| CliError::Failed(anyhow::Error::new(e))),
     }
 }
 

@@ -41,15 +41,9 @@ pub struct RunnerArgs {
     /// On a failure while a VM runs: `cleanup` stops it; `abort` keeps it running and prints the ssh command (Ctrl-C then cleans up).
     #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
     pub on_error: OnError,
-    /// The QEMU system emulator to run.
-    #[arg(long, default_value = "qemu-system-x86_64", env = "KILN_QEMU")]
-    pub qemu: String,
-    /// Cache for downloaded and bootstrapped parent images (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln).
-    #[arg(long, env = "KILN_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// The image catalog (default: $KILN_DATA_DIR/catalog.sqlite, else $XDG_DATA_HOME/kiln/…, else ~/.local/share/kiln/…).
-    #[arg(long)]
-    pub catalog: Option<PathBuf>,
+    /// Where QEMU, the cache and the catalog are.
+    #[command(flatten)]
+    pub host: super::host::HostArgs,
 }
 
 impl RunnerArgs {
@@ -62,9 +56,9 @@ impl RunnerArgs {
         trigger: Trigger,
     ) -> Result<RunSettings, CliError> {
         Ok(RunSettings {
-            catalog: super::catalog_path(self.catalog.clone())?,
-            cache: super::cache(self.cache_dir.clone())?,
-            qemu: self.qemu.clone(),
+            catalog: self.host.catalog_path()?,
+            cache: self.host.cache()?,
+            qemu: self.host.qemu.clone(),
             output: self.output.clone(),
             if_changed,
             accel: self.accel,

@@ -163,25 +163,10 @@ mod tests {
 
     fn image(id: ImageId, status: Status, days_old: i64, now: DateTime<Utc>) -> Image {
         Image {
-            id,
-            name: "web".into(),
-            version: "1.0.0".parse().unwrap(),
-            build: id as u64,
             status,
-            keep: false,
             pipeline: Some("p".into()),
-            inputs_digest: String::new(),
-            inputs: None,
-            events: None,
-            parent: None,
-            artifacts: vec![],
-            amis: vec![],
-            test_results: None,
-            log_location: None,
-            location: None,
-            failure: None,
             created_at: (now - Duration::days(days_old)).to_rfc3339(),
-            finished_at: None,
+            ..Image::sample(id, "web", "1.0.0", id as u64)
         }
     }
 

@@ -542,25 +542,10 @@ mod tests {
 
     fn last(i: &Inputs) -> catalog::Image {
         catalog::Image {
-            id: 7,
-            name: "web".into(),
-            version: "1.2.3".parse().unwrap(),
-            build: 4,
-            status: catalog::Status::Available,
-            keep: false,
             pipeline: Some("nightly".into()),
             inputs_digest: digest::inputs_digest(i),
             inputs: Some(serde_json::to_value(i).unwrap()),
-            events: None,
-            parent: None,
-            artifacts: vec![],
-            amis: vec![],
-            test_results: None,
-            log_location: None,
-            location: None,
-            failure: None,
-            created_at: "2026-12-01T00:00:00Z".into(),
-            finished_at: None,
+            ..catalog::Image::sample(7, "web", "1.2.3", 4)
         }
     }
 

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod base_image;
+pub mod catalog;
 pub mod http;
 pub mod kiln;
 pub mod moto;

@@ -7,6 +7,7 @@
 //! makes a second kiln wait for the first and reuse its image; the script
 //! inherits the lock, so it stays held while a stopped build cleans up.
 
+pub mod index;
 pub mod inputs;
 pub mod preflight;
 pub mod record;
