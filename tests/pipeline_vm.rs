@@ -11,7 +11,10 @@
 //!    manual run of the busy pipeline is refused by its lock; both builds
 //!    publish with distinct build numbers, the changed pipeline says what
 //!    changed, its retention (keepLast 1) removes build 1, the HTTP API
-//!    lists the builds, and SIGTERM leaves no QEMU behind.
+//!    lists the builds, and SIGTERM leaves no QEMU behind. The second
+//!    pipeline also uploads its image to an S3 prefix and imports it as an
+//!    AMI (moto with the VM Import peer), so a pipeline's AWS distribution
+//!    runs inside a real build.
 
 mod support;
 
@@ -21,6 +24,7 @@ use std::time::Duration;
 use chrono::{Timelike, Utc};
 use serde_json::Value;
 use support::kiln::{assert_no_qemu, catalog_images, wait_exit, KilnRun, Lines};
+use support::moto::{set_dummy_aws_env, MotoServer, REGION};
 
 const COMPONENT: &str = r#"name: hello
 schemaVersion: 1.0
@@ -53,14 +57,15 @@ fn write_component(dir: &Path, version: &str) {
     std::fs::write(dir.join("hello.yml"), COMPONENT.replace("VERSION", version)).unwrap();
 }
 
-/// A pipeline file for the shared recipe.
-fn pipeline(name: &str, extra: &str, outputs: &[&Path]) -> String {
+/// A pipeline file for the shared recipe; `distribution` adds keys to its
+/// `distribution` map.
+fn pipeline(name: &str, extra: &str, outputs: &[&Path], distribution: &str) -> String {
     let outputs: Vec<String> = outputs
         .iter()
         .map(|p| format!("\"{}\"", p.display()))
         .collect();
     format!(
-        "name: {name}\nrecipe: ../recipe.yml\ninfrastructure: {{cpus: 1, memoryMiB: 1024}}\ndistribution: {{outputDirectories: [{}]}}\n{extra}",
+        "name: {name}\nrecipe: ../recipe.yml\ninfrastructure: {{cpus: 1, memoryMiB: 1024}}\ndistribution: {{outputDirectories: [{}]{distribution}}}\n{extra}",
         outputs.join(", ")
     )
 }
@@ -137,6 +142,16 @@ async fn get_json(url: String) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
+    // a local AWS (moto + the VM Import peer) for the S3 copy and the AMI
+    let peer = MotoServer::start_vmie();
+    set_dummy_aws_env();
+    std::env::set_var("AWS_ENDPOINT_URL", peer.endpoint());
+    peer.bucket("kiln-imports").await;
+    let s3 = peer.bucket("kiln-images").await;
+    let home = kiln::aws::Clients::new(Some(REGION)).await;
+    kiln::aws::role::setup(&home.iam, "vmimport", "kiln-imports")
+        .await
+        .expect("create the vmimport role");
     let cache = support::base_image::test_cache().root;
     tokio::task::spawn_blocking(support::base_image::bootstrap_base_image)
         .await
@@ -156,6 +171,7 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
             "tiny-nightly",
             &format!("startCondition: ifChanged\nnotifications: [{{webhook: \"{hook}/kiln\"}}]\nretention: {{keepLast: 1}}\n{schedule}"),
             &[&out1, &out2],
+            "",
         )
     };
     std::fs::write(&nightly, nightly_text("")).unwrap();
@@ -248,6 +264,7 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
             "tiny-weekly",
             &format!("notifications: [{{webhook: \"{hook}/kiln\"}}]\n{cron}"),
             &[&out_b],
+            ", s3Prefix: \"s3://kiln-images/weekly\", ami: {bucket: kiln-imports, viaSnapshot: true, tags: {pipeline: tiny-weekly}}",
         ),
     )
     .unwrap();
@@ -353,6 +370,54 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
         .join(weekly_build)
         .join("manifest.json")
         .is_file());
+
+    // tiny-weekly also went to S3 (every file, the manifest among them)
+    // and became an AMI (via ImportSnapshot), recorded in its manifest
+    let weekly_dir = out_b.join("tiny/1.0.0").join(weekly_build);
+    let listed = s3
+        .list_objects_v2()
+        .bucket("kiln-images")
+        .prefix(format!("weekly/tiny/1.0.0/{weekly_build}/"))
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    for file in ["image.qcow2", "manifest.json", "logs/kiln.log"] {
+        let key = format!("weekly/tiny/1.0.0/{weekly_build}/{file}");
+        assert!(keys.contains(&key.as_str()), "{key} not in {keys:?}");
+    }
+    let uploaded = s3
+        .get_object()
+        .bucket("kiln-images")
+        .key(format!("weekly/tiny/1.0.0/{weekly_build}/manifest.json"))
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(
+        uploaded.as_ref(),
+        std::fs::read(weekly_dir.join("manifest.json")).unwrap()
+    );
+    let wm = manifest(&weekly_dir);
+    let amis = wm["amis"].as_array().unwrap();
+    assert_eq!(amis.len(), 1, "{wm}");
+    assert_eq!(amis[0]["region"], REGION);
+    let found = home
+        .ec2
+        .describe_images()
+        .image_ids(amis[0]["amiId"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(found.images()[0].name(), Some("tiny-1.0.0"), "{found:?}");
+    assert_eq!(
+        manifest(&out1.join("tiny/1.0.0").join(nightly_build))["amis"],
+        serde_json::json!([])
+    );
 
     let builds: Value = get_json(format!("{api}/v1/builds?pipeline=tiny-nightly")).await;
     let builds = builds["builds"].as_array().unwrap();
