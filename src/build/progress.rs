@@ -263,9 +263,11 @@ impl Reporter {
     }
 
     /// The build ended, published or failed (an event; no terminal line).
+    /// It is the event file's last line: the file is closed after it.
     pub fn build_finished(&self, facts: &BuildFacts) {
         let message = facts.outcome.unwrap_or_default().to_string();
         self.emit_with("build-finished", None, &message, None, Some(facts));
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// A stage begins.
@@ -354,6 +356,7 @@ mod tests {
         facts.outcome = Some("failure");
         facts.failure = Some("boom".into());
         r.build_finished(&facts);
+        r.info(None, "after the build: not in its event file");
         let text = std::fs::read_to_string(&events).unwrap();
         assert!(!text.contains("hunter2"), "{text}");
         let lines: Vec<serde_json::Value> = text
