@@ -62,6 +62,10 @@ pub fn script(working_dir: &str, user: &str) -> String {
     s.push_str(&format!("KILN_USER={}\n", shell_quote(user)));
     s.push_str(concat!(
         "say 'identity: machine-id, host keys, cloud-init state'\n",
+        // after a component's reboot, cloud-init's later boot stages may
+        // still be running: let them finish, or they write new state after
+        // it is cleaned
+        "cloud-init status --wait >/dev/null 2>&1\n",
         ": > /etc/machine-id\n",
         "rm -f /var/lib/dbus/machine-id /var/lib/systemd/random-seed /etc/ssh/ssh_host_*\n",
         "cloud-init clean --logs --seed >/dev/null 2>&1\n",
