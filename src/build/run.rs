@@ -70,6 +70,9 @@ pub struct BuildOptions {
     pub ami_sha256: Option<String>,
     /// The folder of the build's event file, `<build id>.jsonl`.
     pub events_dir: PathBuf,
+    /// The recipe's parent, when the caller resolved it already (a pipeline
+    /// run does, to decide whether to build): used as is.
+    pub parent: Option<ResolvedParent>,
 }
 
 /// Errors of a build.
@@ -426,7 +429,10 @@ impl<'a> Build<'a> {
         // parent
         let t = self.begin(Stage::Parent, "resolving the parent image");
         let progress = |line: &str| rep.info(Some(Stage::Parent), line);
-        let parent = parent::resolve(&recipe.parent, &opts.cache, &opts.catalog, &progress).await?;
+        let parent = match &opts.parent {
+            Some(p) => p.clone(),
+            None => parent::resolve(&recipe.parent, &opts.cache, &opts.catalog, &progress).await?,
+        };
         let formats = opts
             .formats
             .as_ref()

@@ -80,6 +80,7 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
         catalog,
         pipeline: None,
         ami_sha256: None,
+        parent: None,
     };
     let reporter = Reporter::new(args.json, Build::secrets(&components));
     match Build::new(&recipe, &opts, &reporter).run(components).await {

@@ -15,7 +15,7 @@ use super::notify::{self, BuildEvent};
 use super::retention::{self, Decision, Plan, RetentionPolicy};
 use crate::build::cache::Cache;
 use crate::build::lock::{FileLock, LockError};
-use crate::build::parent::{self, ParentError};
+use crate::build::parent::{self, ParentError, ResolvedParent};
 use crate::build::progress::Reporter;
 use crate::build::record;
 use crate::build::run::{Build, BuildError, BuildOptions, OnError};
@@ -199,7 +199,7 @@ pub fn recipe_of(p: &Pipeline) -> Result<(Recipe, Vec<ResolvedComponent>), RunEr
     Ok((recipe, components))
 }
 
-/// The inputs a build of `recipe` would have now (the parent is resolved:
+/// The inputs a build of `recipe` would have now, and its parent (resolved:
 /// downloaded or bootstrapped into the cache if it is not there yet).
 pub async fn current_inputs(
     p: &Pipeline,
@@ -208,7 +208,7 @@ pub async fn current_inputs(
     cache: &Cache,
     catalog: &Path,
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<Inputs, RunError> {
+) -> Result<(Inputs, ResolvedParent), RunError> {
     let parent = parent::resolve(&recipe.parent, cache, catalog, progress)
         .await
         .map_err(RunError::Parent)?;
@@ -218,13 +218,14 @@ pub async fn current_inputs(
             path: recipe.file.clone(),
             source,
         })?;
-    Ok(record::inputs(
+    let inputs = record::inputs(
         &recipe_sha256,
         &parent,
         components,
         &recipe.distribution.formats,
         p.distribution.ami_sha256.clone(),
-    ))
+    );
+    Ok((inputs, parent))
 }
 
 /// Whether to build, given the last successful build of the pipeline:
@@ -368,10 +369,12 @@ async fn run_locked(
         ));
     }
     let if_changed = s.if_changed || p.start_condition == StartCondition::IfChanged;
-    let inputs = if if_changed {
-        Some(current_inputs(p, &recipe, &components, &s.cache, &s.catalog, &say).await?)
+    let (inputs, parent) = if if_changed {
+        let (i, parent) =
+            current_inputs(p, &recipe, &components, &s.cache, &s.catalog, &say).await?;
+        (Some(i), Some(parent))
     } else {
-        None
+        (None, None)
     };
     let last = Catalog::open(&s.catalog)?.last_successful_of_pipeline(&p.name)?;
     let reasons = match decide(if_changed, inputs.as_ref(), last.as_ref()) {
@@ -405,6 +408,7 @@ async fn run_locked(
         catalog: s.catalog.clone(),
         pipeline: Some(p.name.clone()),
         ami_sha256: p.distribution.ami_sha256.clone(),
+        parent,
     };
     let built = Build::new(&recipe, &opts, &reporter).run(components).await;
     let built = match built {
