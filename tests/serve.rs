@@ -264,3 +264,33 @@ async fn due_jobs_run_notify_and_are_caught_up_after_a_restart() {
         "the webhook's token is in the log: {text}"
     );
 }
+
+/// `kiln serve` refuses a non-loopback API address (exit 2) before its
+/// scheduler starts or writes a log; a missing folder is refused too.
+#[test]
+fn bad_serve_arguments_exit_2_and_start_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_DATA_DIR", &data)
+            .output()
+            .unwrap()
+    };
+    let dir = root.path().to_str().unwrap();
+    let out = run(&["serve", dir, "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0.0.0.0:0") && err.contains("not a loopback address"),
+        "{err}"
+    );
+    let out = run(&["serve", &format!("{dir}/missing")]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a folder"),
+        "{out:?}"
+    );
+    assert!(!data.join("serve.log").exists(), "a log was written");
+}

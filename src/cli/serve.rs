@@ -53,6 +53,21 @@ pub async fn run(args: ServeArgs) -> Result<u8, CliError> {
     });
     let fail = |e: anyhow::Error| CliError::Failed(e);
     let catalog = settings.catalog.clone();
+    // the API's address is checked before the scheduler starts (and logs)
+    let listener = if args.no_api {
+        None
+    } else {
+        Some(
+            http::bind(args.listen, Exposure::LoopbackOnly)
+                .await
+                .map_err(|e| match e {
+                    e @ http::HttpError::NotLoopback { .. } => {
+                        CliError::Invalid(format!("error: {e}"))
+                    }
+                    e => fail(e.into()),
+                })?,
+        )
+    };
     let daemon = Daemon::new(
         ServeOptions {
             dir: args.dir,
@@ -65,16 +80,10 @@ pub async fn run(args: ServeArgs) -> Result<u8, CliError> {
     )
     .map_err(|e| fail(e.into()))?;
     let scheduler = daemon.run(std::future::pending());
-    if args.no_api {
+    let Some(listener) = listener else {
         scheduler.await.map_err(|e| fail(e.into()))?;
         return Ok(EXIT_SUCCESS);
-    }
-    let listener = http::bind(args.listen, Exposure::LoopbackOnly)
-        .await
-        .map_err(|e| match e {
-            e @ http::HttpError::NotLoopback { .. } => CliError::Invalid(format!("error: {e}")),
-            e => fail(e.into()),
-        })?;
+    };
     let addr = listener.local_addr().map_err(|e| fail(e.into()))?;
     let api = CatalogApi::open(&catalog, daemon.view()).map_err(|e| fail(e.into()))?;
     daemon

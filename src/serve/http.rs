@@ -57,7 +57,7 @@ use crate::catalog::CatalogError;
 pub enum HttpError {
     /// [`bind`] was given a non-loopback address without
     /// [`Exposure::AnyAddress`].
-    #[error("refusing to serve the unauthenticated API on {addr}: it is not a loopback address (use 127.0.0.1 or ::1, or allow remote access explicitly)")]
+    #[error("refusing to serve the unauthenticated API on {addr}: it is not a loopback address (listen on 127.0.0.1 or ::1; put an authenticating proxy in front for remote access)")]
     NotLoopback {
         /// The address.
         addr: SocketAddr,
