@@ -189,18 +189,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-async fn ec2(peer: &MotoServer, region: &str) -> aws_sdk_ec2::Client {
-    let conf = aws_sdk_ec2::config::Builder::new()
-        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-        .region(aws_sdk_ec2::config::Region::new(region.to_string()))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            ACCESS_KEY, SECRET, None, None, "test",
-        ))
-        .endpoint_url(peer.endpoint())
-        .build();
-    aws_sdk_ec2::Client::from_conf(conf)
-}
-
 async fn iam_role(peer: &MotoServer) {
     let conf = aws_sdk_iam::config::Builder::new()
         .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
@@ -318,7 +306,7 @@ async fn full_flow_import_rename_copy_share_export() {
     for img in images {
         let region = img["region"].as_str().unwrap();
         let id = img["image_id"].as_str().unwrap();
-        let ec2 = ec2(&peer, region).await;
+        let ec2 = peer.ec2_client(region);
         let d = ec2.describe_images().image_ids(id).send().await.unwrap();
         let ami = &d.images()[0];
         assert_eq!(ami.name(), Some("kiln-web 1.0.0"), "{region}");
@@ -379,7 +367,7 @@ async fn full_flow_import_rename_copy_share_export() {
         );
     }
     // the intermediate AMI (named after its import task) is gone
-    let home = ec2(&peer, REGION).await;
+    let home = peer.ec2_client(REGION);
     let all = home.describe_images().owners("self").send().await.unwrap();
     let names: Vec<_> = all.images().iter().filter_map(|i| i.name()).collect();
     assert_eq!(names, ["kiln-web 1.0.0"], "{names:?}");
@@ -480,8 +468,8 @@ async fn via_snapshot_registers_the_named_image() {
         .starts_with("import-snap-"));
     assert_eq!(result["upload_deleted"], false);
     let id = result["images"][0]["image_id"].as_str().unwrap();
-    let d = ec2(&peer, REGION)
-        .await
+    let d = peer
+        .ec2_client(REGION)
         .describe_images()
         .image_ids(id)
         .send()
@@ -528,7 +516,7 @@ async fn a_monolithic_sparse_vmdk_fails_with_the_real_client_error() {
         sparse.to_str().unwrap(),
     ]);
     put_file(&s3, "sparse.vmdk", &sparse).await;
-    let ec2 = ec2(&peer, REGION).await;
+    let ec2 = peer.ec2_client(REGION);
     let task = import::start_import_image(&ec2, &import_request("sparse.vmdk", DiskFormat::Vmdk))
         .await
         .unwrap();
@@ -557,7 +545,7 @@ async fn a_monolithic_sparse_vmdk_fails_with_the_real_client_error() {
 async fn a_missing_bucket_or_role_is_refused_at_once() {
     let peer = MotoServer::start_vmie();
     let tmp = tempfile::tempdir().unwrap();
-    let ec2 = ec2(&peer, REGION).await;
+    let ec2 = peer.ec2_client(REGION);
     // no role yet
     let err = import::start_import_image(&ec2, &import_request("x.raw", DiskFormat::Raw))
         .await
@@ -663,7 +651,7 @@ async fn encrypted_imports_ask_for_the_default_key() {
         let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         done["import_task_id"].as_str().unwrap().to_string()
     };
-    let home = ec2(&peer, REGION).await;
+    let home = peer.ec2_client(REGION);
     for encrypted in [true, false] {
         let id = task(encrypted);
         let d = home
@@ -821,7 +809,7 @@ async fn an_interrupted_import_is_cancelled() {
     let tmp = tempfile::tempdir().unwrap();
     let raw = make_disk(tmp.path(), 8);
     put_file(&s3, "d.raw", &raw).await;
-    let ec2 = ec2(&peer, REGION).await;
+    let ec2 = peer.ec2_client(REGION);
     let task = import::start_import_image(&ec2, &import_request("d.raw", DiskFormat::Raw))
         .await
         .unwrap();
@@ -894,7 +882,7 @@ async fn ctrl_c_during_the_import_cancels_the_task() {
     assert_eq!(status.code(), Some(130), "{all}");
     assert!(all.contains("cancelled import task import-ami-"), "{all}");
     assert!(!all.contains(SECRET), "{all}");
-    let ec2 = ec2(&peer, REGION).await;
+    let ec2 = peer.ec2_client(REGION);
     let tasks = ec2.describe_import_image_tasks().send().await.unwrap();
     let tasks = tasks.import_image_tasks();
     assert_eq!(tasks.len(), 1, "{tasks:?}");

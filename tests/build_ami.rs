@@ -17,21 +17,9 @@ use kiln::build::distribute;
 use kiln::build::manifest::AmiInfo;
 use kiln::build::parent::ResolvedParent;
 use kiln::build::record::Recorder;
-use support::moto::{set_dummy_aws_env, MotoServer, ACCESS_KEY, REGION, SECRET_KEY};
+use support::moto::{set_dummy_aws_env, MotoServer, REGION};
 
 const BUCKET: &str = "kiln-builds";
-
-fn ec2(peer: &MotoServer, region: &str) -> aws_sdk_ec2::Client {
-    let conf = aws_sdk_ec2::config::Builder::new()
-        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-        .region(aws_sdk_ec2::config::Region::new(region.to_string()))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            ACCESS_KEY, SECRET_KEY, None, None, "test",
-        ))
-        .endpoint_url(peer.endpoint())
-        .build();
-    aws_sdk_ec2::Client::from_conf(conf)
-}
 
 /// A 4 MiB qcow2 with a non-zero pattern (pre-flight is skipped: it is
 /// not an OS disk).
@@ -178,7 +166,7 @@ async fn the_distribute_stage_imports_copies_and_shares_the_ami() {
         "{lines:#?}"
     );
     for img in &images {
-        let ec2 = ec2(&peer, &img.region);
+        let ec2 = peer.ec2_client(&img.region);
         let found = ec2
             .describe_images()
             .image_ids(&img.image_id)

@@ -235,6 +235,19 @@ impl MotoServer {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// An EC2 client for this server in `region` (dummy credentials).
+    pub fn ec2_client(&self, region: &str) -> aws_sdk_ec2::Client {
+        let conf = aws_sdk_ec2::config::Builder::new()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new(region.to_string()))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "moto",
+            ))
+            .endpoint_url(self.endpoint())
+            .build();
+        aws_sdk_ec2::Client::from_conf(conf)
+    }
+
     /// Creates a bucket and returns an S3 client for the server.
     pub async fn bucket(&self, name: &str) -> aws_sdk_s3::Client {
         let s3 = self.s3_client();
