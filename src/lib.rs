@@ -11,4 +11,5 @@ pub mod recipe;
 pub mod serve;
 pub mod target;
 pub mod toe;
+pub mod util;
 pub mod vm;

@@ -9,6 +9,7 @@
 
 pub mod base_image;
 pub mod catalog;
+pub mod fuzz;
 pub mod http;
 pub mod kiln;
 pub mod moto;
