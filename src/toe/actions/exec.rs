@@ -15,24 +15,25 @@ pub async fn run(
     inputs: &Inputs,
     ctx: &ActionContext<'_>,
 ) -> Result<ActionOutcome, ActionError> {
-    let (program, args) = if action == "ExecuteBash" {
-        let script = inputs.list("commands").join("\n");
-        let path = format!(
-            "{}/script-{}.sh",
-            ctx.scratch_dir,
-            uuid::Uuid::new_v4().simple()
-        );
-        ctx.target
-            .write(&path, format!("{script}\n").as_bytes(), Some(0o700))
-            .await?;
-        ("bash".to_string(), vec![path])
-    } else {
-        (
-            inputs.required("path")?.to_string(),
-            inputs.list("arguments"),
-        )
-    };
-    run_process(&program, &args, ctx).await
+    if action != "ExecuteBash" {
+        let program = inputs.required("path")?;
+        return run_process(program, &inputs.list("arguments"), ctx).await;
+    }
+    let script = inputs.list("commands").join("\n");
+    let path = format!(
+        "{}/script-{}.sh",
+        ctx.scratch_dir,
+        uuid::Uuid::new_v4().simple()
+    );
+    ctx.target
+        .write(&path, format!("{script}\n").as_bytes(), Some(0o700))
+        .await?;
+    let result = run_process("bash", std::slice::from_ref(&path), ctx).await;
+    // the script holds the step's resolved commands, secrets included (and
+    // `kiln toe run` keeps its scratch folder in the log folder): it goes
+    // as soon as it ran; a target that is gone (rebooting) keeps it
+    let _ = ctx.target.remove_file(&path).await;
+    result
 }
 
 /// Runs a process on the target and maps its exit status to a step result.
@@ -41,9 +42,9 @@ pub async fn run_process(
     args: &[String],
     ctx: &ActionContext<'_>,
 ) -> Result<ActionOutcome, ActionError> {
-    let sink = |_: Stream, chunk: &[u8]| {
+    let sink = |stream: Stream, chunk: &[u8]| {
         if !ctx.quiet {
-            ctx.console.write(&String::from_utf8_lossy(chunk));
+            ctx.console.output(stream, chunk);
         }
     };
     let out = ctx
@@ -55,7 +56,11 @@ pub async fn run_process(
             cwd: None,
             on_output: Some(&sink),
         })
-        .await?;
+        .await;
+    // what the streams held back (a possible start of a secret) is shown
+    // now that they ended, even when the process could not be run to the end
+    ctx.console.end_output();
+    let out = out?;
     match out.code {
         Some(0) => Ok(ActionOutcome {
             outputs: [(
@@ -80,8 +85,11 @@ pub async fn run_process(
     }
 }
 
+/// The last lines of a failed process's standard error, for its failure
+/// message, with its secrets masked (the whole output is masked before it
+/// is cut, so no secret is cut in two).
 fn stderr_tail(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
+    let text = crate::util::redact::text(&String::from_utf8_lossy(stderr));
     let last: Vec<&str> = text
         .lines()
         .rev()
