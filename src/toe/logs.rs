@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::runner::DocumentRun;
+use crate::util::redact;
 
 /// Errors writing the log folder.
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +46,17 @@ pub fn folder_name(execution_id: &str) -> String {
     )
 }
 
-/// Writes `value` as pretty JSON to `path`: a temporary name, fsync, rename.
+/// Writes `value` as pretty JSON to `path`, every secret in its strings
+/// masked ([`redact::json`]): a temporary name, fsync, rename.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), LogError> {
     let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| LogError::Json {
+    let json_err = |source| LogError::Json {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let mut value = serde_json::to_value(value).map_err(json_err)?;
+    redact::json(&mut value);
+    let bytes = serde_json::to_vec_pretty(&value).map_err(json_err)?;
     let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
     f.write_all(&bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
@@ -59,7 +64,8 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), LogE
 }
 
 /// Writes a copy of each document into `folder`: `document.yaml` for one,
-/// `document-N.yaml` for several.
+/// `document-N.yaml` for several (a secret value written in a document, a
+/// default for example, is masked).
 pub fn write_documents(folder: &Path, docs: &[DocumentRun]) -> Result<(), LogError> {
     for (i, d) in docs.iter().enumerate() {
         let name = if docs.len() == 1 {
@@ -68,7 +74,7 @@ pub fn write_documents(folder: &Path, docs: &[DocumentRun]) -> Result<(), LogErr
             format!("document-{}.yaml", i + 1)
         };
         let path = folder.join(name);
-        std::fs::write(&path, &d.loaded.doc.text).map_err(io_err(&path))?;
+        std::fs::write(&path, redact::text(&d.loaded.doc.text)).map_err(io_err(&path))?;
     }
     Ok(())
 }
