@@ -48,6 +48,22 @@ pub async fn sha256_file(path: &Path) -> Result<String, DigestError> {
     Ok(hashed?)
 }
 
+/// The recipe digest of the recipe (or pipeline) file at `path`, which
+/// never covers a secret ([`crate::recipe::digest::sha256`]), read on a
+/// blocking thread.
+pub async fn recipe_sha256(path: &Path) -> Result<String, DigestError> {
+    let owned = path.to_path_buf();
+    let digested = tokio::task::spawn_blocking(move || -> Result<String, IoError> {
+        let bytes = std::fs::read(&owned).map_err(IoError::at("read", &owned))?;
+        Ok(crate::recipe::digest::sha256(&String::from_utf8_lossy(
+            &bytes,
+        )))
+    })
+    .await
+    .map_err(|e| IoError::at("read", path)(std::io::Error::other(e)))?;
+    Ok(digested?)
+}
+
 /// What identifies one version of a file: any write, truncation, rename over
 /// it or metadata change moves one of these.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -80,7 +80,8 @@ pub struct ImageInfo {
 pub struct RecipeInfo {
     /// Its path as given.
     pub file: String,
-    /// sha256 of its text.
+    /// The recipe digest: sha256 of its text, or of its redacted form when
+    /// it holds a secret ([`crate::recipe::digest`]).
     pub sha256: String,
     /// The root volume size asked for, GiB.
     pub root_volume_gib: Option<u64>,

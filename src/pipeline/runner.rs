@@ -212,7 +212,7 @@ pub async fn current_inputs(
     let parent = parent::resolve(&recipe.parent, cache, catalog, progress)
         .await
         .map_err(RunError::Parent)?;
-    let recipe_sha256 = crate::build::digest::sha256_file(&recipe.file)
+    let recipe_sha256 = crate::build::digest::recipe_sha256(&recipe.file)
         .await
         .map_err(|source| RunError::RecipeDigest {
             path: recipe.file.clone(),

@@ -4,6 +4,7 @@
 
 pub(crate) mod ami;
 mod component_ref;
+pub mod digest;
 pub mod distribution;
 pub(crate) mod fields;
 pub mod model;
