@@ -261,6 +261,26 @@ fn shown_parameters(c: &ResolvedComponent) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Masks the secrets in the logs that QEMU, not kiln, wrote (the serial
+/// consoles, `*-serial.log`, in `dir`): what a guest printed there is
+/// published with the image. A log that cannot be rewritten is a warning.
+fn mask_guest_logs(dir: &Path, reporter: &Reporter) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let serial = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with("-serial.log"));
+        if serial && e.file_type().is_ok_and(|t| t.is_file()) {
+            if let Err(err) = crate::util::redact::file_in_place(&path) {
+                reporter.warn(None, &format!("{err}: {}", err.source));
+            }
+        }
+    }
+}
+
 fn doc_runs(components: &[ResolvedComponent], test_stage: bool) -> Vec<DocumentRun> {
     components
         .iter()
@@ -394,6 +414,7 @@ impl<'a> Build<'a> {
                     let first = first.lines().next().unwrap_or_default();
                     self.reporter.stage_failed(stage, since.elapsed(), first);
                 }
+                mask_guest_logs(&ws.logs(), self.reporter);
                 let logs = ws.fail();
                 if let Err(c) = catalog.failed(&e.to_string(), Some(&logs)) {
                     self.reporter.warn(
@@ -437,7 +458,7 @@ impl<'a> Build<'a> {
             .formats
             .as_ref()
             .unwrap_or(&recipe.distribution.formats);
-        let recipe_sha256 = super::digest::sha256_file(&recipe.file)
+        let recipe_sha256 = super::digest::recipe_sha256(&recipe.file)
             .await
             .map_err(manifest::ManifestError::from)?;
         let inputs = record::inputs(
@@ -769,6 +790,7 @@ impl<'a> Build<'a> {
         );
         // kiln.log is an artifact too: it ends here, before the digests
         self.reporter.close_log();
+        mask_guest_logs(&ws.logs(), self.reporter);
         manifest.stages = self.timings.clone();
         manifest.finished_at = chrono::Utc::now().to_rfc3339();
         manifest.artifacts = manifest::artifacts(ws.stage()).await?;

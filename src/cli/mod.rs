@@ -93,14 +93,23 @@ impl CliError {
 
 /// Prints a command's result as pretty JSON on standard output (`--json`).
 pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::Failed(anyhow::Error::new(e).context("writing the JSON result")))?;
+    let failed = |e: serde_json::Error| {
+        CliError::Failed(anyhow::Error::new(e).context("writing the JSON result"))
+    };
+    let mut value = serde_json::to_value(value).map_err(failed)?;
+    crate::util::redact::json(&mut value);
+    let text = serde_json::to_string_pretty(&value).map_err(failed)?;
     println!("{text}");
     Ok(())
 }
 
-/// Formats an error with its chain of causes, one per line.
+/// Formats an error with its chain of causes, one per line, every secret
+/// masked.
 pub fn render_error(e: &CliError) -> String {
+    crate::util::redact::text(&render_unmasked(e))
+}
+
+fn render_unmasked(e: &CliError) -> String {
     match e {
         CliError::Invalid(msg) => msg.clone(),
         CliError::Interrupted(_) => format!("error: {e}"),
