@@ -197,7 +197,7 @@ impl Default for Options {
             write_timeout: Duration::from_secs(10),
             max_head: 16 * 1024,
             max_connections: 64,
-            log: Arc::new(|line| eprintln!("kiln serve: {line}")),
+            log: Arc::new(|line| eprintln!("kiln serve: {}", crate::util::redact::text(line))),
         }
     }
 }
