@@ -69,10 +69,14 @@ impl Known {
             None
         } else {
             // Standard match semantics: overlapping matches are all found.
-            AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .build(&patterns)
-                .ok()
+            // Building fails only past 2^31 automaton states; the values
+            // come from files read with a size cap, far below that.
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::Standard)
+                    .build(&patterns)
+                    .expect("the secret values fit one automaton"),
+            )
         };
         Known {
             values,
