@@ -6,7 +6,6 @@ pub mod catalog;
 pub mod cli;
 pub mod export;
 pub mod pipeline;
-pub mod process;
 pub mod recipe;
 pub mod serve;
 pub mod target;

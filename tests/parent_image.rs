@@ -154,7 +154,7 @@ async fn a_url_with_the_wrong_digest_leaves_nothing() {
         .await
         .unwrap_err()
         .to_string();
-    let actual = kiln::build::digest::sha256_hex(b"not the image you want");
+    let actual = kiln::util::digest::sha256_hex(b"not the image you want");
     assert!(e.contains(&expected) && e.contains(&actual), "{e}");
     let left: Vec<_> = std::fs::read_dir(cache.downloads()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");

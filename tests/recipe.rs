@@ -11,7 +11,7 @@ use kiln::export::format::ExportFormat;
 use kiln::recipe::{
     self, BootstrapSpec, ComponentSource, ParentImage, Recipe, RecipeError, RecipeForm, Version,
 };
-use kiln::toe::diag::Diagnostic;
+use kiln::util::diag::Diagnostic;
 use kiln::vm::accel::AccelChoice;
 use sha2::{Digest, Sha256};
 

@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{DiskImageFormat, ExportTaskS3LocationRequest};
 use super::import::DiskFormat;
 use super::poll::{self, parse_progress, PollOptions, TaskStatus};
 use super::{sdk_message, AwsError};
-use crate::export::publish::PendingFile;
+use crate::util::atomic::PendingFile;
 use crate::vm::img;
 
 /// What to export.

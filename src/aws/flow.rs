@@ -336,7 +336,7 @@ async fn write_vmdk(image: &Path, work_dir: &Path, staged: &Path) -> Result<(), 
         .and_then(|f| f.sync_all())
         .map_err(io("flush", &out))?;
     std::fs::rename(&out, staged).map_err(io("rename the VMDK to", staged))?;
-    crate::export::publish::sync_dir(work_dir)?;
+    crate::util::atomic::sync_dir(work_dir)?;
     Ok(())
 }
 

@@ -118,8 +118,8 @@ where
     aws_sdk_ec2::error::DisplayErrorContext(err).to_string()
 }
 
-impl From<crate::build::IoError> for AwsError {
-    fn from(e: crate::build::IoError) -> Self {
+impl From<crate::util::io::IoError> for AwsError {
+    fn from(e: crate::util::io::IoError) -> Self {
         AwsError::Io {
             what: e.what,
             path: e.path,

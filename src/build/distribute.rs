@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Progress;
+use crate::util::io::ProgressFn;
 use crate::aws::distribute::RegionImage;
 use crate::aws::flow::{self, AmiSpec, LocalSettings};
 use crate::aws::{AwsError, Clients};
@@ -32,7 +32,7 @@ pub async fn distribute(
     image: &Path,
     stage: &Path,
     formats: &[ExportFormat],
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Vec<Distributed>, ExportError> {
     let cancel = Cancel::new();
     let mut out = Vec::new();
@@ -84,7 +84,7 @@ pub async fn import_ami(
     default_name: &str,
     work_dir: &Path,
     local: LocalSettings,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Vec<RegionImage>, AwsError> {
     let req = spec.request(
         image.to_path_buf(),

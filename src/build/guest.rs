@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::IoError;
+use crate::util::io::IoError;
 use crate::target::ssh::keys::KeyPair;
 use crate::target::ssh::{SshConfig, SshError, SshTarget};
 use crate::target::Target;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::digest::{sha256_file, DigestError};
+use crate::util::digest::sha256_file;
+use crate::util::io::IoError;
 
 /// The manifest format's version.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -216,9 +217,9 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
-    /// A file could not be hashed.
+    /// A file could not be hashed or written.
     #[error(transparent)]
-    Digest(#[from] DigestError),
+    Io(#[from] IoError),
 }
 
 fn kind_of(rel: &str) -> String {

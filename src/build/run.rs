@@ -21,7 +21,7 @@ use crate::export::format::ExportFormat;
 use crate::export::write::ExportError;
 use crate::recipe::{Recipe, ResolvedComponent};
 use crate::toe::console::Redactor;
-use crate::toe::diag::Diagnostic;
+use crate::util::diag::Diagnostic;
 use crate::toe::runner::DocumentRun;
 use crate::vm::accel::{self, AccelChoice, Selected};
 use crate::vm::img::{self, Compression, ConvertOptions};
@@ -437,7 +437,7 @@ impl<'a> Build<'a> {
             .formats
             .as_ref()
             .unwrap_or(&recipe.distribution.formats);
-        let recipe_sha256 = super::digest::sha256_file(&recipe.file)
+        let recipe_sha256 = crate::util::digest::sha256_file(&recipe.file)
             .await
             .map_err(manifest::ManifestError::from)?;
         let inputs = record::inputs(
@@ -778,12 +778,8 @@ impl<'a> Build<'a> {
                 a.kind = d.format.name().to_string();
             }
         }
-        crate::toe::logs::write_json(&ws.stage().join("manifest.json"), &manifest).map_err(
-            |e| BuildError::Log {
-                path: ws.stage().join("manifest.json"),
-                source: std::io::Error::other(e.to_string()),
-            },
-        )?;
+        crate::util::atomic::write_json(&ws.stage().join("manifest.json"), &manifest)
+            .map_err(|e| BuildError::Manifest(e.into()))?;
         Ok(manifest)
     }
 

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{CliError, EXIT_SUCCESS};
-use crate::build::digest;
+use crate::util::digest;
 use crate::export::cancel::Cancel;
 use crate::export::format::{self, ExportFormat};
 use crate::export::ovf::{Firmware, GuestOs, NicModel, OvfError, Profile, VmSettings};
-use crate::export::publish;
+use crate::util::atomic as publish;
 use crate::export::write::{self, ExportError, ExportJob};
 
 /// Arguments of `kiln export`.

@@ -11,7 +11,7 @@ use crate::target::local::LocalTarget;
 use crate::toe::actions::spec::OsPlatform;
 use crate::toe::actions::transfer::Clients;
 use crate::toe::console::{Console, Redactor};
-use crate::toe::diag::Diagnostic;
+use crate::util::diag::Diagnostic;
 use crate::toe::load::{self, LoadError, LoadedDocument};
 use crate::toe::logs;
 use crate::toe::report::Status;

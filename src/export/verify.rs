@@ -10,7 +10,7 @@ use super::vhd;
 
 /// Checks of OVF packages, OVAs and GCE tarballs.
 pub mod package;
-use crate::build::IoError;
+use crate::util::io::IoError;
 use crate::vm::img::{self, Format, ImgError};
 
 /// What a check found.

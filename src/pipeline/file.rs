@@ -14,8 +14,8 @@ use crate::export::format::ExportFormat;
 use crate::recipe::fields::{optional, Field, Keys, Obj};
 use crate::recipe::parent::is_http_url;
 use crate::recipe::{BuildSettings, Recipe};
-use crate::toe::diag::{record_yaml_issues, Diagnostic, Diagnostics};
-use crate::toe::yaml::{self, YamlIssueKind};
+use crate::util::diag::{record_yaml_issues, Diagnostic, Diagnostics};
+use crate::util::yaml::{self, YamlIssueKind};
 
 const KEYS: &[&str] = &[
     "name",

@@ -21,7 +21,7 @@ use crate::build::record;
 use crate::build::run::{Build, BuildError, BuildOptions, OnError};
 use crate::catalog::{self, Catalog, CatalogError};
 use crate::recipe::{self, Recipe, RecipeError, ResolvedComponent};
-use crate::toe::diag::Diagnostic;
+use crate::util::diag::Diagnostic;
 use crate::vm::accel::AccelChoice;
 
 /// How a run was started.
@@ -128,7 +128,7 @@ pub enum RunError {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: crate::build::digest::DigestError,
+        source: crate::util::io::IoError,
     },
     /// The catalog could not be read.
     #[error(transparent)]
@@ -212,7 +212,7 @@ pub async fn current_inputs(
     let parent = parent::resolve(&recipe.parent, cache, catalog, progress)
         .await
         .map_err(RunError::Parent)?;
-    let recipe_sha256 = crate::build::digest::sha256_file(&recipe.file)
+    let recipe_sha256 = crate::util::digest::sha256_file(&recipe.file)
         .await
         .map_err(|source| RunError::RecipeDigest {
             path: recipe.file.clone(),
@@ -473,7 +473,7 @@ async fn distribute_copies(
     }
     if let Some(prefix) = &p.distribution.s3_prefix {
         let clients = crate::aws::Clients::new(None).await;
-        let work = tempfile::tempdir().map_err(crate::build::IoError::at(
+        let work = tempfile::tempdir().map_err(crate::util::io::IoError::at(
             "cannot create a folder in",
             &std::env::temp_dir(),
         ))?;

@@ -7,7 +7,7 @@ use crate::aws::distribute::{self, ArnKind, RegionCopy, Sharing};
 use crate::aws::flow::AmiSpec;
 use crate::aws::import::{BootMode, DiskFormat};
 use crate::aws::AwsError;
-use crate::toe::diag::Diagnostics;
+use crate::util::diag::Diagnostics;
 
 const KEYS: &[&str] = &[
     "bucket",

@@ -21,7 +21,7 @@ pub use model::{
 pub use resolve::resolve_components;
 pub use version::{Version, VersionError, VersionFilter, VersionFilterError};
 
-use crate::toe::diag::Diagnostic;
+use crate::util::diag::Diagnostic;
 
 /// Why a recipe could not be loaded.
 #[derive(Debug, thiserror::Error)]

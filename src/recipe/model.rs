@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub use super::distribution::Distribution;
 use super::version::Version;
 use crate::toe::load::LoadedDocument;
-use crate::toe::yaml::Pos;
+use crate::util::yaml::Pos;
 use crate::vm::accel::AccelChoice;
 
 /// The working directory when a recipe gives none (as in Image Builder).

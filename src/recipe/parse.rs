@@ -17,8 +17,8 @@ use super::model::{
 };
 use super::parent;
 use super::version::{Version, MAX_VERSION_PART};
-use crate::toe::diag::{record_yaml_issues, Diagnostics};
-use crate::toe::yaml::{self, Pos, YamlIssueKind};
+use crate::util::diag::{record_yaml_issues, Diagnostics};
+use crate::util::yaml::{self, Pos, YamlIssueKind};
 use crate::vm::accel::AccelChoice;
 
 const KILN_KEYS: &[&str] = &[

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::model::{ComponentRef, ComponentSource, Recipe, ResolvedComponent};
 use crate::toe::actions::spec::OsPlatform;
-use crate::toe::diag::{did_you_mean, Diagnostic, Diagnostics};
+use crate::util::diag::{did_you_mean, Diagnostic, Diagnostics};
 use crate::toe::document::Document;
 use crate::toe::load::{self, LoadError, LoadedDocument};
 use crate::toe::runner::resolve_parameters;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::actions::spec::OsPlatform;
 use super::builtin;
-use super::diag::{Diagnostic, Diagnostics};
+use crate::util::diag::{Diagnostic, Diagnostics};
 use super::document::{self, Document};
 
 /// ExecuteDocument may nest this many levels below the top document.

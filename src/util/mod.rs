@@ -2,3 +2,10 @@
 //! atomic publishing, digests, redaction, positioned YAML and diagnostics,
 //! supervised subprocesses, bounded reads). Nothing here imports another
 //! module of the crate.
+
+pub mod process;
+pub mod io;
+pub mod digest;
+pub mod atomic;
+pub mod diag;
+pub mod yaml;

@@ -228,7 +228,7 @@ impl Vm {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        crate::process::supervise(&mut cmd, libc::SIGKILL);
+        crate::util::process::supervise(&mut cmd, libc::SIGKILL);
         let mut child = cmd.spawn().map_err(|source| VmError::Spawn {
             binary: binary.to_string(),
             source,
@@ -333,7 +333,7 @@ impl Vm {
 
     /// Kills QEMU's whole process group and reaps it.
     pub async fn kill(&mut self) {
-        crate::process::signal_group(self.pid, libc::SIGKILL);
+        crate::util::process::signal_group(self.pid, libc::SIGKILL);
         let _ = self.child.wait().await;
     }
 
@@ -346,7 +346,7 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            crate::process::signal_group(self.pid, libc::SIGKILL);
+            crate::util::process::signal_group(self.pid, libc::SIGKILL);
         }
     }
 }
