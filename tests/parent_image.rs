@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kiln::build::cache::Cache;
 use kiln::build::parent::{resolve, ParentError, ParentImage};
-use kiln::vm::img::{self, ConvertOptions, Format};
+use kiln::disk::img::{self, ConvertOptions, Format};
 use support::http::{HttpServer, Reply};
 
 /// File, URL and bootstrap parents never read the image catalog.

@@ -3,8 +3,8 @@
 //! hint, and `parse` reports every problem of a document, sorted by position.
 
 use kiln::toe::actions::spec::OsPlatform;
-use kiln::util::diag::Diagnostic;
 use kiln::toe::document::{parse, Document};
+use kiln::util::diag::Diagnostic;
 use kiln::util::yaml::{Pos, Value};
 
 const FILE: &str = "c.yml";

@@ -66,7 +66,7 @@ pub enum AwsError {
     Unexpected(String),
     /// A `qemu-img` step failed.
     #[error(transparent)]
-    Img(#[from] crate::vm::img::ImgError),
+    Img(#[from] crate::disk::img::ImgError),
     /// Pre-flight found problems VM Import would fail on.
     #[error("pre-flight found {} problem(s) VM Import would fail on (--skip-preflight to import anyway):{}", .0.len(), preflight_list(.0))]
     Preflight(Vec<preflight::Finding>),
@@ -116,6 +116,12 @@ where
         }
     }
     aws_sdk_ec2::error::DisplayErrorContext(err).to_string()
+}
+
+impl From<crate::ami::InvalidSetting> for AwsError {
+    fn from(e: crate::ami::InvalidSetting) -> Self {
+        AwsError::Invalid(e.0)
+    }
 }
 
 impl From<crate::util::io::IoError> for AwsError {

@@ -83,7 +83,6 @@ pub async fn cached_sha256(cache: &Cache, path: &Path) -> Result<String, DigestE
     Ok(sha256)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

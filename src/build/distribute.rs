@@ -5,14 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::io::ProgressFn;
+use crate::ami::AmiSpec;
 use crate::aws::distribute::RegionImage;
-use crate::aws::flow::{self, AmiSpec, LocalSettings};
+use crate::aws::flow::{self, LocalSettings};
 use crate::aws::{AwsError, Clients};
 use crate::export::cancel::Cancel;
 use crate::export::format::ExportFormat;
 use crate::export::ovf::VmSettings;
 use crate::export::write::{self, ExportError, ExportJob};
+use crate::util::io::ProgressFn;
 
 /// The base name of a build's files (`image.qcow2`, `image.vmdk`, …).
 pub const IMAGE_BASE: &str = "image";
@@ -86,7 +87,8 @@ pub async fn import_ami(
     local: LocalSettings,
     progress: ProgressFn<'_>,
 ) -> Result<Vec<RegionImage>, AwsError> {
-    let req = spec.request(
+    let req = flow::request(
+        spec,
         image.to_path_buf(),
         default_name,
         work_dir.to_path_buf(),

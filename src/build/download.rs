@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::cache::Cache;
-use crate::util::io::ProgressFn;
 use crate::util::io::IoError;
+use crate::util::io::ProgressFn;
 
 /// How often download progress is reported at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);

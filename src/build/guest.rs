@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::util::io::IoError;
 use crate::target::ssh::keys::KeyPair;
 use crate::target::ssh::{SshConfig, SshError, SshTarget};
 use crate::target::Target;
+use crate::util::io::IoError;
 use crate::vm::qemu::{free_port, Accel, Drive, Firmware, Media, Vm, VmConfig};
 use crate::vm::seed::{self, SeedConfig};
 use crate::vm::VmError;

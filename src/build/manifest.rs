@@ -280,6 +280,33 @@ pub async fn artifacts(dir: &Path) -> Result<Vec<Artifact>, ManifestError> {
     Ok(out)
 }
 
+impl Manifest {
+    /// The catalog's record of a build published in `dir` with this
+    /// manifest: every artifact (paths joined to `dir`), the tests, and
+    /// `dir/logs`.
+    pub fn finished_build(
+        &self,
+        dir: &Path,
+    ) -> Result<crate::catalog::FinishedBuild, serde_json::Error> {
+        Ok(crate::catalog::FinishedBuild {
+            artifacts: self
+                .artifacts
+                .iter()
+                .map(|a| crate::catalog::Artifact {
+                    path: dir.join(&a.path).display().to_string(),
+                    format: a.kind.clone(),
+                    sha256: a.sha256.clone(),
+                    size: a.size,
+                })
+                .collect(),
+            amis: Vec::new(),
+            test_results: Some(serde_json::to_value(&self.tests)?),
+            log_location: Some(dir.join("logs").display().to_string()),
+            location: Some(dir.display().to_string()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

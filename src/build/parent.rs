@@ -7,8 +7,8 @@ use super::bootstrap::{self, BootstrapError};
 use super::cache::Cache;
 use super::digest::{self, DigestError};
 use super::download::{self, DownloadError};
+use crate::disk::img::{self, Format, ImgError};
 use crate::util::io::ProgressFn;
-use crate::vm::img::{self, Format, ImgError};
 
 pub use crate::recipe::{BootstrapSpec, ParentImage};
 

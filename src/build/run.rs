@@ -17,18 +17,18 @@ use super::progress::{human, BuildFacts, Reporter, Stage};
 use super::record::{self, RecordError, Recorder};
 use super::seal;
 use super::workspace::{Workspace, WorkspaceError};
+use crate::disk::img::{self, Compression, ConvertOptions};
 use crate::export::format::ExportFormat;
 use crate::export::write::ExportError;
-use crate::recipe::{Recipe, ResolvedComponent};
+use crate::recipe::{Accelerator, Recipe, ResolvedComponent};
 use crate::toe::console::Redactor;
-use crate::util::diag::Diagnostic;
 use crate::toe::runner::DocumentRun;
+use crate::util::diag::Diagnostic;
 use crate::vm::accel::{self, AccelChoice, Selected};
-use crate::vm::img::{self, Compression, ConvertOptions};
 use crate::vm::qemu::Accel;
 
 /// What to do when a stage fails while its VM runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnError {
     /// Stop the VM, remove temporary files, keep the logs.
     Cleanup,
@@ -470,7 +470,11 @@ impl<'a> Build<'a> {
         );
         let choice = opts
             .accel
-            .or(recipe.build.accelerator)
+            .or(recipe.build.accelerator.map(|a| match a {
+                Accelerator::Auto => AccelChoice::Auto,
+                Accelerator::Kvm => AccelChoice::Kvm,
+                Accelerator::Tcg => AccelChoice::Tcg,
+            }))
             .unwrap_or(AccelChoice::Auto);
         let selected = accel::select(choice, &opts.qemu, ws.vm())
             .await

@@ -211,7 +211,6 @@ fn remove_if_empty(dir: Option<&Path>) {
     }
 }
 
-
 /// fsyncs every file and folder under `dir`, and `dir` itself.
 pub fn sync_tree(dir: &Path) -> Result<(), WorkspaceError> {
     for e in std::fs::read_dir(dir).map_err(IoError::at("cannot read", dir))? {

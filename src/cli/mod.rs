@@ -9,6 +9,7 @@ pub mod pipeline;
 pub mod serve;
 pub mod toe;
 pub mod validate;
+mod values;
 pub mod verify;
 
 use clap::{Parser, Subcommand};

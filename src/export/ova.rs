@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use super::cancel::Cancel;
 use super::format::ExportFormat;
 use super::ovf::{self, DiskFile};
-use crate::util::atomic::PendingFile;
 use super::vmdk;
 use super::write::{ExportError, ExportJob};
+use crate::disk::img;
+use crate::util::atomic::PendingFile;
 use crate::util::digest::{self, sha256_hex};
 use crate::util::io::{IoError, ProgressFn};
-use crate::vm::img;
 
 /// The names of a package's members for an image called `base`.
 #[derive(Clone, Debug, PartialEq, Eq)]

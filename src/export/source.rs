@@ -29,9 +29,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cancel::{Cancel, Cancelled};
+use crate::disk::img::{self, Format, ImgError};
 use crate::util::io::ProgressFn;
 use crate::util::process::{supervise, GroupGuard};
-use crate::vm::img::{self, Format, ImgError};
 
 /// How long qemu-nbd may take to open the image and listen.
 const NBD_START_TIMEOUT: Duration = Duration::from_secs(60);

@@ -10,8 +10,8 @@ use super::format::ExportFormat;
 use super::ovf::VmSettings;
 use super::verify::{self, Report, VerifyError};
 use super::{disk, gce, ova, vmdk};
+use crate::disk::img::{self, ImgError};
 use crate::util::io::{IoError, ProgressFn};
-use crate::vm::img::{self, ImgError};
 
 /// What to export, and where.
 #[derive(Clone, Debug)]

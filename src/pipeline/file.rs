@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::retention::RetentionPolicy;
 use super::schedule::{parse_time_zone, Schedule};
-use crate::aws::flow::AmiSpec;
+use crate::ami::AmiSpec;
 use crate::export::format::ExportFormat;
 use crate::recipe::fields::{optional, Field, Keys, Obj};
 use crate::recipe::parent::is_http_url;

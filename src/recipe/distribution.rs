@@ -3,7 +3,7 @@
 //! imported as.
 
 use super::fields::{optional, Field};
-use crate::aws::flow::AmiSpec;
+use crate::ami::AmiSpec;
 use crate::export::format::{self, ExportFormat};
 use crate::util::diag::{did_you_mean, Diagnostics};
 

@@ -3,8 +3,8 @@
 
 use super::actions::spec::{self, Kind, OsPlatform, Shape};
 use super::condition::{self, IfClause};
-use crate::util::diag::{did_you_mean, record_yaml_issues, Diagnostic, Diagnostics};
 use super::looping::{self, Loop};
+use crate::util::diag::{did_you_mean, record_yaml_issues, Diagnostic, Diagnostics};
 use crate::util::yaml::{self, Node, Pos, YamlIssueKind};
 
 /// Step timeout when none is given.

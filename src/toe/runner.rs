@@ -19,8 +19,8 @@ use super::load::{self, LoadedDocument, MAX_DOCUMENT_DEPTH};
 use super::looping::{self, LoopKind};
 use super::report::{now, DocumentReport, PhaseReport, RunReport, Status, StepReport};
 use super::scope::{json_text, record_key, Scope};
-use crate::util::yaml::Node;
 use crate::target::{RebootOutcome, Target};
+use crate::util::yaml::Node;
 
 /// A document to run with its final parameter values.
 #[derive(Clone, Debug)]

@@ -2,9 +2,9 @@
 //! expression refers to something declared or to a step that has run.
 
 use super::actions::spec;
-use crate::util::diag::{did_you_mean, Diagnostics};
 use super::document::{Document, Phase, Step};
 use super::expr::{self, Reference, Side};
+use crate::util::diag::{did_you_mean, Diagnostics};
 use crate::util::yaml::{Node, Pos, Value};
 
 /// The output fields an action produces, for checking chained references.

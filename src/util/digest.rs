@@ -35,4 +35,3 @@ pub async fn sha256_file(path: &Path) -> Result<String, IoError> {
     .map_err(|e| IoError::at("hash", path)(std::io::Error::other(e)))?;
     hashed
 }
-

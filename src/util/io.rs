@@ -24,7 +24,10 @@ pub struct IoError {
 
 impl IoError {
     /// A `map_err` adapter: `.map_err(IoError::at("read", path))?`.
-    pub fn at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> IoError + 'a {
+    pub fn at<'a>(
+        what: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(std::io::Error) -> IoError + 'a {
         move |source| IoError {
             what,
             path: path.to_path_buf(),

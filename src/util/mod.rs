@@ -3,9 +3,10 @@
 //! supervised subprocesses, bounded reads). Nothing here imports another
 //! module of the crate.
 
-pub mod process;
-pub mod io;
-pub mod digest;
 pub mod atomic;
 pub mod diag;
+pub mod digest;
+pub mod host_key;
+pub mod io;
+pub mod process;
 pub mod yaml;

@@ -136,7 +136,7 @@ pub async fn probe(
 }
 
 /// What the user asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccelChoice {
     /// KVM if a probe boot works, else TCG.
     Auto,

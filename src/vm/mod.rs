@@ -3,7 +3,6 @@
 //! cloud-init NoCloud seed (a native ISO 9660 writer).
 
 pub mod accel;
-pub mod img;
 pub mod iso9660;
 pub mod qemu;
 pub mod qmp;

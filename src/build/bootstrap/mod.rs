@@ -27,8 +27,8 @@ use self::sources::SourcesError;
 use super::cache::Cache;
 use super::lock::{FileLock, LockError};
 use super::parent::BootstrapSpec;
-use crate::util::io::ProgressFn;
 use crate::util::io::IoError;
+use crate::util::io::ProgressFn;
 
 /// The builder script (see `vm-fixtures/debian-bootstrap/NOTES.md`).
 pub const SCRIPT: &str = include_str!("debian.sh");

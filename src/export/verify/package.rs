@@ -11,9 +11,9 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::{disk, Report, VerifyError};
-use crate::util::io::IoError;
 use crate::export::ova::{self, ManifestEntry};
 use crate::export::ovf::{self, VMDK_STREAM_FORMAT};
+use crate::util::io::IoError;
 
 /// The largest descriptor or manifest read into memory.
 const MAX_TEXT: u64 = 16 << 20;
