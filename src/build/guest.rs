@@ -215,6 +215,7 @@ impl Guest {
             qmp_socket: spec.socket_dir.join(format!("{name}.qmp")),
             kernel: None,
             exit_on_reboot: false,
+            incoming: None,
         };
         let started = Instant::now();
         let mut vm = Vm::start(spec.qemu, &cfg).await?;

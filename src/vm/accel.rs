@@ -77,6 +77,7 @@ pub fn probe_config(accel: Accel, workdir: &Path) -> Result<VmConfig, VmError> {
         qmp_socket: workdir.join(format!("probe-{}.qmp", accel.name())),
         kernel: None,
         exit_on_reboot: true,
+        incoming: None,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod iso9660;
 pub mod qemu;
 pub mod qmp;
 pub mod seed;
+pub mod snapshot;
 
 /// Errors of the VM layer.
 #[derive(Debug, thiserror::Error)]

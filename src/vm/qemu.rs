@@ -99,6 +99,9 @@ pub struct VmConfig {
     pub kernel: Option<DirectKernel>,
     /// Whether a guest reboot ends QEMU instead (`-no-reboot`).
     pub exit_on_reboot: bool,
+    /// A state file (see [`super::snapshot`]) to start from instead of
+    /// booting; the drives must hold the disks as they were saved.
+    pub incoming: Option<PathBuf>,
 }
 
 /// The QEMU command-line arguments for `cfg`.
@@ -183,6 +186,13 @@ pub fn arguments(cfg: &VmConfig) -> Vec<String> {
     }
     if cfg.exit_on_reboot {
         push(&["-no-reboot"]);
+    }
+    // a new generation id at every start: a restored Linux guest reseeds
+    // its random pool (the device is also in every saved state, so a state
+    // always finds it)
+    push(&["-device", "vmgenid,guid=auto"]);
+    if let Some(state) = &cfg.incoming {
+        push(&["-incoming", &super::snapshot::restore_uri(state)]);
     }
     a
 }
@@ -380,6 +390,7 @@ mod tests {
             qmp_socket: "/d/qmp.sock".into(),
             kernel: None,
             exit_on_reboot: false,
+            incoming: None,
         };
         let a = arguments(&cfg).join(" ");
         assert!(a.contains("-accel tcg -cpu max -smp 2 -m 1024"), "{a}");
