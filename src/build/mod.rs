@@ -10,6 +10,7 @@ pub mod distribute;
 pub mod download;
 pub mod guest;
 pub mod inputs;
+pub mod layers;
 pub mod lock;
 pub mod manifest;
 pub mod parent;
