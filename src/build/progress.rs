@@ -456,7 +456,8 @@ mod tests {
         };
         r.build_start(&facts);
         let stages = StageLog::default();
-        r.stage(&stages, Stage::Parent, "token hunter2").done("done");
+        r.stage(&stages, Stage::Parent, "token hunter2")
+            .done("done");
         facts.outcome = Some("failure");
         facts.failure = Some("boom".into());
         r.build_finished(&facts);
