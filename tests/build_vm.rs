@@ -437,7 +437,7 @@ async fn boot_export(
 ) -> Result<(), String> {
     use kiln::build::guest::{Guest, GuestSpec};
     let overlay = work.join(format!("{format}.qcow2"));
-    kiln::vm::img::create_overlay(disk, format, &overlay, None)
+    kiln::disk::img::create_overlay(disk, format, &overlay, None)
         .await
         .map_err(|e| e.to_string())?;
     let guest = Guest::boot(GuestSpec {

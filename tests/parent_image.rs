@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kiln::build::cache::Cache;
 use kiln::build::parent::{resolve, ParentError, ParentImage};
-use kiln::vm::img::{self, ConvertOptions, Format};
+use kiln::disk::img::{self, ConvertOptions, Format};
 use support::http::{HttpServer, Reply};
 
 /// File, URL and bootstrap parents never read the image catalog.
@@ -154,7 +154,7 @@ async fn a_url_with_the_wrong_digest_leaves_nothing() {
         .await
         .unwrap_err()
         .to_string();
-    let actual = kiln::build::digest::sha256_hex(b"not the image you want");
+    let actual = kiln::util::digest::sha256_hex(b"not the image you want");
     assert!(e.contains(&expected) && e.contains(&actual), "{e}");
     let left: Vec<_> = std::fs::read_dir(cache.downloads()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");

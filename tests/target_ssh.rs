@@ -148,6 +148,7 @@ async fn boot(dir: &Path) -> Guest {
         qmp_socket: dir.join("qmp.sock"),
         kernel: None,
         exit_on_reboot: false,
+        incoming: None,
     };
     let vm = Vm::start(QEMU, &vm_cfg).await.unwrap();
     let mut cfg = SshConfig::localhost(port, "kiln", client, host.public_key().clone());

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln::vm::img::{self, Compression, ConvertOptions, Format, ImgError};
+use kiln::disk::img::{self, Compression, ConvertOptions, Format, ImgError};
 
 const MIB: u64 = 1 << 20;
 

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use aws_sdk_ec2::types::{DiskImageFormat, ExportTaskS3LocationRequest};
 
-use super::import::DiskFormat;
 use super::poll::{self, parse_progress, PollOptions, TaskStatus};
 use super::{sdk_message, AwsError};
-use crate::export::publish::PendingFile;
-use crate::vm::img;
+use crate::ami::DiskFormat;
+use crate::disk::img;
+use crate::util::atomic::PendingFile;
 
 /// What to export.
 #[derive(Clone, Debug)]

@@ -66,7 +66,7 @@ pub enum AwsError {
     Unexpected(String),
     /// A `qemu-img` step failed.
     #[error(transparent)]
-    Img(#[from] crate::vm::img::ImgError),
+    Img(#[from] crate::disk::img::ImgError),
     /// Pre-flight found problems VM Import would fail on.
     #[error("pre-flight found {} problem(s) VM Import would fail on (--skip-preflight to import anyway):{}", .0.len(), preflight_list(.0))]
     Preflight(Vec<preflight::Finding>),
@@ -118,8 +118,14 @@ where
     aws_sdk_ec2::error::DisplayErrorContext(err).to_string()
 }
 
-impl From<crate::build::IoError> for AwsError {
-    fn from(e: crate::build::IoError) -> Self {
+impl From<crate::ami::InvalidSetting> for AwsError {
+    fn from(e: crate::ami::InvalidSetting) -> Self {
+        AwsError::Invalid(e.0)
+    }
+}
+
+impl From<crate::util::io::IoError> for AwsError {
+    fn from(e: crate::util::io::IoError) -> Self {
         AwsError::Io {
             what: e.what,
             path: e.path,

@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 
 use std::collections::BTreeSet;
 
-use super::import::BootMode;
 use super::initramfs::{self, Compression};
 use super::AwsError;
-use crate::vm::img::{self, ConvertOptions, Format};
+use crate::ami::BootMode;
+use crate::disk::img::{self, ConvertOptions, Format};
 
 const SECTOR: u64 = 512;
 const TIB: u64 = 1 << 40;

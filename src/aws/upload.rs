@@ -135,7 +135,7 @@ fn read_state(path: &Path) -> Option<UploadState> {
 
 /// Writes the state file atomically (temp name, fsync, rename).
 fn write_state(path: &Path, state: &UploadState) -> Result<(), AwsError> {
-    let dir = crate::export::publish::parent_dir(path);
+    let dir = crate::util::atomic::parent_dir(path);
     std::fs::create_dir_all(dir).map_err(io("create the folder", dir))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io("create a temp file in", dir))?;
     serde_json::to_writer(&mut tmp, state).map_err(|e| AwsError::Io {

@@ -2,17 +2,12 @@
 //! the file's identity and change stamps, so a large parent image is hashed
 //! once, not at every build.
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::cache::Cache;
-use crate::build::IoError;
-
-/// Read size while hashing.
-const CHUNK: usize = 1 << 20;
+use crate::util::digest::{sha256_file, sha256_hex};
+use crate::util::io::IoError;
 
 /// Errors of digesting a file.
 #[derive(Debug, thiserror::Error)]
@@ -20,48 +15,6 @@ pub enum DigestError {
     /// A file could not be handled.
     #[error(transparent)]
     Io(#[from] IoError),
-}
-
-/// Hex SHA-256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Hex SHA-256 of a file's bytes, read in 1 MiB chunks on a blocking thread.
-pub async fn sha256_file(path: &Path) -> Result<String, DigestError> {
-    let owned = path.to_path_buf();
-    let hashed = tokio::task::spawn_blocking(move || -> Result<String, IoError> {
-        let path = owned.as_path();
-        let mut f = std::fs::File::open(path).map_err(IoError::at("open", path))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = f.read(&mut buf).map_err(IoError::at("read", path))?;
-            if n == 0 {
-                return Ok(hex::encode(hasher.finalize()));
-            }
-            hasher.update(&buf[..n]);
-        }
-    })
-    .await
-    .map_err(|e| IoError::at("hash", path)(std::io::Error::other(e)))?;
-    Ok(hashed?)
-}
-
-/// The recipe digest of the recipe (or pipeline) file at `path`, which
-/// never covers a secret ([`crate::recipe::digest::sha256`]), read on a
-/// blocking thread.
-pub async fn recipe_sha256(path: &Path) -> Result<String, DigestError> {
-    let owned = path.to_path_buf();
-    let digested = tokio::task::spawn_blocking(move || -> Result<String, IoError> {
-        let bytes = std::fs::read(&owned).map_err(IoError::at("read", &owned))?;
-        Ok(crate::recipe::digest::sha256(&String::from_utf8_lossy(
-            &bytes,
-        )))
-    })
-    .await
-    .map_err(|e| IoError::at("read", path)(std::io::Error::other(e)))?;
-    Ok(digested?)
 }
 
 /// What identifies one version of a file: any write, truncation, rename over
@@ -125,23 +78,9 @@ pub async fn cached_sha256(cache: &Cache, path: &Path) -> Result<String, DigestE
         std::fs::create_dir_all(&dir).map_err(IoError::at("create", &dir))?;
         let json = serde_json::to_vec_pretty(&record)
             .map_err(|e| IoError::at("encode the digest record of", &path)(e.into()))?;
-        write_atomic(&record_path, &json)?;
+        crate::util::atomic::write_file(&record_path, &json)?;
     }
     Ok(sha256)
-}
-
-/// Writes a small file under a temporary name in its folder, then renames it.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DigestError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(IoError::at("create a file in", dir))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(IoError::at("write", tmp.path()))?;
-    tmp.persist(path)
-        .map_err(|e| IoError::at("rename into", path)(e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]

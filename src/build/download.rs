@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::cache::Cache;
-use super::Progress;
-use crate::build::IoError;
+use crate::util::io::IoError;
+use crate::util::io::ProgressFn;
 
 /// How often download progress is reported at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -108,7 +108,7 @@ pub async fn fetch(
     url: &str,
     sha256: &str,
     cache: &Cache,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Downloaded, DownloadError> {
     let sha256 = normalize_digest(sha256)?;
     let dir = cache.downloads();

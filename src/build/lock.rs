@@ -23,7 +23,7 @@ pub struct LockError {
     source: std::io::Error,
 }
 
-/// A held exclusive lock; dropping it releases it.
+/// A held lock (exclusive or shared); dropping it releases it.
 #[derive(Debug)]
 pub struct FileLock {
     file: std::fs::File,
@@ -33,6 +33,16 @@ pub struct FileLock {
 impl FileLock {
     /// Takes the lock if nobody holds it (creating the file if needed).
     pub fn try_exclusive(path: &Path) -> Result<Option<FileLock>, LockError> {
+        FileLock::try_lock(path, libc::LOCK_EX)
+    }
+
+    /// Takes a shared lock (many holders at once) unless someone holds the
+    /// lock exclusively (creating the file if needed).
+    pub fn try_shared(path: &Path) -> Result<Option<FileLock>, LockError> {
+        FileLock::try_lock(path, libc::LOCK_SH)
+    }
+
+    fn try_lock(path: &Path, operation: libc::c_int) -> Result<Option<FileLock>, LockError> {
         let err = |what| {
             move |source| LockError {
                 what,
@@ -48,7 +58,7 @@ impl FileLock {
             .map_err(err("open"))?;
         loop {
             // SAFETY: flock(2) on a descriptor this function owns.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            if unsafe { libc::flock(file.as_raw_fd(), operation | libc::LOCK_NB) } == 0 {
                 return Ok(Some(FileLock {
                     file,
                     path: path.to_path_buf(),

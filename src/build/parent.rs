@@ -7,8 +7,8 @@ use super::bootstrap::{self, BootstrapError};
 use super::cache::Cache;
 use super::digest::{self, DigestError};
 use super::download::{self, DownloadError};
-use super::Progress;
-use crate::vm::img::{self, Format, ImgError};
+use crate::disk::img::{self, Format, ImgError};
+use crate::util::io::ProgressFn;
 
 pub use crate::recipe::{BootstrapSpec, ParentImage};
 
@@ -62,7 +62,7 @@ pub async fn resolve(
     parent: &ParentImage,
     cache: &Cache,
     catalog: &std::path::Path,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<ResolvedParent, ParentError> {
     let mut mirror_index_sha256 = None;
     let (path, sha256, origin) = match parent {

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::IoError;
+use crate::util::io::IoError;
 
 /// Errors of the build's files.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +153,7 @@ impl Workspace {
         }
         std::fs::rename(&self.stage, &self.destination)
             .map_err(IoError::at("cannot publish", &self.destination))?;
-        sync_dir(&parent)?;
+        crate::util::atomic::sync_dir(&parent)?;
         self.finished = true;
         let _ = std::fs::remove_dir_all(&self.root);
         remove_if_empty(self.root.parent());
@@ -211,13 +211,6 @@ fn remove_if_empty(dir: Option<&Path>) {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), WorkspaceError> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(IoError::at("cannot sync", dir))?;
-    Ok(())
-}
-
 /// fsyncs every file and folder under `dir`, and `dir` itself.
 pub fn sync_tree(dir: &Path) -> Result<(), WorkspaceError> {
     for e in std::fs::read_dir(dir).map_err(IoError::at("cannot read", dir))? {
@@ -232,7 +225,7 @@ pub fn sync_tree(dir: &Path) -> Result<(), WorkspaceError> {
                 .map_err(IoError::at("cannot sync", &path))?;
         }
     }
-    sync_dir(dir)
+    Ok(crate::util::atomic::sync_dir(dir)?)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 pub mod ami;
 pub mod build;
+pub mod cache;
 pub mod export;
 pub mod host;
 pub mod images;
@@ -9,6 +10,7 @@ pub mod pipeline;
 pub mod serve;
 pub mod toe;
 pub mod validate;
+mod values;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +50,9 @@ pub enum Command {
     Ami(ami::AmiCommand),
     /// Build a tested golden image from a recipe in local QEMU VMs and publish it to OUTPUT/<name>/<version>/.
     Build(Box<build::BuildArgs>),
+    /// The saved build VMs (booted parents, component layers): list them, prune them.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Write an image as VMDK, VHDX, VHD, raw, qcow2, GCE tar.gz, OVF or OVA, checked, published atomically.
     Export(export::ExportArgs),
     /// The image catalog: list, show, delete, deprecate and keep built images.
@@ -136,6 +141,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             match cli.command {
                 Command::Ami(cmd) => ami::run(cmd).await,
                 Command::Build(args) => build::run(*args).await,
+                Command::Cache(cmd) => cache::run(cmd),
                 Command::Export(args) => export::run(args).await,
                 Command::Images(args) => images::run(args),
                 Command::Pipeline(cmd) => pipeline::run(cmd).await,

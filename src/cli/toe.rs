@@ -11,12 +11,12 @@ use crate::target::local::LocalTarget;
 use crate::toe::actions::spec::OsPlatform;
 use crate::toe::actions::transfer::Clients;
 use crate::toe::console::{Console, Redactor};
-use crate::toe::diag::Diagnostic;
 use crate::toe::load::{self, LoadError, LoadedDocument};
 use crate::toe::logs;
 use crate::toe::report::Status;
 use crate::toe::runner::{resolve_parameters, DocumentRun, Engine, Outcome, Progress};
 use crate::toe::state::SavedRun;
+use crate::util::diag::Diagnostic;
 
 /// `kiln toe` subcommands.
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,6 @@ pub mod format;
 pub mod gce;
 pub mod ova;
 pub mod ovf;
-pub mod publish;
 pub mod source;
 pub mod verify;
 pub mod vhd;

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use super::cancel::Cancel;
 use super::format::ExportFormat;
 use super::ovf::{self, DiskFile};
-use super::publish::PendingFile;
 use super::vmdk;
 use super::write::{ExportError, ExportJob};
-use crate::build::digest::{self, sha256_hex};
-use crate::build::{IoError, Progress};
-use crate::vm::img;
+use crate::disk::img;
+use crate::util::atomic::PendingFile;
+use crate::util::digest::{self, sha256_hex};
+use crate::util::io::{IoError, ProgressFn};
 
 /// The names of a package's members for an image called `base`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,10 +206,10 @@ fn write_ova(
 pub async fn export(
     job: &ExportJob<'_>,
     cancel: &Cancel,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Vec<PathBuf>, ExportError> {
     let main = job.dir.join(job.file_name);
-    let dir = super::publish::parent_dir(&main).to_path_buf();
+    let dir = crate::util::atomic::parent_dir(&main).to_path_buf();
     let main_name = main
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -251,7 +251,7 @@ pub async fn package(
     main: &Path,
     disk: &Path,
     cancel: &Cancel,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<(), ExportError> {
     let info = img::info(disk)
         .await
@@ -278,13 +278,11 @@ pub async fn package(
     )
     .map_err(|e| ExportError::Settings(e.to_string()))?;
     progress("hashing the disk for the manifest");
-    let disk_sha = digest::sha256_file(disk).await.map_err(|e| match e {
-        digest::DigestError::Io(io) => ExportError::Io(io),
-    })?;
+    let disk_sha = digest::sha256_file(disk).await.map_err(ExportError::Io)?;
     let ovf_sha = sha256_hex(descriptor.as_bytes());
     let mf = manifest(&[(&m.ovf, &ovf_sha), (&m.disk, &disk_sha)]);
     cancel.check()?;
-    let dir = super::publish::parent_dir(main);
+    let dir = crate::util::atomic::parent_dir(main);
     match job.format {
         ExportFormat::Ovf => {
             write_file(&dir.join(&m.mf), mf.as_bytes())?;

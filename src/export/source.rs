@@ -29,9 +29,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cancel::{Cancel, Cancelled};
-use crate::build::Progress;
-use crate::process::{supervise, GroupGuard};
-use crate::vm::img::{self, Format, ImgError};
+use crate::disk::img::{self, Format, ImgError};
+use crate::util::io::ProgressFn;
+use crate::util::process::{supervise, GroupGuard};
 
 /// How long qemu-nbd may take to open the image and listen.
 const NBD_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -821,7 +821,7 @@ pub async fn run_blocking<T: Send + 'static>(
     what: &str,
     total: u64,
     cancel: &Cancel,
-    progress: Option<Progress<'_>>,
+    progress: Option<ProgressFn<'_>>,
 ) -> T {
     /// Cancels unless the work finished.
     struct StopUnlessDone<'a>(&'a Cancel, bool);

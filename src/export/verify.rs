@@ -10,8 +10,8 @@ use super::vhd;
 
 /// Checks of OVF packages, OVAs and GCE tarballs.
 pub mod package;
-use crate::build::IoError;
-use crate::vm::img::{self, Format, ImgError};
+use crate::disk::img::{self, Format, ImgError};
+use crate::util::io::IoError;
 
 /// What a check found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]

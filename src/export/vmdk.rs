@@ -17,7 +17,7 @@ use libdeflater::{CompressionLvl, Compressor};
 use super::cancel::{Cancel, Cancelled};
 use super::source::{self, BlockPlan, Source, SourceError};
 use super::write::{ExportError, ExportJob};
-use crate::build::Progress;
+use crate::util::io::ProgressFn;
 
 /// Bytes per sector.
 pub const SECTOR: u64 = 512;
@@ -399,7 +399,7 @@ pub async fn write_with(
     dest: &Path,
     options: VmdkOptions,
     cancel: &Cancel,
-    progress: Option<Progress<'_>>,
+    progress: Option<ProgressFn<'_>>,
 ) -> Result<VmdkStats, VmdkError> {
     cancel.check()?;
     let level = CompressionLvl::new(options.level).map_err(|_| VmdkError::Level(options.level))?;
@@ -611,7 +611,7 @@ pub fn scan(mut r: impl Read) -> Result<Layout, VmdkError> {
 pub async fn export(
     job: &ExportJob<'_>,
     cancel: &Cancel,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Vec<PathBuf>, ExportError> {
     write_with(
         job.source,

@@ -10,8 +10,8 @@ use super::format::ExportFormat;
 use super::ovf::VmSettings;
 use super::verify::{self, Report, VerifyError};
 use super::{disk, gce, ova, vmdk};
-use crate::build::{IoError, Progress};
-use crate::vm::img::{self, ImgError};
+use crate::disk::img::{self, ImgError};
+use crate::util::io::{IoError, ProgressFn};
 
 /// What to export, and where.
 #[derive(Clone, Debug)]
@@ -164,7 +164,7 @@ pub async fn check_source(source: &Path) -> Result<Report, ExportError> {
 pub async fn export(
     job: &ExportJob<'_>,
     cancel: &Cancel,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Exported, ExportError> {
     let source = check_source(job.source).await?;
     let virtual_size = source.virtual_size.unwrap_or(0);

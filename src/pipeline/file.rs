@@ -9,13 +9,13 @@ use sha2::{Digest, Sha256};
 
 use super::retention::RetentionPolicy;
 use super::schedule::{parse_time_zone, Schedule};
-use crate::aws::flow::AmiSpec;
+use crate::ami::AmiSpec;
 use crate::export::format::ExportFormat;
 use crate::recipe::fields::{optional, Field, Keys, Obj};
 use crate::recipe::parent::is_http_url;
 use crate::recipe::{BuildSettings, Recipe};
-use crate::toe::diag::{record_yaml_issues, Diagnostic, Diagnostics};
-use crate::toe::yaml::{self, YamlIssueKind};
+use crate::util::diag::{record_yaml_issues, Diagnostic, Diagnostics};
+use crate::util::yaml::{self, YamlIssueKind};
 
 const KEYS: &[&str] = &[
     "name",

@@ -7,7 +7,6 @@
 //! notifications, retention).
 
 pub mod copies;
-pub mod digest;
 pub mod file;
 pub mod notify;
 pub mod retention;

@@ -15,16 +15,19 @@
 //!
 //! A redacted form rather than a keyed hash: it is the same on every host,
 //! like the inputs digest, which leaves secret parameter values out too
-//! ([`crate::pipeline::digest::ParameterInput::Secret`]); so changing only a
+//! ([`crate::build::inputs::ParameterInput::Secret`]); so changing only a
 //! secret changes neither (an `ifChanged` pipeline does not rebuild for a
 //! rotated password), while any other change to the recipe does. Comments
 //! and layout are not part of the redacted form.
 
+use std::path::Path;
+
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::toe::yaml::{self, Node, ScalarStyle};
+use crate::util::io::IoError;
 use crate::util::redact;
+use crate::util::yaml::{self, Node, ScalarStyle};
 
 /// The redacted form's version, hashed first.
 pub const REDACTED_DIGEST_VERSION: &str = "kiln-recipe-redacted-v1";
@@ -49,6 +52,18 @@ pub fn sha256(text: &str) -> String {
     h.update(b"\n");
     h.update(tree.to_string().as_bytes());
     hex::encode(h.finalize())
+}
+
+/// The recipe digest ([`sha256`]) of the recipe (or pipeline) file at
+/// `path`, read on a blocking thread.
+pub async fn sha256_file(path: &Path) -> Result<String, IoError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<String, IoError> {
+        let bytes = std::fs::read(&owned).map_err(IoError::at("read", &owned))?;
+        Ok(sha256(&String::from_utf8_lossy(&bytes)))
+    })
+    .await
+    .map_err(|e| IoError::at("read", path)(std::io::Error::other(e)))?
 }
 
 fn plain(text: &str) -> String {

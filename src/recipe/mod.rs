@@ -16,13 +16,13 @@ pub mod version;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    BootstrapSpec, BuildSettings, ComponentRef, ComponentSource, Distribution, ParentImage, Recipe,
-    RecipeForm, RecipeParameter, ResolvedComponent, Timeouts,
+    Accelerator, BootstrapSpec, BuildSettings, ComponentRef, ComponentSource, Distribution,
+    ParentImage, Recipe, RecipeForm, RecipeParameter, ResolvedComponent, Timeouts,
 };
 pub use resolve::resolve_components;
 pub use version::{Version, VersionError, VersionFilter, VersionFilterError};
 
-use crate::toe::diag::Diagnostic;
+use crate::util::diag::Diagnostic;
 
 /// Why a recipe could not be loaded.
 #[derive(Debug, thiserror::Error)]

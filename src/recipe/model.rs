@@ -8,8 +8,7 @@ use std::path::PathBuf;
 pub use super::distribution::Distribution;
 use super::version::Version;
 use crate::toe::load::LoadedDocument;
-use crate::toe::yaml::Pos;
-use crate::vm::accel::AccelChoice;
+use crate::util::yaml::Pos;
 
 /// The working directory when a recipe gives none (as in Image Builder).
 pub const DEFAULT_WORKING_DIRECTORY: &str = "/tmp";
@@ -204,9 +203,20 @@ pub struct BuildSettings {
     /// Memory of the build and test VMs, in MiB.
     pub memory_mib: Option<u32>,
     /// Which accelerator to use.
-    pub accelerator: Option<AccelChoice>,
+    pub accelerator: Option<Accelerator>,
     /// Stage timeouts.
     pub timeouts: Timeouts,
+}
+
+/// The accelerator a recipe asks for (`build.accelerator`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accelerator {
+    /// KVM when a probe boot works, else TCG.
+    Auto,
+    /// KVM, or fail.
+    Kvm,
+    /// TCG (software emulation).
+    Tcg,
 }
 
 /// Stage timeouts in seconds; `None` means kiln's default.

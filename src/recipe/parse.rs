@@ -12,14 +12,13 @@ use super::component_ref;
 use super::distribution::{self, Distribution};
 use super::fields::{optional, Field, Keys, Obj};
 use super::model::{
-    BuildSettings, ComponentRef, ParentImage, Recipe, RecipeForm, RecipeParameter, Timeouts,
-    DEFAULT_WORKING_DIRECTORY,
+    Accelerator, BuildSettings, ComponentRef, ParentImage, Recipe, RecipeForm, RecipeParameter,
+    Timeouts, DEFAULT_WORKING_DIRECTORY,
 };
 use super::parent;
 use super::version::{Version, MAX_VERSION_PART};
-use crate::toe::diag::{record_yaml_issues, Diagnostics};
-use crate::toe::yaml::{self, Pos, YamlIssueKind};
-use crate::vm::accel::AccelChoice;
+use crate::util::diag::{record_yaml_issues, Diagnostics};
+use crate::util::yaml::{self, Pos, YamlIssueKind};
 
 const KILN_KEYS: &[&str] = &[
     "name",
@@ -502,9 +501,9 @@ impl Reader<'_> {
         let accelerator = obj.get("accelerator").map(|f| {
             f.one_of(d, ACCELERATORS, "accelerator", "the accelerator")
                 .map(|a| match a {
-                    "kvm" => AccelChoice::Kvm,
-                    "tcg" => AccelChoice::Tcg,
-                    _ => AccelChoice::Auto,
+                    "kvm" => Accelerator::Kvm,
+                    "tcg" => Accelerator::Tcg,
+                    _ => Accelerator::Auto,
                 })
         });
         let timeouts = match obj.get("timeouts") {

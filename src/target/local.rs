@@ -12,7 +12,7 @@ use super::{
     DirEntry, ExecOutput, ExecRequest, FileKind, FileStat, OutputSink, RebootOutcome, Result,
     Stream, Target, TargetError,
 };
-use crate::process::GroupGuard;
+use crate::util::process::GroupGuard;
 
 /// Runs actions on this host.
 #[derive(Clone, Debug, Default)]

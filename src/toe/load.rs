@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::actions::spec::OsPlatform;
 use super::builtin;
-use super::diag::{Diagnostic, Diagnostics};
 use super::document::{self, Document};
+use crate::util::diag::{Diagnostic, Diagnostics};
 
 /// ExecuteDocument may nest this many levels below the top document.
 pub const MAX_DOCUMENT_DEPTH: usize = 3;

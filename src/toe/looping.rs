@@ -1,7 +1,7 @@
 //! Step loops: `for` ranges, `forEach` lists and delimited strings.
 
-use super::diag::{did_you_mean, Diagnostics};
-use super::yaml::{Node, Pos};
+use crate::util::diag::{did_you_mean, Diagnostics};
+use crate::util::yaml::{Node, Pos};
 
 /// Delimiters a `forEach.list` may be split on.
 pub const DELIMITERS: &[char] = &['.', ',', ';', ':', '\n', '\t', ' ', '-', '_'];

@@ -3,4 +3,11 @@
 //! supervised subprocesses, bounded reads). Nothing here imports another
 //! module of the crate.
 
+pub mod atomic;
+pub mod diag;
+pub mod digest;
+pub mod host_key;
+pub mod io;
+pub mod process;
 pub mod redact;
+pub mod yaml;

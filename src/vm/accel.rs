@@ -77,6 +77,7 @@ pub fn probe_config(accel: Accel, workdir: &Path) -> Result<VmConfig, VmError> {
         qmp_socket: workdir.join(format!("probe-{}.qmp", accel.name())),
         kernel: None,
         exit_on_reboot: true,
+        incoming: None,
     })
 }
 
@@ -136,7 +137,7 @@ pub async fn probe(
 }
 
 /// What the user asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccelChoice {
     /// KVM if a probe boot works, else TCG.
     Auto,

@@ -99,6 +99,9 @@ pub struct VmConfig {
     pub kernel: Option<DirectKernel>,
     /// Whether a guest reboot ends QEMU instead (`-no-reboot`).
     pub exit_on_reboot: bool,
+    /// A state file (see [`super::snapshot`]) to start from instead of
+    /// booting; the drives must hold the disks as they were saved.
+    pub incoming: Option<PathBuf>,
 }
 
 /// The QEMU command-line arguments for `cfg`.
@@ -184,6 +187,13 @@ pub fn arguments(cfg: &VmConfig) -> Vec<String> {
     if cfg.exit_on_reboot {
         push(&["-no-reboot"]);
     }
+    // a new generation id at every start: a restored Linux guest reseeds
+    // its random pool (the device is also in every saved state, so a state
+    // always finds it)
+    push(&["-device", "vmgenid,guid=auto"]);
+    if let Some(state) = &cfg.incoming {
+        push(&["-incoming", &super::snapshot::restore_uri(state)]);
+    }
     a
 }
 
@@ -228,7 +238,7 @@ impl Vm {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        crate::process::supervise(&mut cmd, libc::SIGKILL);
+        crate::util::process::supervise(&mut cmd, libc::SIGKILL);
         let mut child = cmd.spawn().map_err(|source| VmError::Spawn {
             binary: binary.to_string(),
             source,
@@ -333,7 +343,7 @@ impl Vm {
 
     /// Kills QEMU's whole process group and reaps it.
     pub async fn kill(&mut self) {
-        crate::process::signal_group(self.pid, libc::SIGKILL);
+        crate::util::process::signal_group(self.pid, libc::SIGKILL);
         let _ = self.child.wait().await;
     }
 
@@ -346,7 +356,7 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            crate::process::signal_group(self.pid, libc::SIGKILL);
+            crate::util::process::signal_group(self.pid, libc::SIGKILL);
         }
     }
 }
@@ -380,6 +390,7 @@ mod tests {
             qmp_socket: "/d/qmp.sock".into(),
             kernel: None,
             exit_on_reboot: false,
+            incoming: None,
         };
         let a = arguments(&cfg).join(" ");
         assert!(a.contains("-accel tcg -cpu max -smp 2 -m 1024"), "{a}");

@@ -11,9 +11,9 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::{disk, Report, VerifyError};
-use crate::build::IoError;
 use crate::export::ova::{self, ManifestEntry};
 use crate::export::ovf::{self, VMDK_STREAM_FORMAT};
+use crate::util::io::IoError;
 
 /// The largest descriptor or manifest read into memory.
 const MAX_TEXT: u64 = 16 << 20;
@@ -241,7 +241,7 @@ fn read_text(r: impl Read, name: &str) -> Result<String, String> {
 /// and each disk with `qemu-img`.
 pub async fn ovf(path: &Path) -> Result<Report, VerifyError> {
     let mut report = Report::new(path, "ovf");
-    let dir = crate::export::publish::parent_dir(path).to_path_buf();
+    let dir = crate::util::atomic::parent_dir(path).to_path_buf();
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -369,7 +369,7 @@ async fn run(args: &[OsString], ok_codes: &[i32]) -> Result<Output, ImgError> {
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     // dies with kiln, even when kiln is killed
-    crate::process::supervise(&mut cmd, libc::SIGKILL);
+    crate::util::process::supervise(&mut cmd, libc::SIGKILL);
     let out = cmd.output().await.map_err(|source| ImgError::Spawn {
         command: command_line(args),
         source,
