@@ -280,6 +280,8 @@ pub async fn prepare(req: &AmiImport) -> Result<(PathBuf, bool), AwsError> {
         source,
     })?;
     let source_format = img::detect_format(&req.image)?;
+    // nothing below may read a backing file or an extent elsewhere
+    let info = img::info_untrusted(&req.image).await?;
     if req.format == DiskFormat::Raw && source_format == Format::Raw {
         return Ok((req.image.clone(), false));
     }
@@ -304,7 +306,6 @@ pub async fn prepare(req: &AmiImport) -> Result<(PathBuf, bool), AwsError> {
             .await?
         }
         DiskFormat::Vhd => {
-            let info = img::info(&req.image).await?;
             let opts = crate::export::disk::convert_options(
                 crate::export::format::ExportFormat::Vhd,
                 info.virtual_size,

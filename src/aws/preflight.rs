@@ -807,8 +807,10 @@ async fn gather_raw(disk: &Path, virtual_size: u64) -> Result<DiskFacts, AwsErro
 /// place, others converted to a sparse raw file in a temporary folder
 /// (inside `work_dir`), removed afterwards.
 pub async fn gather(image: &Path, work_dir: &Path) -> Result<DiskFacts, AwsError> {
-    let info = img::info(image).await?;
-    if img::detect_format(image)? == Format::Raw {
+    // refused before anything reads a backing file or an extent elsewhere
+    let info = img::info_untrusted(image).await?;
+    let format = img::detect_format(image)?;
+    if format == Format::Raw {
         return gather_raw(image, info.virtual_size).await;
     }
     std::fs::create_dir_all(work_dir).map_err(|source| AwsError::Io {
@@ -825,7 +827,13 @@ pub async fn gather(image: &Path, work_dir: &Path) -> Result<DiskFacts, AwsError
             source,
         })?;
     let raw: PathBuf = tmp.path().join("disk.raw");
-    img::convert(image, None, &raw, &ConvertOptions::to(Format::Raw)).await?;
+    img::convert(
+        image,
+        Some(format.qemu_name()),
+        &raw,
+        &ConvertOptions::to(Format::Raw),
+    )
+    .await?;
     gather_raw(&raw, info.virtual_size).await
 }
 

@@ -138,12 +138,27 @@ pub async fn check_source(source: &Path) -> Result<Report, ExportError> {
             )],
         });
     }
-    let report = verify::disk(source)
-        .await
-        .map_err(|e| ExportError::Verify {
-            what: format!("the source {}", source.display()),
-            source: e,
-        })?;
+    let report = match verify::disk(source).await {
+        Ok(r) => r,
+        // an image that reads other host files is the input's fault
+        Err(VerifyError::Img(e)) if e.is_invalid_input() => {
+            return Err(ExportError::Source {
+                path: source.to_path_buf(),
+                problems: vec![match e {
+                    ImgError::Refused { reason, .. } => {
+                        format!("refused: {reason} (kiln reads only self-contained images)")
+                    }
+                    other => other.to_string(),
+                }],
+            })
+        }
+        Err(e) => {
+            return Err(ExportError::Verify {
+                what: format!("the source {}", source.display()),
+                source: e,
+            })
+        }
+    };
     if !report.is_ok() {
         return Err(ExportError::Source {
             path: source.to_path_buf(),
