@@ -54,6 +54,7 @@ pub async fn distribute(
             threads: None,
             // recipes carry no machine settings yet: OVF/OVA get the defaults
             machine: VmSettings::default(),
+            source_format: None,
         };
         let exported = write::export(&job, &cancel, progress).await?;
         progress(&format!(
