@@ -118,13 +118,22 @@ pub fn parse_table(head: &[u8]) -> Table {
     if h.len() < 92 || &h[0..8] != b"EFI PART" {
         return Table::Gpt(Vec::new());
     }
-    let entries_lba = le64(h, 72);
     let count = le32(h, 80) as usize;
     let esize = le32(h, 84) as usize;
+    // the header's numbers are the image's: checked, never trusted
+    let Some(base) = le64(h, 72)
+        .checked_mul(SECTOR)
+        .and_then(|b| usize::try_from(b).ok())
+    else {
+        return Table::Gpt(Vec::new());
+    };
     let mut out = Vec::new();
     for i in 0..count.min(256) {
-        let at = (entries_lba * SECTOR) as usize + i * esize;
-        let Some(e) = head.get(at..at + 128) else {
+        let Some(e) = i
+            .checked_mul(esize)
+            .and_then(|o| o.checked_add(base))
+            .and_then(|at| head.get(at..at.checked_add(128)?))
+        else {
             break;
         };
         if e[..16].iter().all(|&b| b == 0) {
@@ -133,8 +142,11 @@ pub fn parse_table(head: &[u8]) -> Table {
         let first = le64(e, 32);
         let last = le64(e, 40);
         out.push(Partition {
-            offset: first * SECTOR,
-            size: (last + 1).saturating_sub(first) * SECTOR,
+            offset: first.saturating_mul(SECTOR),
+            size: last
+                .saturating_add(1)
+                .saturating_sub(first)
+                .saturating_mul(SECTOR),
             kind: guid(&e[..16]),
         });
     }
@@ -1075,6 +1087,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(parse_table(&[0u8; 512]), Table::None);
+        // hostile numbers: no overflow, no panic
+        let mut h = d.clone();
+        h[1024 + 32..1024 + 40].copy_from_slice(&u64::MAX.to_le_bytes());
+        h[1024 + 40..1024 + 48].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(parse_table(&h), Table::Gpt(p) if p[0].offset == u64::MAX));
+        h[512 + 72..512 + 80].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(parse_table(&h), Table::Gpt(Vec::new()));
+        h[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        h[512 + 84..512 + 88].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(parse_table(&h), Table::Gpt(_)));
     }
 
     #[test]
