@@ -552,20 +552,48 @@ pub fn check(f: &DiskFacts, boot_mode: BootMode) -> Vec<Finding> {
     out
 }
 
-/// Runs `debugfs -R CMD` on the ext filesystem at `offset` of `disk`.
+/// The most bytes of a file read out of a guest filesystem with
+/// `debugfs cat` (fstab, os-release, modules.dep, network files).
+const MAX_GUEST_FILE: u64 = 16 << 20;
+/// How long one `debugfs` request may take.
+const DEBUGFS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `debugfs -R CMD` on the ext filesystem at `offset` of `disk`;
+/// `None` when it fails, finds nothing, prints more than
+/// [`MAX_GUEST_FILE`] bytes or takes longer than [`DEBUGFS_TIMEOUT`] (the
+/// filesystem is the guest's: bounded in size and time).
 async fn debugfs(disk: &Path, offset: u64, cmd: &str) -> Option<String> {
-    let out = tokio::process::Command::new("debugfs")
+    use tokio::io::AsyncReadExt;
+    let mut cmd_line = tokio::process::Command::new("debugfs");
+    cmd_line
         .arg("-R")
         .arg(cmd)
         .arg(format!("{}?offset={offset}", disk.display()))
-        .output()
-        .await
-        .ok()?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() || err.contains("File not found") || err.contains("Bad magic") {
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    crate::process::supervise(&mut cmd_line, libc::SIGKILL);
+    let mut child = cmd_line.spawn().ok()?;
+    let (stdout, stderr) = (child.stdout.take()?, child.stderr.take()?);
+    let run = async {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (mut stdout, mut stderr) = (stdout.take(MAX_GUEST_FILE + 1), stderr.take(1 << 20));
+        let (o, e) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        o.ok()?;
+        e.ok()?;
+        if out.len() as u64 > MAX_GUEST_FILE {
+            return None;
+        }
+        let status = child.wait().await.ok()?;
+        Some((status, out, err))
+    };
+    let (status, out, err) = tokio::time::timeout(DEBUGFS_TIMEOUT, run).await.ok()??;
+    let err = String::from_utf8_lossy(&err);
+    if !status.success() || err.contains("File not found") || err.contains("Bad magic") {
         return None;
     }
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 async fn cat(disk: &Path, offset: u64, path: &str) -> Option<String> {
@@ -694,7 +722,10 @@ fn is_ext(disk: &Path, offset: u64) -> bool {
     let mut b = [0u8; 2];
     std::fs::File::open(disk)
         .and_then(|mut f| {
-            f.seek(SeekFrom::Start(offset + 1024 + 56))?;
+            let at = offset
+                .checked_add(1024 + 56)
+                .ok_or_else(|| std::io::Error::other("beyond any file"))?;
+            f.seek(SeekFrom::Start(at))?;
             f.read_exact(&mut b)
         })
         .is_ok()
@@ -1047,6 +1078,30 @@ mod tests {
         assert_eq!(got.iter().filter(|x| x.check == "fstab").count(), 1);
         assert_eq!(got.iter().filter(|x| x.check == "drivers").count(), 3);
         assert_eq!(got.iter().filter(|x| x.check == "initramfs").count(), 1);
+    }
+
+    #[tokio::test]
+    async fn guest_files_are_read_within_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree/etc");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join("fstab"), "/dev/sda1 / ext4 defaults 0 1\n").unwrap();
+        // a guest's os-release past the bound: not read into memory
+        let mut big = b"ID=debian\n".to_vec();
+        big.resize(MAX_GUEST_FILE as usize + 1, b'#');
+        std::fs::write(tree.join("os-release"), big).unwrap();
+        let part = dir.path().join("part.img");
+        let out = std::process::Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-d"])
+            .arg(dir.path().join("tree"))
+            .arg(&part)
+            .arg("40M")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let fstab = cat(&part, 0, "/etc/fstab").await;
+        assert_eq!(fstab.as_deref(), Some("/dev/sda1 / ext4 defaults 0 1\n"));
+        assert_eq!(cat(&part, 0, "/etc/os-release").await, None);
     }
 
     #[test]
