@@ -227,12 +227,30 @@ fn io_err(what: &'static str, path: &Path, source: std::io::Error) -> VmError {
 }
 
 /// The last `n` lines of a serial console log.
+/// Only the last [`CONSOLE_TAIL_BYTES`] of the log are read: the guest
+/// decides how much it prints.
 pub fn console_tail(serial_log: &Path, n: usize) -> String {
-    let bytes = std::fs::read(serial_log).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(serial_log) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let from = len.saturating_sub(CONSOLE_TAIL_BYTES);
+        if f.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = f.take(CONSOLE_TAIL_BYTES).read_to_end(&mut bytes);
+        }
+        if from > 0 {
+            // the first line read is probably cut: drop it
+            let cut = bytes.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
+            bytes.drain(..cut);
+        }
+    }
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// The most bytes [`console_tail`] reads from the end of a serial log.
+pub const CONSOLE_TAIL_BYTES: u64 = 64 << 10;
 
 impl Vm {
     /// Starts QEMU and connects to its QMP socket.
@@ -417,6 +435,25 @@ mod tests {
             "{a}"
         );
         assert!(!a.contains("pflash") && !a.contains("-no-reboot"), "{a}");
+    }
+
+    #[test]
+    fn console_tail_reads_only_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        // a guest that printed 16 GiB (sparse here): the end only is read
+        let f = std::fs::File::create(&log).unwrap();
+        f.set_len(16 << 30).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"\nlogin: \nlast line", 16 << 30).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(console_tail(&log, 2), "login: \nlast line");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // one line longer than the window: what is left of it is dropped
+        assert_eq!(console_tail(&log, 5), "login: \nlast line");
+        assert_eq!(console_tail(&dir.path().join("none"), 3), "");
+        std::fs::write(&log, "a\nb\nc\n").unwrap();
+        assert_eq!(console_tail(&log, 2), "b\nc");
     }
 
     #[test]
