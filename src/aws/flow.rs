@@ -279,9 +279,10 @@ pub async fn prepare(req: &AmiImport) -> Result<(PathBuf, bool), AwsError> {
         path: req.image.clone(),
         source,
     })?;
-    let source_format = img::detect_format(&req.image)?;
-    // nothing below may read a backing file or an extent elsewhere
+    // nothing below may read a backing file or an extent elsewhere (nor
+    // open a FIFO)
     let info = img::info_untrusted(&req.image).await?;
+    let source_format = img::detect_format(&req.image)?;
     if req.format == DiskFormat::Raw && source_format == Format::Raw {
         return Ok((req.image.clone(), false));
     }

@@ -599,12 +599,19 @@ async fn info_as(path: &Path, format: Format) -> Result<ImageInfo, ImgError> {
 /// passes may be handed to `check`, `map`, `convert`, qemu-nbd or QEMU,
 /// which open backing files and extents.
 pub async fn info_untrusted(path: &Path) -> Result<ImageInfo, ImgError> {
-    let (head, tail) = read_ends(path)?;
-    let format = detect_format_from(&head, &tail);
     let refused = |reason: String| ImgError::Refused {
         path: path.to_path_buf(),
         reason,
     };
+    // a FIFO or a device would block or never end
+    if !std::fs::metadata(path)
+        .map_err(io_err("stat", path))?
+        .is_file()
+    {
+        return Err(refused("not a regular file".into()));
+    }
+    let (head, tail) = read_ends(path)?;
+    let format = detect_format_from(&head, &tail);
     if let Some(p) = header_problem(format, &head) {
         return Err(refused(p));
     }
@@ -913,6 +920,25 @@ mod tests {
         // short or other formats: qemu-img decides
         assert_eq!(header_problem(Format::Qcow2, b"QFI\xfb"), None);
         assert_eq!(header_problem(Format::Raw, desc), None);
+    }
+
+    #[tokio::test]
+    async fn untrusted_images_must_be_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("image.fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // opening it would block until a writer came
+        let e = tokio::time::timeout(std::time::Duration::from_secs(5), info_untrusted(&fifo))
+            .await
+            .expect("no open of the FIFO")
+            .unwrap_err();
+        assert!(
+            matches!(&e, ImgError::Refused { reason, .. } if reason == "not a regular file"),
+            "{e}"
+        );
+        assert!(e.is_invalid_input());
     }
 
     #[test]
