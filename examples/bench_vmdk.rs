@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use kiln::export::cancel::Cancel;
+use kiln::util::cancel::Cancel;
 use kiln::export::{gce, vmdk};
 
 #[tokio::main]

@@ -9,7 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln::export::cancel::Cancel;
+use kiln::util::cancel::Cancel;
 use kiln::export::gce;
 use kiln::export::source::{Source, SourceError};
 use kiln::export::vmdk::{self, VmdkError};

@@ -174,6 +174,7 @@ impl BuildError {
                 | BuildError::Setting(_)
                 | BuildError::Workspace(WorkspaceError::Exists(_))
         ) || matches!(self, BuildError::Ami(e) if e.is_invalid_input())
+            || matches!(self, BuildError::Parent(e) if e.is_invalid_input())
     }
 }
 

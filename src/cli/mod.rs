@@ -127,7 +127,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         .map_err(|e| {
             CliError::Failed(anyhow::Error::new(e).context("starting the async runtime"))
         })?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let work = async move {
             match cli.command {
                 Command::Ami(cmd) => ami::run(cmd).await,
@@ -148,8 +148,17 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             result = work => result,
             signal = interrupted() => Err(CliError::Interrupted(signal)),
         }
-    })
+    });
+    // Blocking tasks (reading, hashing, checking files) stop when their
+    // future is dropped, at their next read; dropping the runtime would
+    // wait for any that does not, however long it takes.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
 }
+
+/// How long kiln waits for blocking tasks to stop after the command ended
+/// or was interrupted, before it exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM and names it.
 async fn interrupted() -> &'static str {

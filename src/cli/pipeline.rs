@@ -154,7 +154,11 @@ pub async fn run(cmd: PipelineCommand) -> Result<u8, CliError> {
 /// The exit status of a run's error, printed.
 pub fn run_error(e: RunError) -> CliError {
     if e.is_invalid_input() {
-        CliError::Invalid(format!("error: {e}"))
+        CliError::Invalid(match &e {
+            // a refused parent image: its Display is the context only
+            RunError::Parent(_) => format!("error: {}", runner::error_chain(&e)),
+            _ => format!("error: {e}"),
+        })
     } else {
         CliError::Failed(anyhow::Error::new(e))
     }

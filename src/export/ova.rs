@@ -7,7 +7,7 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::cancel::Cancel;
+use crate::util::cancel::Cancel;
 use super::format::ExportFormat;
 use super::ovf::{self, DiskFile};
 use super::vmdk;
@@ -177,7 +177,7 @@ fn write_ova(
     let tmp = pending.tmp_path().to_path_buf();
     let io_err = |e: io::Error| -> ExportError {
         if e.kind() == io::ErrorKind::Interrupted && cancel.is_cancelled() {
-            ExportError::Cancelled(super::cancel::Cancelled)
+            ExportError::Cancelled(crate::util::cancel::Cancelled)
         } else {
             IoError::at("write the OVA", &tmp)(e).into()
         }

@@ -155,6 +155,7 @@ impl RunError {
         match self {
             RunError::Recipe(_) | RunError::Invalid(_) => true,
             RunError::Build(e) => e.is_invalid_input(),
+            RunError::Parent(e) => e.is_invalid_input(),
             _ => false,
         }
     }

@@ -10,3 +10,4 @@ pub mod host_key;
 pub mod io;
 pub mod process;
 pub mod yaml;
+pub mod cancel;
