@@ -18,9 +18,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use kiln::aws::{initramfs, preflight};
+use kiln::disk::img;
 use kiln::export::verify::{self, package, tarball};
 use kiln::export::{ova, ovf, source, vhd, vmdk};
-use kiln::disk::img;
 use support::fuzz::{fuzz, limit_memory};
 
 /// Mutated cases per target.

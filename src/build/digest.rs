@@ -106,7 +106,10 @@ fn save_record(cache: &Cache, record: &Record) -> Result<(), DigestError> {
     std::fs::create_dir_all(&dir).map_err(IoError::at("create", &dir))?;
     let json = serde_json::to_vec_pretty(record)
         .map_err(|e| IoError::at("encode the digest record of", &record.path)(e.into()))?;
-    Ok(crate::util::atomic::write_file(&record_path(cache, &record.path), &json)?)
+    Ok(crate::util::atomic::write_file(
+        &record_path(cache, &record.path),
+        &json,
+    )?)
 }
 
 #[cfg(test)]

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{CliError, EXIT_SUCCESS};
-use crate::util::cancel::Cancel;
+use crate::disk::img::Format;
 use crate::export::format::{self, ExportFormat};
 use crate::export::ovf::{Firmware, GuestOs, NicModel, OvfError, Profile, VmSettings};
 use crate::export::write::{self, ExportError, ExportJob};
-use crate::disk::img::Format;
 use crate::util::atomic as publish;
+use crate::util::cancel::Cancel;
 use crate::util::digest;
 
 /// Arguments of `kiln export`.

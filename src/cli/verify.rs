@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CliError, EXIT_FAILED, EXIT_SUCCESS};
-use crate::export::verify;
 use crate::disk::img::ImgError;
+use crate::export::verify;
 
 /// Arguments of `kiln verify`.
 #[derive(Debug, Args)]

@@ -7,13 +7,13 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::util::cancel::Cancel;
 use super::format::ExportFormat;
 use super::ovf::{self, DiskFile};
 use super::vmdk;
 use super::write::{ExportError, ExportJob};
 use crate::disk::img;
 use crate::util::atomic::PendingFile;
+use crate::util::cancel::Cancel;
 use crate::util::digest::{self, sha256_hex};
 use crate::util::io::{IoError, ProgressFn};
 

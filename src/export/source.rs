@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::util::cancel::{Cancel, Cancelled};
 use crate::disk::img::{self, Format, ImgError};
+use crate::util::cancel::{Cancel, Cancelled};
 use crate::util::io::ProgressFn;
 use crate::util::process::{supervise, GroupGuard};
 

@@ -14,9 +14,9 @@ use std::sync::atomic::Ordering;
 
 use libdeflater::{CompressionLvl, Compressor};
 
-use crate::util::cancel::{Cancel, Cancelled};
 use super::source::{self, BlockPlan, Source, SourceError};
 use super::write::{ExportError, ExportJob};
+use crate::util::cancel::{Cancel, Cancelled};
 use crate::util::io::ProgressFn;
 
 /// Bytes per sector.

@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::cancel::{Cancel, Cancelled};
 use super::format::ExportFormat;
 use super::ovf::VmSettings;
 use super::verify::{self, Report, VerifyError};
 use super::{disk, gce, ova, vmdk};
 use crate::disk::img::{self, ImgError};
+use crate::util::cancel::{Cancel, Cancelled};
 use crate::util::io::{IoError, ProgressFn};
 
 /// What to export, and where.

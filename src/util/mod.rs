@@ -4,10 +4,10 @@
 //! module of the crate.
 
 pub mod atomic;
+pub mod cancel;
 pub mod diag;
 pub mod digest;
 pub mod host_key;
 pub mod io;
 pub mod process;
 pub mod yaml;
-pub mod cancel;

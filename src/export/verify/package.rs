@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 
 use super::tarball::{Kind, TarReader};
 use super::{disk, Report, VerifyError};
-use crate::util::cancel::Cancel;
 use crate::export::ova::{self, ManifestEntry};
 use crate::export::ovf::{self, VMDK_STREAM_FORMAT};
+use crate::util::cancel::Cancel;
 use crate::util::io::IoError;
 
 /// The largest descriptor or manifest read into memory.
