@@ -410,3 +410,72 @@ fn an_ova_name_with_control_characters_is_refused_before_writing() {
         "files were written"
     );
 }
+
+/// Runs kiln with `args` in `cwd`; returns its exit code and its peak
+/// resident set size in KiB (from wait4(2) of that very child).
+fn kiln_peak_rss(cwd: &Path, args: &[&str]) -> (i32, i64) {
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on the pid of a child this process started and never waited for.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}
+
+/// A step printing 100 MB: everything reaches console.log, kiln keeps only
+/// the last 1 MiB (the step's `stdout` output) and stays small; a failing
+/// step's message quotes the last lines of a 20 MB stderr.
+#[test]
+fn a_step_printing_100_mb_streams_it_and_keeps_a_bounded_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("big.yml"),
+        "name: big\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: Print\n        action: ExecuteBash\n        inputs:\n          commands:\n            - head -c 100000000 /dev/zero | tr '\\0' x\n            - echo; echo THE-END\n      - name: Fail\n        action: ExecuteBash\n        inputs:\n          commands:\n            - head -c 20000000 /dev/zero | tr '\\0' y >&2\n            - echo >&2; echo last-words >&2; exit 3\n",
+    )
+    .unwrap();
+    let (code, peak_kib) =
+        kiln_peak_rss(dir.path(), &["toe", "run", "-d", "big.yml", "-l", "logs"]);
+    assert_eq!(code, 1, "the second step fails");
+    // it was 607 MiB for a 200 MB step before the output was kept as a tail
+    assert!(peak_kib < 80 * 1024, "peak RSS {peak_kib} KiB");
+    let folder = std::fs::read_dir(dir.path().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("TOE_"))
+        .unwrap();
+    let console = std::fs::metadata(folder.join("console.log")).unwrap().len();
+    assert!(console > 120_000_000, "console.log has {console} bytes");
+    let detailed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("detailedoutput.json")).unwrap())
+            .unwrap();
+    let steps = &detailed["documents"][0]["phases"][0]["steps"];
+    let outputs: serde_json::Value =
+        serde_json::from_str(steps[0]["outputs"].as_str().unwrap()).unwrap();
+    let stdout = outputs[0]["stdout"].as_str().unwrap();
+    assert_eq!(
+        stdout.len(),
+        (1 << 20) - 1,
+        "the tail, its last newline trimmed"
+    );
+    assert!(
+        stdout.ends_with("xxx\nTHE-END"),
+        "{}",
+        &stdout[stdout.len() - 20..]
+    );
+    let failure = steps[1]["failureMessage"].as_str().unwrap();
+    assert!(
+        failure.contains("last-words"),
+        "{}",
+        &failure[..failure.len().min(300)]
+    );
+    assert!(failure.len() < 2000, "{} bytes", failure.len());
+}

@@ -5,3 +5,4 @@
 
 pub mod display;
 pub mod read;
+pub mod tail;
