@@ -3,7 +3,10 @@
 //! expected, path-like execution ids, pipelines whose recipe is missing or
 //! is the pipeline itself, and names with terminal escape sequences. Each
 //! must end in exit code 2 with a located message, quickly, with nothing
-//! written and no raw control character printed.
+//! written and no raw control character printed. And an S3 peer whose
+//! listing holds keys outside the listed prefix.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -478,4 +481,98 @@ fn a_step_printing_100_mb_streams_it_and_keeps_a_bounded_tail() {
         &failure[..failure.len().min(300)]
     );
     assert!(failure.len() < 2000, "{} bytes", failure.len());
+}
+
+/// A ListObjectsV2 answer with these keys.
+fn listing(keys: &[&str], next: Option<&str>) -> Vec<u8> {
+    let contents: String = keys
+        .iter()
+        .map(|k| format!("<Contents><Key>{k}</Key><Size>1</Size></Contents>"))
+        .collect();
+    let more = match next {
+        Some(t) => format!(
+            "<IsTruncated>true</IsTruncated><NextContinuationToken>{t}</NextContinuationToken>"
+        ),
+        None => "<IsTruncated>false</IsTruncated>".into(),
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name><Prefix>a/</Prefix><KeyCount>{}</KeyCount><MaxKeys>1000</MaxKeys>{more}{contents}</ListBucketResult>",
+        keys.len()
+    )
+    .into_bytes()
+}
+
+/// S3Download of a prefix from a peer (a real loopback HTTP server, since
+/// moto never answers this) whose listing holds keys outside the prefix,
+/// cut inside a UTF-8 character, or never ends: each is a step error
+/// naming the key, never a panic, and nothing is written.
+#[tokio::test]
+async fn an_s3_listing_with_hostile_keys_is_an_error_naming_the_key() {
+    use kiln::target::local::LocalTarget;
+    use kiln::toe::actions::transfer::Clients;
+    use kiln::toe::actions::{self, ActionContext, Inputs};
+    use kiln::toe::console::Console;
+    use support::http::{HttpServer, Reply};
+
+    support::moto::set_dummy_aws_env();
+    let server = HttpServer::start(Vec::<(String, Reply)>::new()).await;
+    let clients = Clients::with_s3_endpoint(server.base());
+    let dest = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let console = Console::discard();
+    let download = |source: &'static str| {
+        let inputs = Inputs(
+            serde_json::json!({"source": source, "destination": dest.path().to_str().unwrap()})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let ctx = ActionContext {
+            target: &LocalTarget,
+            console: &console,
+            scratch_dir: scratch.path().to_str().unwrap(),
+            quiet: false,
+            env: &[],
+            clients: &clients,
+        };
+        async move {
+            match actions::run("S3Download", &[inputs], &ctx).await {
+                Ok(o) => panic!("S3Download of {source} succeeded: {:?}", o.outputs),
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    for (keys, source, shown) in [
+        (vec!["a/ok.txt", "other/x"], "s3://b/a/*", "`other/x`"),
+        (vec!["a"], "s3://b/a/*", "`a`"),
+        // the prefix `a/` is 2 bytes; byte 2 of `aé` is inside the `é`
+        (vec!["a\u{e9}"], "s3://b/a/*", "`a\u{e9}`"),
+        (vec!["a/x\u{1b}[2J"], "s3://b/a/*", "never"),
+    ] {
+        server.route("/b/", Reply::Body(listing(&keys, None)));
+        let e = download(source).await;
+        if shown == "never" {
+            // under the prefix, but a name with an escape: shown escaped
+            // when it fails later (here: no such object on this peer)
+            assert!(!e.contains('\u{1b}'), "{e}");
+            continue;
+        }
+        assert!(
+            e.contains(&format!(
+                "returned object key {shown}, which is not under that prefix"
+            )),
+            "{e}"
+        );
+    }
+    // a listing that never ends
+    server.route("/b/", Reply::Body(listing(&["a/x"], Some("again"))));
+    let started = Instant::now();
+    let e = download("s3://b/a/*").await;
+    assert!(e.contains("repeats a continuation token"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        std::fs::read_dir(dest.path()).unwrap().count(),
+        0,
+        "something was written"
+    );
 }
