@@ -416,6 +416,8 @@ fn an_ova_name_with_control_characters_is_refused_before_writing() {
 
 /// Runs kiln with `args` in `cwd`; returns its exit code and its peak
 /// resident set size in KiB (from wait4(2) of that very child).
+// the child is reaped by wait4, which also gives its resource usage
+#[allow(clippy::zombie_processes)]
 fn kiln_peak_rss(cwd: &Path, args: &[&str]) -> (i32, i64) {
     let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(args)
