@@ -56,7 +56,9 @@ pub struct BuildArgs {
 pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
     let (recipe, components) = recipe::load_resolved(&args.recipe).map_err(|e| match e {
         RecipeError::Invalid(diags) => CliError::Invalid(invalid_report(&diags, &[])),
-        e @ RecipeError::Io { .. } => CliError::Invalid(format!("error: {e}")),
+        e @ RecipeError::Io { .. } => {
+            CliError::Invalid(format!("error: {}", crate::util::display::chain(&e)))
+        }
     })?;
     let cache = args.host.cache()?;
     let catalog = args.host.catalog_path()?;

@@ -40,8 +40,8 @@ pub struct ExportArgs {
     /// ovf/ova: the hypervisor family the descriptor is for: vsphere, workstation, virtualbox.
     #[arg(long, default_value = "vsphere", value_parser = parse_named::<Profile>)]
     pub profile: Profile,
-    /// ovf/ova: the virtual machine's name (default: the output's base name).
-    #[arg(long)]
+    /// ovf/ova: the virtual machine's name (default: the output's base name); no control characters.
+    #[arg(long, value_parser = parse_name)]
     pub name: Option<String>,
     /// ovf/ova: virtual CPUs.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=768))]
@@ -72,6 +72,13 @@ fn parse_named<T: std::str::FromStr<Err = OvfError>>(s: &str) -> Result<T, Strin
 fn parse_source_format(s: &str) -> Result<Format, String> {
     s.parse()
         .map_err(|e: crate::disk::img::ImgError| e.to_string())
+}
+
+/// Checks a machine name for clap.
+fn parse_name(s: &str) -> Result<String, String> {
+    crate::export::ovf::check_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Parses a format name for clap, with the known names in the error.

@@ -104,9 +104,11 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> 
     Ok(())
 }
 
-/// Formats an error with its chain of causes, one per line.
+/// Formats an error with its chain of causes, one per line. Control
+/// characters (from names, paths or peers' answers quoted in the message)
+/// are shown escaped; only the line breaks kiln writes stay.
 pub fn render_error(e: &CliError) -> String {
-    match e {
+    let text = match e {
         CliError::Invalid(msg) => msg.clone(),
         CliError::Interrupted(_) => format!("error: {e}"),
         CliError::Failed(err) => {
@@ -116,7 +118,8 @@ pub fn render_error(e: &CliError) -> String {
             }
             out
         }
-    }
+    };
+    crate::util::display::EscapedLines(&text).to_string()
 }
 
 /// Runs a parsed command line, returning the exit code.

@@ -217,6 +217,7 @@ pub async fn export(
     let m = Members::new(job.format, &main_name);
     // settings the profile cannot express fail before the disk is written
     ovf::resolve(&job.machine).map_err(|e| ExportError::Settings(e.to_string()))?;
+    ovf::check_name(&machine_name(job, &m)).map_err(|e| ExportError::Settings(e.to_string()))?;
     // the disk: beside the .ovf for `ovf`; for `ova` a temporary file,
     // removed when this returns (whether it succeeds or not)
     let tmp_disk = match job.format {
@@ -241,6 +242,14 @@ pub async fn export(
     Ok(planned_files(job.format, Path::new(job.file_name)))
 }
 
+/// The machine's name: `--name`, else the descriptor's base name.
+fn machine_name(job: &ExportJob<'_>, m: &Members) -> String {
+    job.machine
+        .name
+        .clone()
+        .unwrap_or_else(|| m.ovf.strip_suffix(".ovf").unwrap_or(&m.ovf).to_string())
+}
+
 /// Writes the descriptor and manifest around a written streamOptimized
 /// disk `disk` (for `ovf`, already at `m.disk` beside `main`): for `ovf`
 /// the `.mf`, then `main` (the `.ovf`); for `ova` the tar `main` with the
@@ -262,11 +271,7 @@ pub async fn package(
     let file_size = std::fs::metadata(disk)
         .map_err(IoError::at("stat", disk))?
         .len();
-    let name = job
-        .machine
-        .name
-        .clone()
-        .unwrap_or_else(|| m.ovf.strip_suffix(".ovf").unwrap_or(&m.ovf).to_string());
+    let name = machine_name(job, m);
     let descriptor = ovf::descriptor(
         &job.machine,
         &name,

@@ -33,7 +33,7 @@
 //! (`Connection: close`).
 
 mod catalog_api;
-mod request;
+pub mod request;
 mod route;
 
 use std::future::Future;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{
-    DirEntry, ExecOutput, ExecRequest, FileKind, FileStat, OutputSink, RebootOutcome, Result,
-    Stream, Target, TargetError,
+    DirEntry, ExecOutput, ExecRequest, FileKind, FileStat, OutputSink, OutputTails, RebootOutcome,
+    Result, Stream, Target, TargetError,
 };
 use crate::util::process::GroupGuard;
 
@@ -18,22 +18,26 @@ use crate::util::process::GroupGuard;
 #[derive(Clone, Debug, Default)]
 pub struct LocalTarget;
 
+/// Streams one of a child's outputs to `sink`, keeping its tail.
 async fn pump<R: AsyncRead + Unpin>(
     mut r: R,
     stream: Stream,
     sink: Option<OutputSink<'_>>,
-) -> std::io::Result<Vec<u8>> {
-    let mut all = Vec::new();
+    tails: &std::sync::Mutex<OutputTails>,
+) -> std::io::Result<()> {
     let mut buf = [0u8; 8192];
     loop {
         let n = r.read(&mut buf).await?;
         if n == 0 {
-            return Ok(all);
+            return Ok(());
         }
         if let Some(s) = sink {
             s(stream, &buf[..n]);
         }
-        all.extend_from_slice(&buf[..n]);
+        tails
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stream, &buf[..n]);
     }
 }
 
@@ -74,9 +78,10 @@ impl Target for LocalTarget {
         let mut killer = GroupGuard::new(child.id(), libc::SIGKILL);
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
-        let (stdout, stderr) = tokio::try_join!(
-            pump(out, Stream::Stdout, req.on_output),
-            pump(err, Stream::Stderr, req.on_output)
+        let tails = std::sync::Mutex::new(OutputTails::default());
+        tokio::try_join!(
+            pump(out, Stream::Stdout, req.on_output, &tails),
+            pump(err, Stream::Stderr, req.on_output, &tails)
         )
         .map_err(|e| TargetError::io("read output of", req.program, e))?;
         let status = child
@@ -84,11 +89,8 @@ impl Target for LocalTarget {
             .await
             .map_err(|e| TargetError::io("wait for", req.program, e))?;
         killer.disarm();
-        Ok(ExecOutput {
-            code: status.code(),
-            stdout,
-            stderr,
-        })
+        let tails = tails.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok(tails.finish(status.code()))
     }
 
     async fn read(&self, path: &str) -> Result<Vec<u8>> {

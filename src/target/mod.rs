@@ -90,15 +90,57 @@ pub struct ExecRequest<'a> {
     pub on_output: Option<OutputSink<'a>>,
 }
 
-/// A finished process.
+/// A finished process. Its output went to [`ExecRequest::on_output`] as it
+/// came; only its last bytes are kept here ([`crate::util::tail`]), so a
+/// process printing gigabytes costs no memory.
 #[derive(Clone, Debug)]
 pub struct ExecOutput {
     /// Exit code; `None` when killed by a signal.
     pub code: Option<i32>,
-    /// Everything written to standard output.
+    /// The last [`STDOUT_TAIL`](crate::util::tail::STDOUT_TAIL) bytes written to standard output.
     pub stdout: Vec<u8>,
-    /// Everything written to standard error.
+    /// How many bytes it wrote to standard output in all.
+    pub stdout_total: u64,
+    /// The last [`STDERR_TAIL`](crate::util::tail::STDERR_TAIL) bytes written to standard error.
     pub stderr: Vec<u8>,
+}
+
+/// The standard output and error of a running process, as kept in memory.
+#[derive(Debug)]
+pub struct OutputTails {
+    /// Standard output.
+    pub stdout: crate::util::tail::Tail,
+    /// Standard error.
+    pub stderr: crate::util::tail::Tail,
+}
+
+impl Default for OutputTails {
+    fn default() -> Self {
+        OutputTails {
+            stdout: crate::util::tail::Tail::new(crate::util::tail::STDOUT_TAIL),
+            stderr: crate::util::tail::Tail::new(crate::util::tail::STDERR_TAIL),
+        }
+    }
+}
+
+impl OutputTails {
+    /// Keeps a chunk of `stream`.
+    pub fn push(&mut self, stream: Stream, bytes: &[u8]) {
+        match stream {
+            Stream::Stdout => self.stdout.push(bytes),
+            Stream::Stderr => self.stderr.push(bytes),
+        }
+    }
+
+    /// The output of a process that ended with `code`.
+    pub fn finish(self, code: Option<i32>) -> ExecOutput {
+        ExecOutput {
+            code,
+            stdout_total: self.stdout.total(),
+            stdout: self.stdout.into_bytes(),
+            stderr: self.stderr.into_bytes(),
+        }
+    }
 }
 
 /// What a path is.

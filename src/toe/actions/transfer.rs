@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
 use crate::target::FileKind;
+use crate::util::display::Escaped;
 
 use super::{fail, paths, ActionContext, ActionError, ActionOutcome, Inputs};
 
@@ -29,6 +30,11 @@ pub const WEB_ATTEMPTS: u32 = 5;
 pub const WEB_BACKOFF: Duration = Duration::from_millis(200);
 /// The most objects an S3Download prefix (`…/*`) may fetch.
 pub const MAX_PREFIX_OBJECTS: usize = 1000;
+/// The most pages of an S3 listing kiln reads (folder markers, which are
+/// not fetched, can fill pages too).
+pub const MAX_LIST_PAGES: usize = 100;
+/// The most characters of an S3 peer's error code or message kiln quotes.
+const MAX_PEER_TEXT: usize = 300;
 /// Files larger than this are uploaded to S3 in parts of this size.
 pub const DEFAULT_PART_SIZE: u64 = 64 * 1024 * 1024;
 
@@ -248,11 +254,20 @@ where
             "object `{}` does not exist in bucket `{}`",
             uri.key, uri.bucket
         ),
-        (Some(code), Some(msg)) => format!("{code}: {msg}"),
-        (Some(code), None) => code.to_string(),
-        _ => DisplayErrorContext(err).to_string(),
+        (Some(code), Some(msg)) => format!("{}: {}", peer_text(code), peer_text(msg)),
+        (Some(code), None) => peer_text(code),
+        // the SDK's text may quote the peer's whole answer
+        _ => peer_text(&DisplayErrorContext(err).to_string()),
     };
     ActionError::Failed(format!("{what} {uri}: {detail}"))
+}
+
+/// Text from an S3 peer, for a message: at most [`MAX_PEER_TEXT`]
+/// characters, control characters escaped.
+fn peer_text(text: &str) -> String {
+    let cut: String = text.chars().take(MAX_PEER_TEXT).collect();
+    let more = if cut.len() < text.len() { "…" } else { "" };
+    format!("{}{more}", Escaped(&cut))
 }
 
 fn owner_of(inputs: &Inputs) -> Option<String> {
@@ -306,10 +321,18 @@ async fn s3_download(
                 return fail(format!("no objects found under {listed}"));
             }
             for key in keys {
-                let rel = &key[prefix.len()..];
+                // the listing comes from the peer: a key outside the prefix
+                // (or a prefix cut inside a character) is its error
+                let Some(rel) = key.strip_prefix(prefix.as_str()) else {
+                    return fail(format!(
+                        "the listing of {listed} returned object key `{}`, which is not under that prefix",
+                        Escaped(&key)
+                    ));
+                };
                 if !safe_relative(rel) {
                     return fail(format!(
-                        "object key `{key}` in bucket `{}` cannot be saved below `{dest_dir}`",
+                        "object key `{}` in bucket `{}` cannot be saved below `{dest_dir}`",
+                        Escaped(&key),
                         uri.bucket
                     ));
                 }
@@ -365,7 +388,8 @@ async fn list_keys(
 ) -> Result<Vec<String>, ActionError> {
     let mut keys = Vec::new();
     let mut token: Option<String> = None;
-    loop {
+    let mut tokens = std::collections::HashSet::new();
+    for _ in 0..MAX_LIST_PAGES {
         let mut req = client
             .list_objects_v2()
             .bucket(&prefix.bucket)
@@ -384,17 +408,27 @@ async fn list_keys(
                     keys.push(key.to_string());
                 }
             }
-        }
-        if keys.len() > MAX_PREFIX_OBJECTS {
-            return fail(format!(
-                "{prefix}* holds more than {MAX_PREFIX_OBJECTS} objects; S3Download fetches at most {MAX_PREFIX_OBJECTS}"
-            ));
+            if keys.len() > MAX_PREFIX_OBJECTS {
+                return fail(format!(
+                    "{prefix}* holds more than {MAX_PREFIX_OBJECTS} objects; S3Download fetches at most {MAX_PREFIX_OBJECTS}"
+                ));
+            }
         }
         match page.next_continuation_token() {
-            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+            Some(t) if page.is_truncated() == Some(true) => {
+                if !tokens.insert(t.to_string()) {
+                    return fail(format!(
+                        "the listing of {prefix}* repeats a continuation token; the S3 endpoint is not answering like S3"
+                    ));
+                }
+                token = Some(t.to_string());
+            }
             _ => return Ok(keys),
         }
     }
+    fail(format!(
+        "the listing of {prefix}* did not end after {MAX_LIST_PAGES} pages"
+    ))
 }
 
 /// Streams one object into a host temp file, then into the target.
