@@ -226,10 +226,12 @@ impl Target for LocalTarget {
     }
 
     async fn download(&self, path: &str, local: &Path) -> Result<()> {
-        tokio::fs::copy(path, local)
-            .await
-            .map(|_| ())
-            .map_err(|e| TargetError::io("copy", path, e))
+        use tokio::io::AsyncWriteExt;
+        let copy = |e| TargetError::io("copy", path, e);
+        let mut src = tokio::fs::File::open(path).await.map_err(copy)?;
+        let mut dst = super::open_host_copy(local).await.map_err(copy)?;
+        tokio::io::copy(&mut src, &mut dst).await.map_err(copy)?;
+        dst.flush().await.map_err(copy)
     }
 
     async fn reboot(&self, _delay_seconds: u64) -> Result<RebootOutcome> {

@@ -207,10 +207,33 @@ pub trait Target: Send + Sync {
     }
     /// Copies a file from this host into the target.
     async fn upload(&self, local: &Path, path: &str) -> Result<()>;
-    /// Copies a file from the target to this host.
+    /// Copies a file from the target to this host. The host copy is
+    /// private (mode 0600): the target's permission bits, setuid and setgid
+    /// included, are never carried over, since a target's files are not
+    /// trusted.
     async fn download(&self, path: &str, local: &Path) -> Result<()>;
     /// Reboots the target after `delay_seconds`.
     async fn reboot(&self, delay_seconds: u64) -> Result<RebootOutcome>;
+}
+
+/// Mode of the host copy [`Target::download`] makes.
+pub const HOST_COPY_MODE: u32 = 0o600;
+
+/// Opens (creating or truncating) `local` for a [`Target::download`]: mode
+/// [`HOST_COPY_MODE`] whether or not it existed, so the copy is never more
+/// open than its owner, and never setuid.
+pub(crate) async fn open_host_copy(local: &Path) -> std::io::Result<tokio::fs::File> {
+    use std::os::unix::fs::PermissionsExt;
+    let f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(HOST_COPY_MODE)
+        .open(local)
+        .await?;
+    f.set_permissions(std::fs::Permissions::from_mode(HOST_COPY_MODE))
+        .await?;
+    Ok(f)
 }
 
 /// Runs `program` with `args` on `target`; a non-zero exit becomes a
