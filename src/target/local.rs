@@ -1,5 +1,12 @@
 //! The local target: this host. Used by `kiln toe run`, and by tests of the
 //! engine that need no VM.
+//!
+//! A process it runs leads its own process group and never outlives kiln:
+//! it gets SIGKILL when kiln dies ([`crate::process::supervise`]), and a
+//! watchdog ([`Reaper`]) kills the rest of its group then. The process ends
+//! when it exits, not when everything it started has closed its output:
+//! after its exit the output is read for [`OUTPUT_DRAIN`] at most, then
+//! whatever is left of its group (`sleep 600 &`) is killed.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -10,25 +17,27 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{
     DirEntry, ExecOutput, ExecRequest, FileKind, FileStat, OutputSink, RebootOutcome, Result,
-    Stream, Target, TargetError,
+    Stream, Target, TargetError, OUTPUT_DRAIN,
 };
-use crate::process::GroupGuard;
+use crate::process::{supervise, GroupGuard};
+use crate::util::reaper::Reaper;
 
 /// Runs actions on this host.
 #[derive(Clone, Debug, Default)]
 pub struct LocalTarget;
 
+/// Reads `r` to its end into `all`, passing each chunk to `sink`.
 async fn pump<R: AsyncRead + Unpin>(
     mut r: R,
     stream: Stream,
     sink: Option<OutputSink<'_>>,
-) -> std::io::Result<Vec<u8>> {
-    let mut all = Vec::new();
+    all: &mut Vec<u8>,
+) -> std::io::Result<()> {
     let mut buf = [0u8; 8192];
     loop {
         let n = r.read(&mut buf).await?;
         if n == 0 {
-            return Ok(all);
+            return Ok(());
         }
         if let Some(s) = sink {
             s(stream, &buf[..n]);
@@ -62,8 +71,8 @@ impl Target for LocalTarget {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .kill_on_drop(true);
+        supervise(&mut cmd, libc::SIGKILL);
         if let Some(dir) = req.cwd {
             cmd.current_dir(dir);
         }
@@ -71,19 +80,45 @@ impl Target for LocalTarget {
             program: req.program.to_string(),
             source,
         })?;
-        let mut killer = GroupGuard::new(child.id(), libc::SIGKILL);
+        // Whatever way this ends (done, error, dropped future, kiln killed),
+        // the group goes with it.
+        let _killer = GroupGuard::new(child.id(), libc::SIGKILL);
+        let _reaper = match child.id().map(Reaper::watch).transpose() {
+            Ok(r) => r,
+            Err(source) => {
+                return Err(TargetError::Spawn {
+                    program: "/bin/sh (kiln's process watchdog)".into(),
+                    source,
+                })
+            }
+        };
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
-        let (stdout, stderr) = tokio::try_join!(
-            pump(out, Stream::Stdout, req.on_output),
-            pump(err, Stream::Stderr, req.on_output)
-        )
-        .map_err(|e| TargetError::io("read output of", req.program, e))?;
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| TargetError::io("wait for", req.program, e))?;
-        killer.disarm();
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let read_failed = |e| TargetError::io("read output of", req.program, e);
+        let wait_failed = |e| TargetError::io("wait for", req.program, e);
+        let status = {
+            let pumps = async {
+                tokio::try_join!(
+                    pump(out, Stream::Stdout, req.on_output, &mut stdout),
+                    pump(err, Stream::Stderr, req.on_output, &mut stderr)
+                )
+            };
+            tokio::pin!(pumps);
+            tokio::select! {
+                read = &mut pumps => {
+                    read.map_err(read_failed)?;
+                    child.wait().await.map_err(wait_failed)?
+                }
+                status = child.wait() => {
+                    let status = status.map_err(wait_failed)?;
+                    if let Ok(read) = tokio::time::timeout(OUTPUT_DRAIN, &mut pumps).await {
+                        read.map_err(read_failed)?;
+                    }
+                    status
+                }
+            }
+        };
         Ok(ExecOutput {
             code: status.code(),
             stdout,

@@ -64,6 +64,12 @@ impl TargetError {
 /// Result alias for target operations.
 pub type Result<T> = std::result::Result<T, TargetError>;
 
+/// How long the output of a process that has exited is still read, on
+/// every target: what it left running in the background may hold its
+/// output open, and must not hold the step (`sleep 600 &`). After that the
+/// rest of its process group is killed.
+pub const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Which output stream a chunk came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -152,8 +158,9 @@ pub enum RebootOutcome {
 pub trait Target: Send + Sync {
     /// A short description for logs, e.g. `localhost`.
     fn describe(&self) -> String;
-    /// Runs a process to completion. Dropping the future kills the process
-    /// and everything it started.
+    /// Runs a process to completion: until it exits, and its output is read
+    /// to the end or for [`OUTPUT_DRAIN`] after it exited. Dropping the
+    /// future kills the process and everything it started.
     async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput>;
     /// Runs a program with arguments and captures its output (no extra
     /// environment, the target's default folder, nothing streamed).

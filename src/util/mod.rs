@@ -2,3 +2,5 @@
 //! atomic publishing, digests, redaction, positioned YAML and diagnostics,
 //! supervised subprocesses, bounded reads). Nothing here imports another
 //! module of the crate.
+
+pub mod reaper;
