@@ -9,6 +9,7 @@ pub mod digest;
 pub mod distribute;
 pub mod download;
 pub mod guest;
+pub mod leftovers;
 pub mod lock;
 pub mod manifest;
 pub mod parent;

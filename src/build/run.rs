@@ -351,6 +351,9 @@ impl<'a> Build<'a> {
             facts.failure = Some(self.reporter.redactor().redact(&e.to_string()));
             self.reporter.build_finished(&facts);
         })?;
+        if let Some(line) = super::leftovers::summary(&opts.output, ws.reconciled()) {
+            self.reporter.warn(None, &line);
+        }
         let kiln_log = ws.logs().join("kiln.log");
         self.reporter
             .log_to(&kiln_log)
@@ -369,6 +372,17 @@ impl<'a> Build<'a> {
         facts.build = catalog.build().map(|b| b.build);
         match staged {
             Ok(manifest) => {
+                let waiting = |pid: Option<u32>| {
+                    let by = pid.map_or("another kiln process".into(), |p| format!("pid {p}"));
+                    self.reporter.info(
+                        None,
+                        &format!(
+                            "{} {} is being built by {by}: waiting for it to end before publishing",
+                            recipe.name, recipe.version
+                        ),
+                    );
+                };
+                ws.hold_version(&waiting).await?;
                 let dir = ws.publish()?;
                 catalog.published(&manifest, &dir)?;
                 facts.outcome = Some("success");

@@ -3,4 +3,5 @@
 //! supervised subprocesses, bounded reads). Nothing here imports another
 //! module of the crate.
 
+pub mod flock;
 pub mod reaper;
