@@ -55,8 +55,9 @@ struct Ids {
 
 /// A catalog with web/1.0.0/1 (available), web/1.0.0/2 (failed),
 /// web/1.0.1/1 (available, pipeline web-nightly) and db/2.0.0/1 (building,
-/// pipeline `db weekly`), in that order.
-fn catalog(path: &std::path::Path) -> Ids {
+/// pipeline `db weekly`), in that order. The returned handle began the
+/// running build: while it is open, the build counts as running.
+fn catalog(path: &std::path::Path) -> (Ids, Catalog) {
     let mut c = Catalog::open(path).unwrap();
     let web1 = c.begin_build(&new("web", "1.0.0", None)).unwrap().id;
     c.finish_build(web1, &done("/out/web/1.0.0")).unwrap();
@@ -72,12 +73,13 @@ fn catalog(path: &std::path::Path) -> Ids {
         .begin_build(&new("db", "2.0.0", Some("db weekly")))
         .unwrap()
         .id;
-    Ids {
+    let ids = Ids {
         web1,
         web_failed,
         web2,
         db_running,
-    }
+    };
+    (ids, c)
 }
 
 /// A running server and what it logged.
@@ -87,6 +89,8 @@ struct Server {
     log: Arc<Mutex<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// The kiln "running" db/2.0.0/1.
+    _builder: Catalog,
     _dir: tempfile::TempDir,
 }
 
@@ -98,7 +102,7 @@ async fn start(read_timeout: Duration) -> Server {
 async fn start_with(adjust: impl FnOnce(&mut Options)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("catalog.sqlite");
-    let ids = catalog(&path);
+    let (ids, builder) = catalog(&path);
     let api: Arc<dyn Api> = Arc::new(CatalogApi::open(&path, Fixed).unwrap());
     let listener = http::bind("127.0.0.1:0".parse().unwrap(), Exposure::LoopbackOnly)
         .await
@@ -121,6 +125,7 @@ async fn start_with(adjust: impl FnOnce(&mut Options)) -> Server {
         log,
         stop: Some(stop),
         task,
+        _builder: builder,
         _dir: dir,
     }
 }
