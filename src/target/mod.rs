@@ -64,6 +64,12 @@ impl TargetError {
 /// Result alias for target operations.
 pub type Result<T> = std::result::Result<T, TargetError>;
 
+/// How long the output of a process that has exited is still read, on
+/// every target: what it left running in the background may hold its
+/// output open, and must not hold the step (`sleep 600 &`). After that the
+/// rest of its process group is killed.
+pub const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Which output stream a chunk came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -194,8 +200,9 @@ pub enum RebootOutcome {
 pub trait Target: Send + Sync {
     /// A short description for logs, e.g. `localhost`.
     fn describe(&self) -> String;
-    /// Runs a process to completion. Dropping the future kills the process
-    /// and everything it started.
+    /// Runs a process to completion: until it exits, and its output is read
+    /// to the end or for [`OUTPUT_DRAIN`] after it exited. Dropping the
+    /// future kills the process and everything it started.
     async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput>;
     /// Runs a program with arguments and captures its output (no extra
     /// environment, the target's default folder, nothing streamed).
@@ -249,10 +256,33 @@ pub trait Target: Send + Sync {
     }
     /// Copies a file from this host into the target.
     async fn upload(&self, local: &Path, path: &str) -> Result<()>;
-    /// Copies a file from the target to this host.
+    /// Copies a file from the target to this host. The host copy is
+    /// private (mode 0600): the target's permission bits, setuid and setgid
+    /// included, are never carried over, since a target's files are not
+    /// trusted.
     async fn download(&self, path: &str, local: &Path) -> Result<()>;
     /// Reboots the target after `delay_seconds`.
     async fn reboot(&self, delay_seconds: u64) -> Result<RebootOutcome>;
+}
+
+/// Mode of the host copy [`Target::download`] makes.
+pub const HOST_COPY_MODE: u32 = 0o600;
+
+/// Opens (creating or truncating) `local` for a [`Target::download`]: mode
+/// [`HOST_COPY_MODE`] whether or not it existed, so the copy is never more
+/// open than its owner, and never setuid.
+pub(crate) async fn open_host_copy(local: &Path) -> std::io::Result<tokio::fs::File> {
+    use std::os::unix::fs::PermissionsExt;
+    let f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(HOST_COPY_MODE)
+        .open(local)
+        .await?;
+    f.set_permissions(std::fs::Permissions::from_mode(HOST_COPY_MODE))
+        .await?;
+    Ok(f)
 }
 
 /// Runs `program` with `args` on `target`; a non-zero exit becomes a

@@ -25,6 +25,14 @@
 //! Everything after `kiln-exec` is the program's. When the future is
 //! dropped after step 1, a background task runs `kill -KILL -- -PGID` as root
 //! over a new channel.
+//!
+//! The server closes the channel only when every process holding the
+//! program's output has closed it, so a program that leaves `sleep 600 &`
+//! behind would hold the caller. Once the exit status has come, the output
+//! is read for [`OUTPUT_DRAIN`] at most; then the group is killed (which
+//! closes the channel) and the result returned. Unlike on the local target,
+//! background processes that released the output keep running in the guest
+//! (killing every group after every command would cost a `sudo` each).
 
 use std::sync::Arc;
 
@@ -34,9 +42,13 @@ use russh::{Channel, ChannelMsg, ChannelWriteHalf};
 use super::quote::{self, NulInWord};
 use super::session::Connection;
 use crate::target::{
-    ExecOutput, ExecRequest, OutputSink, OutputTails, Result, Stream, TargetError,
+    ExecOutput, ExecRequest, OutputSink, OutputTails, Result, Stream, TargetError, OUTPUT_DRAIN,
 };
 use crate::util::tail::{Tail, STDERR_TAIL, STDOUT_TAIL};
+
+/// How long the channel may stay open after the leftovers of a finished
+/// program were killed, before kiln stops waiting for it.
+const CLOSE_AFTER_KILL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The wrapper script (POSIX sh). `$1` is the working folder (empty for
 /// the default), the rest is the program and its arguments.
@@ -413,7 +425,33 @@ pub(crate) async fn run(conn: Arc<Connection>, req: ExecRequest<'_>) -> Result<E
     };
     let mut failure: Option<Control> = None;
     let mut ending = None;
-    while let Some(msg) = rx.wait().await {
+    // set once the exit status came: how long the output may still flow
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut killed_leftovers = false;
+    loop {
+        let next = match drain_until {
+            None => rx.wait().await,
+            Some(at) => match tokio::time::timeout_at(at, rx.wait()).await {
+                Ok(next) => next,
+                Err(_) if killed_leftovers => break,
+                Err(_) => {
+                    // the program is done; what it left running holds its output
+                    killed_leftovers = true;
+                    drain_until = Some(tokio::time::Instant::now() + CLOSE_AFTER_KILL);
+                    if let Progress::Running(pgid) = guard.progress {
+                        if let Err(e) = kill_group(&conn, pgid).await {
+                            eprintln!(
+                                "kiln: warning: could not stop what `{program}` left running on {}: {e}",
+                                conn.describe
+                            );
+                            break;
+                        }
+                    }
+                    continue;
+                }
+            },
+        };
+        let Some(msg) = next else { break };
         match msg {
             ChannelMsg::Data { data } => {
                 for event in parser.feed(&data) {
@@ -446,9 +484,13 @@ pub(crate) async fn run(conn: Arc<Connection>, req: ExecRequest<'_>) -> Result<E
                 out.push(Stream::Stderr, &data)
             }
             ChannelMsg::ExtendedData { data, .. } => out.preamble.push(&data),
-            ChannelMsg::ExitStatus { exit_status } => ending = Some(Ending::Code(exit_status)),
+            ChannelMsg::ExitStatus { exit_status } => {
+                ending = Some(Ending::Code(exit_status));
+                drain_until.get_or_insert(tokio::time::Instant::now() + OUTPUT_DRAIN);
+            }
             ChannelMsg::ExitSignal { signal_name, .. } => {
-                ending = Some(Ending::Signal(format!("{signal_name:?}")))
+                ending = Some(Ending::Signal(format!("{signal_name:?}")));
+                drain_until.get_or_insert(tokio::time::Instant::now() + OUTPUT_DRAIN);
             }
             ChannelMsg::Close => break,
             _ => {}

@@ -2,14 +2,15 @@
 //! on this host and copied into the target, so a guest needs no network and
 //! no credentials.
 //!
-//! Every transfer goes through a host-side temporary file: downloads are
+//! Every transfer goes through a host-side temporary file (mode 0600 in a
+//! private folder, see `HostTemp`): downloads are
 //! streamed into it (hashed on the way for WebDownload) and then copied into
 //! the target with [`Target::upload`](crate::target::Target::upload); uploads
 //! copy the file out of the target with
 //! [`Target::download`](crate::target::Target::download) first. Target paths
 //! are only ever touched through the [`Target`](crate::target::Target).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -145,19 +146,52 @@ fn host_io(what: &str, e: std::io::Error) -> ActionError {
     ActionError::Failed(format!("{what}: {e}"))
 }
 
-fn new_temp() -> Result<tempfile::NamedTempFile, ActionError> {
-    tempfile::Builder::new()
+/// A host-side temporary file of one transfer: `data`, mode 0600, alone in
+/// a private folder (mode 0700) of the system's temp dir; both are removed
+/// when it is dropped. Bytes from a guest, S3 or a web server never get more
+/// than owner access on this host (no setuid, setgid or sticky bit).
+struct HostTemp {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HostTemp {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Mode of a [`HostTemp`] file.
+const TEMP_FILE_MODE: u32 = 0o600;
+/// Mode of a [`HostTemp`] folder.
+const TEMP_DIR_MODE: u32 = 0o700;
+
+fn new_temp() -> Result<HostTemp, ActionError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |e| host_io("cannot create a temporary file on this host", e);
+    let dir = tempfile::Builder::new()
         .prefix("kiln-transfer-")
-        .tempfile()
-        .map_err(|e| host_io("cannot create a temporary file on this host", e))
+        .permissions(std::fs::Permissions::from_mode(TEMP_DIR_MODE))
+        .tempdir()
+        .map_err(failed)?;
+    let path = dir.path().join("data");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(TEMP_FILE_MODE)
+        .open(&path)
+        .map_err(failed)?;
+    Ok(HostTemp { path, _dir: dir })
 }
 
 /// Opens a host-side temp file for async writing.
-fn temp_writer(tmp: &tempfile::NamedTempFile) -> Result<tokio::fs::File, ActionError> {
-    let f = tmp
-        .reopen()
-        .map_err(|e| host_io("cannot open a temporary file on this host", e))?;
-    Ok(tokio::fs::File::from_std(f))
+async fn temp_writer(tmp: &HostTemp) -> Result<tokio::fs::File, ActionError> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(tmp.path())
+        .await
+        .map_err(|e| host_io("cannot open a temporary file on this host", e))
 }
 
 /// The folder part of a target path (`.` for a bare name, `/` for `/x`).
@@ -448,7 +482,7 @@ async fn download_object(
         .await
         .map_err(|e| s3_error("cannot download", object, &e))?;
     let tmp = new_temp()?;
-    let mut file = temp_writer(&tmp)?;
+    let mut file = temp_writer(&tmp).await?;
     let mut body = resp.body;
     let mut size = 0u64;
     while let Some(chunk) = body
@@ -987,7 +1021,7 @@ async fn fetch_once(
     url: &reqwest::Url,
     shown: &str,
     algorithm: Option<Algorithm>,
-) -> Result<(tempfile::NamedTempFile, u64, Option<String>), AttemptError> {
+) -> Result<(HostTemp, u64, Option<String>), AttemptError> {
     let hard = |message: String| AttemptError {
         message,
         retry: false,
@@ -1015,7 +1049,7 @@ async fn fetch_once(
         });
     }
     let tmp = new_temp().map_err(|e| hard(e.to_string()))?;
-    let mut file = temp_writer(&tmp).map_err(|e| hard(e.to_string()))?;
+    let mut file = temp_writer(&tmp).await.map_err(|e| hard(e.to_string()))?;
     let mut hasher = algorithm.map(Algorithm::hasher);
     let mut size = 0u64;
     loop {
