@@ -180,7 +180,8 @@ pub async fn export(
             want.qemu_name()
         )));
     }
-    let info = img::info(pending.tmp_path()).await?;
+    // the file comes from S3: it must not name other host files
+    let info = img::info_untrusted(pending.tmp_path()).await?;
     if req.format == DiskFormat::Vmdk && info.vmdk_create_type.as_deref() != Some("streamOptimized")
     {
         return Err(AwsError::Unexpected(format!(

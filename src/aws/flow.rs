@@ -203,6 +203,9 @@ pub async fn prepare(req: &AmiImport) -> Result<(PathBuf, bool), AwsError> {
         path: req.image.clone(),
         source,
     })?;
+    // nothing below may read a backing file or an extent elsewhere (nor
+    // open a FIFO)
+    let info = img::info_untrusted(&req.image).await?;
     let source_format = img::detect_format(&req.image)?;
     if req.format == DiskFormat::Raw && source_format == Format::Raw {
         return Ok((req.image.clone(), false));
@@ -228,7 +231,6 @@ pub async fn prepare(req: &AmiImport) -> Result<(PathBuf, bool), AwsError> {
             .await?
         }
         DiskFormat::Vhd => {
-            let info = img::info(&req.image).await?;
             let opts = crate::export::disk::convert_options(
                 crate::export::format::ExportFormat::Vhd,
                 info.virtual_size,
@@ -253,7 +255,7 @@ async fn write_vmdk(image: &Path, work_dir: &Path, staged: &Path) -> Result<(), 
         .tempdir_in(work_dir)
         .map_err(io("create a temporary folder in", work_dir))?;
     let out = tmp.path().join("disk.vmdk");
-    let cancel = crate::export::cancel::Cancel::new();
+    let cancel = crate::util::cancel::Cancel::new();
     let _stop = cancel.on_drop();
     crate::export::vmdk::write_stream_optimized(image, &out, None, &cancel).await?;
     std::fs::File::open(&out)

@@ -99,7 +99,12 @@ impl AwsError {
 
     /// True when the error is the user's to fix (exit code 2).
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, AwsError::Invalid(_))
+        match self {
+            AwsError::Invalid(_) => true,
+            // an image that would read other host files
+            AwsError::Img(e) => e.is_invalid_input(),
+            _ => false,
+        }
     }
 }
 

@@ -129,7 +129,8 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 }
 
 fn read_state(path: &Path) -> Option<UploadState> {
-    let text = std::fs::read_to_string(path).ok()?;
+    // a FIFO or a huge file in its place is no state either
+    let text = crate::util::read::read_text(path, 1 << 20).ok()?;
     serde_json::from_str(&text).ok()
 }
 

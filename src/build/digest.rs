@@ -55,12 +55,7 @@ pub async fn cached_sha256(cache: &Cache, path: &Path) -> Result<String, DigestE
     let path = std::fs::canonicalize(path).map_err(IoError::at("resolve", path))?;
     let stat = |p: &Path| std::fs::metadata(p).map(|m| Stamp::of(&m));
     let before = stat(&path).map_err(IoError::at("stat", &path))?;
-    let dir = cache.digests();
-    let record_path = dir.join(format!(
-        "{}.json",
-        sha256_hex(path.as_os_str().as_encoded_bytes())
-    ));
-    let remembered = std::fs::read(&record_path)
+    let remembered = std::fs::read(record_path(cache, &path))
         .ok()
         .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
         .filter(|r| r.path == path && r.stamp == before);
@@ -70,17 +65,51 @@ pub async fn cached_sha256(cache: &Cache, path: &Path) -> Result<String, DigestE
     let sha256 = sha256_file(&path).await?;
     // remember it only if the file did not change while it was read
     if stat(&path).map_err(IoError::at("stat", &path))? == before {
-        let record = Record {
-            path: path.clone(),
-            stamp: before,
-            sha256: sha256.clone(),
-        };
-        std::fs::create_dir_all(&dir).map_err(IoError::at("create", &dir))?;
-        let json = serde_json::to_vec_pretty(&record)
-            .map_err(|e| IoError::at("encode the digest record of", &path)(e.into()))?;
-        crate::util::atomic::write_file(&record_path, &json)?;
+        save_record(
+            cache,
+            &Record {
+                path: path.clone(),
+                stamp: before,
+                sha256: sha256.clone(),
+            },
+        )?;
     }
     Ok(sha256)
+}
+
+/// Remembers that the file at `path`, as it is now, has this SHA-256 (it
+/// was hashed while it was written, e.g. a download), so that
+/// [`cached_sha256`] does not read it again until it changes.
+pub fn remember(cache: &Cache, path: &Path, sha256: &str) -> Result<(), DigestError> {
+    let path = std::fs::canonicalize(path).map_err(IoError::at("resolve", path))?;
+    let meta = std::fs::metadata(&path).map_err(IoError::at("stat", &path))?;
+    save_record(
+        cache,
+        &Record {
+            path: path.clone(),
+            stamp: Stamp::of(&meta),
+            sha256: sha256.to_string(),
+        },
+    )
+}
+
+/// The file of `path`'s record in the digest cache.
+fn record_path(cache: &Cache, path: &Path) -> PathBuf {
+    cache.digests().join(format!(
+        "{}.json",
+        sha256_hex(path.as_os_str().as_encoded_bytes())
+    ))
+}
+
+fn save_record(cache: &Cache, record: &Record) -> Result<(), DigestError> {
+    let dir = cache.digests();
+    std::fs::create_dir_all(&dir).map_err(IoError::at("create", &dir))?;
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| IoError::at("encode the digest record of", &record.path)(e.into()))?;
+    Ok(crate::util::atomic::write_file(
+        &record_path(cache, &record.path),
+        &json,
+    )?)
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use crate::ami::AmiSpec;
 use crate::aws::distribute::RegionImage;
 use crate::aws::flow::{self, LocalSettings};
 use crate::aws::{AwsError, Clients};
-use crate::export::cancel::Cancel;
 use crate::export::format::ExportFormat;
 use crate::export::ovf::VmSettings;
 use crate::export::write::{self, ExportError, ExportJob};
+use crate::util::cancel::Cancel;
 use crate::util::io::ProgressFn;
 
 /// The base name of a build's files (`image.qcow2`, `image.vmdk`, …).
@@ -55,6 +55,7 @@ pub async fn distribute(
             threads: None,
             // recipes carry no machine settings yet: OVF/OVA get the defaults
             machine: VmSettings::default(),
+            source_format: None,
         };
         let exported = write::export(&job, &cancel, progress).await?;
         progress(&format!(

@@ -11,6 +11,7 @@ pub mod download;
 pub mod guest;
 pub mod inputs;
 pub mod layers;
+pub mod leftovers;
 pub mod lock;
 pub mod manifest;
 pub mod parent;

@@ -291,9 +291,11 @@ impl Reporter {
         let message = self.redactor.redact(message);
         let elapsed = self.start.elapsed();
         let prefix = stage.map(|s| format!("{}: ", s.name())).unwrap_or_default();
+        // names and failure texts in the message may hold control characters
+        let shown = crate::util::display::EscapedLines(&message);
         let text = match event {
-            "warning" => format!("[{:>7}] {prefix}warning: {message}", human(elapsed)),
-            _ => format!("[{:>7}] {prefix}{message}", human(elapsed)),
+            "warning" => format!("[{:>7}] {prefix}warning: {shown}", human(elapsed)),
+            _ => format!("[{:>7}] {prefix}{shown}", human(elapsed)),
         };
         let structured = Event {
             v: EVENT_VERSION,

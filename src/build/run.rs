@@ -174,6 +174,7 @@ impl BuildError {
                 | BuildError::Setting(_)
                 | BuildError::Workspace(WorkspaceError::Exists(_))
         ) || matches!(self, BuildError::Ami(e) if e.is_invalid_input())
+            || matches!(self, BuildError::Parent(e) if e.is_invalid_input())
     }
 }
 
@@ -375,6 +376,9 @@ impl<'a> Build<'a> {
             facts.failure = Some(self.reporter.redactor().redact(&e.to_string()));
             self.reporter.build_finished(&facts);
         })?;
+        if let Some(line) = super::leftovers::summary(&opts.output, ws.reconciled()) {
+            self.reporter.warn(None, &line);
+        }
         let kiln_log = ws.logs().join("kiln.log");
         self.reporter
             .log_to(&kiln_log)
@@ -392,19 +396,32 @@ impl<'a> Build<'a> {
             .await;
         facts.build = catalog.build().map(|b| b.build);
         match staged {
-            Ok(manifest) => self.published(ws, &mut catalog, manifest, facts),
+            Ok(manifest) => self.published(ws, &mut catalog, manifest, facts).await,
             Err(e) => Err(self.failed(ws, &mut catalog, e, facts)),
         }
     }
 
-    /// Publishes the staged folder in one rename and records it.
-    fn published(
+    /// Publishes the staged folder in one rename and records it; with
+    /// `--force`, first waits for another build of the same version to end.
+    async fn published(
         &self,
-        ws: Workspace,
+        mut ws: Workspace,
         catalog: &mut Recorder,
         manifest: Manifest,
         mut facts: BuildFacts,
     ) -> Result<Built, BuildError> {
+        let recipe = self.recipe;
+        let waiting = |pid: Option<u32>| {
+            let by = pid.map_or("another kiln process".into(), |p| format!("pid {p}"));
+            self.reporter.info(
+                None,
+                &format!(
+                    "{} {} is being built by {by}: waiting for it to end before publishing",
+                    recipe.name, recipe.version
+                ),
+            );
+        };
+        ws.hold_version(&waiting).await?;
         let dir = ws.publish()?;
         catalog.published(&manifest, &dir)?;
         facts.outcome = Some("success");

@@ -7,7 +7,7 @@ use clap::Args;
 use super::toe::invalid_report;
 use super::{CliError, EXIT_SUCCESS};
 use crate::build::progress::Reporter;
-use crate::build::run::{Build, BuildOptions, OnError};
+use crate::build::run::{Build, BuildError, BuildOptions, OnError};
 use crate::export::format::ExportFormat;
 use crate::recipe::{self, RecipeError};
 use crate::vm::accel::AccelChoice;
@@ -56,7 +56,9 @@ pub struct BuildArgs {
 pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
     let (recipe, components) = recipe::load_resolved(&args.recipe).map_err(|e| match e {
         RecipeError::Invalid(diags) => CliError::Invalid(invalid_report(&diags, &[])),
-        e @ RecipeError::Io { .. } => CliError::Invalid(format!("error: {e}")),
+        e @ RecipeError::Io { .. } => {
+            CliError::Invalid(format!("error: {}", crate::util::display::chain(&e)))
+        }
     })?;
     let cache = args.host.cache()?;
     let catalog = args.host.catalog_path()?;
@@ -85,7 +87,13 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
     let reporter = Reporter::new(args.json, Build::secrets(&components));
     match Build::new(&recipe, &opts, &reporter).run(components).await {
         Ok(_) => Ok(EXIT_SUCCESS),
-        Err(e) if e.is_invalid_input() => Err(CliError::Invalid(format!("error: {e}"))),
+        Err(e) if e.is_invalid_input() => Err(CliError::Invalid(match &e {
+            // a refused parent image: its Display is the context only
+            BuildError::Parent(_) => {
+                format!("error: {}", crate::pipeline::runner::error_chain(&e))
+            }
+            _ => format!("error: {e}"),
+        })),
         Err(e) => Err(CliError::Failed(anyhow::Error::new(e))),
     }
 }

@@ -86,7 +86,7 @@ pub fn run(cmd: CacheCommand) -> Result<u8, CliError> {
                 println!(
                     "{}  {:<40} {:>9}  {:>4} h old  last used {}{}",
                     &l.meta.key[..16],
-                    what,
+                    crate::util::display::Escaped(&what).to_string(),
                     mib(l.bytes),
                     l.meta.age(now).as_secs() / 3600,
                     l.meta.last_used_at,

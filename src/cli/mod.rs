@@ -109,13 +109,11 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> 
 }
 
 /// Formats an error with its chain of causes, one per line, every secret
-/// masked.
+/// masked. Control characters (from names, paths or peers' answers quoted
+/// in the message) are shown escaped; only the line breaks kiln writes
+/// stay.
 pub fn render_error(e: &CliError) -> String {
-    crate::util::redact::text(&render_unmasked(e))
-}
-
-fn render_unmasked(e: &CliError) -> String {
-    match e {
+    let text = match e {
         CliError::Invalid(msg) => msg.clone(),
         CliError::Interrupted(_) => format!("error: {e}"),
         CliError::Failed(err) => {
@@ -125,7 +123,9 @@ fn render_unmasked(e: &CliError) -> String {
             }
             out
         }
-    }
+    };
+    let text = crate::util::redact::text(&text);
+    crate::util::display::EscapedLines(&text).to_string()
 }
 
 /// Runs a parsed command line, returning the exit code.
@@ -136,7 +136,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         .map_err(|e| {
             CliError::Failed(anyhow::Error::new(e).context("starting the async runtime"))
         })?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let work = async move {
             match cli.command {
                 Command::Ami(cmd) => ami::run(cmd).await,
@@ -157,8 +157,17 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             result = work => result,
             signal = interrupted() => Err(CliError::Interrupted(signal)),
         }
-    })
+    });
+    // Blocking tasks (reading, hashing, checking files) stop when their
+    // future is dropped, at their next read; dropping the runtime would
+    // wait for any that does not, however long it takes.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
 }
+
+/// How long kiln waits for blocking tasks to stop after the command ended
+/// or was interrupted, before it exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM and names it.
 async fn interrupted() -> &'static str {

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use libdeflater::{CompressionLvl, Compressor};
 
-use super::cancel::{Cancel, Cancelled};
 use super::disk::round_up;
 use super::source::{self, BlockPlan, Source, SourceError};
 use super::write::{ExportError, ExportJob};
+use crate::util::cancel::{Cancel, Cancelled};
 use crate::util::io::ProgressFn;
 
 /// GCE wants the raw disk a whole number of GiB.

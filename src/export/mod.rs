@@ -2,7 +2,6 @@
 //! streamOptimized VMDK writer; qemu-img for the others), OVF/OVA packages,
 //! and checks of every written file.
 
-pub mod cancel;
 pub mod disk;
 pub mod format;
 pub mod gce;

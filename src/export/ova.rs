@@ -7,13 +7,13 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::cancel::Cancel;
 use super::format::ExportFormat;
 use super::ovf::{self, DiskFile};
 use super::vmdk;
 use super::write::{ExportError, ExportJob};
 use crate::disk::img;
 use crate::util::atomic::PendingFile;
+use crate::util::cancel::Cancel;
 use crate::util::digest::{self, sha256_hex};
 use crate::util::io::{IoError, ProgressFn};
 
@@ -177,7 +177,7 @@ fn write_ova(
     let tmp = pending.tmp_path().to_path_buf();
     let io_err = |e: io::Error| -> ExportError {
         if e.kind() == io::ErrorKind::Interrupted && cancel.is_cancelled() {
-            ExportError::Cancelled(super::cancel::Cancelled)
+            ExportError::Cancelled(crate::util::cancel::Cancelled)
         } else {
             IoError::at("write the OVA", &tmp)(e).into()
         }
@@ -217,6 +217,7 @@ pub async fn export(
     let m = Members::new(job.format, &main_name);
     // settings the profile cannot express fail before the disk is written
     ovf::resolve(&job.machine).map_err(|e| ExportError::Settings(e.to_string()))?;
+    ovf::check_name(&machine_name(job, &m)).map_err(|e| ExportError::Settings(e.to_string()))?;
     // the disk: beside the .ovf for `ovf`; for `ova` a temporary file,
     // removed when this returns (whether it succeeds or not)
     let tmp_disk = match job.format {
@@ -241,6 +242,14 @@ pub async fn export(
     Ok(planned_files(job.format, Path::new(job.file_name)))
 }
 
+/// The machine's name: `--name`, else the descriptor's base name.
+fn machine_name(job: &ExportJob<'_>, m: &Members) -> String {
+    job.machine
+        .name
+        .clone()
+        .unwrap_or_else(|| m.ovf.strip_suffix(".ovf").unwrap_or(&m.ovf).to_string())
+}
+
 /// Writes the descriptor and manifest around a written streamOptimized
 /// disk `disk` (for `ovf`, already at `m.disk` beside `main`): for `ovf`
 /// the `.mf`, then `main` (the `.ovf`); for `ova` the tar `main` with the
@@ -262,11 +271,7 @@ pub async fn package(
     let file_size = std::fs::metadata(disk)
         .map_err(IoError::at("stat", disk))?
         .len();
-    let name = job
-        .machine
-        .name
-        .clone()
-        .unwrap_or_else(|| m.ovf.strip_suffix(".ovf").unwrap_or(&m.ovf).to_string());
+    let name = machine_name(job, m);
     let descriptor = ovf::descriptor(
         &job.machine,
         &name,

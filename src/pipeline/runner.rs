@@ -155,6 +155,7 @@ impl RunError {
         match self {
             RunError::Recipe(_) | RunError::Invalid(_) => true,
             RunError::Build(e) => e.is_invalid_input(),
+            RunError::Parent(e) => e.is_invalid_input(),
             _ => false,
         }
     }
@@ -335,13 +336,7 @@ pub async fn run(p: &Pipeline, s: &RunSettings) -> Result<RunOutcome, RunError> 
 
 /// An error and its causes on one line.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    out
+    crate::util::display::chain(e)
 }
 
 async fn run_locked(

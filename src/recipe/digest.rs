@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::util::io::IoError;
+use crate::util::read;
 use crate::util::redact;
 use crate::util::yaml::{self, Node, ScalarStyle};
 
@@ -55,11 +56,12 @@ pub fn sha256(text: &str) -> String {
 }
 
 /// The recipe digest ([`sha256`]) of the recipe (or pipeline) file at
-/// `path`, read on a blocking thread.
+/// `path`, read bounded ([`read::read_bounded`]) on a blocking thread.
 pub async fn sha256_file(path: &Path) -> Result<String, IoError> {
     let owned = path.to_path_buf();
     tokio::task::spawn_blocking(move || -> Result<String, IoError> {
-        let bytes = std::fs::read(&owned).map_err(IoError::at("read", &owned))?;
+        let bytes = read::read_bounded(&owned, read::MAX_DOCUMENT_BYTES)
+            .map_err(|e| IoError::at("read", &owned)(std::io::Error::other(e)))?;
         Ok(sha256(&String::from_utf8_lossy(&bytes)))
     })
     .await

@@ -79,7 +79,7 @@ fn load_document(
                 r.pos(),
                 "component-missing",
                 r.field.clone(),
-                e.to_string(),
+                crate::util::display::chain(&e),
                 hint,
             );
             None

@@ -144,10 +144,12 @@ impl ServeLog {
 
     /// Writes one line, every secret masked.
     pub fn line(&self, level: &str, message: &str) {
+        // file names and failure texts quoted in messages may hold
+        // control characters: shown escaped
         let line = format!(
             "{} {level:<5} {}",
             Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-            redact::text(message)
+            crate::util::display::EscapedLines(&redact::text(message))
         );
         eprintln!("{line}");
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
@@ -244,7 +246,7 @@ impl Daemon {
                     invalid.insert(file, text.join("\n"));
                 }
                 Err(e) => {
-                    invalid.insert(file, e.to_string());
+                    invalid.insert(file, runner::error_chain(&e));
                 }
             }
         }

@@ -802,7 +802,10 @@ impl Engine<'_> {
         }
         let loaded = match load::load(&reference, parent.loaded.base_dir.as_deref(), self.os) {
             Ok(l) => l,
-            Err(e) => return (Err(format!("ExecuteDocument `{reference}`: {e}")), None),
+            Err(e) => {
+                let e = crate::util::display::chain(&e);
+                return (Err(format!("ExecuteDocument `{reference}`: {e}")), None);
+            }
         };
         let mut chain: Vec<String> = ancestors.to_vec();
         chain.push(parent.loaded.id.clone());

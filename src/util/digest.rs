@@ -15,12 +15,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Hex SHA-256 of a file's bytes, read in 1 MiB chunks on a blocking thread.
+/// Hex SHA-256 of a file's bytes, read in 1 MiB chunks on a blocking
+/// thread, which stops when the returned future is dropped (Ctrl-C,
+/// SIGTERM).
 pub async fn sha256_file(path: &Path) -> Result<String, IoError> {
     let owned = path.to_path_buf();
+    let cancel = super::cancel::Cancel::new();
+    let _stop = cancel.on_drop();
     let hashed = tokio::task::spawn_blocking(move || -> Result<String, IoError> {
         let path = owned.as_path();
-        let mut f = std::fs::File::open(path).map_err(IoError::at("open", path))?;
+        let mut f = std::fs::File::open(path)
+            .map(|f| cancel.reader(f))
+            .map_err(IoError::at("open", path))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
         loop {

@@ -346,24 +346,22 @@ pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Value {
     v
 }
 
-/// The end of a text whose beginning was cut off (a bounded tail of a
-/// process's output), masked: the cut may have left the end of a secret at
-/// its start, which no search can recognise, so the partial first line is
-/// dropped (with no line break, the first bytes as long as the longest
-/// secret are).
-pub fn tail_after_cut(text: &str) -> String {
-    let known = known();
-    let rest = match text.find('\n') {
+/// The part of a text whose beginning was cut off (a bounded tail of a
+/// process's output) that redaction can be trusted with: the cut may have
+/// left the end of a secret at its start, which no search can recognise,
+/// so the partial first line is left out (with no line break, the first
+/// bytes as long as the longest secret are).
+pub fn cut_start(text: &str) -> &str {
+    match text.find('\n') {
         Some(i) => &text[i + 1..],
         None => {
-            let mut at = known.max_len.min(text.len());
+            let mut at = known().max_len.min(text.len());
             while !text.is_char_boundary(at) {
                 at += 1;
             }
             &text[at..]
         }
-    };
-    format!("…{}", redact_with(rest, &known))
+    }
 }
 
 /// Masks text that arrives in pieces: each piece is masked as far as it can
@@ -726,11 +724,10 @@ mod tests {
     fn a_cut_tail_drops_its_partial_first_line() {
         // the registry is global; the value is distinctive to this test
         register(["tail-secret-Kq7"]);
-        assert_eq!(
-            tail_after_cut("et-Kq7 partial\nlast tail-secret-Kq7 line"),
-            "…last *** line"
-        );
-        let t = tail_after_cut("et-Kq7 no break at all, long enough");
+        let cut = cut_start("et-Kq7 partial\nlast tail-secret-Kq7 line");
+        assert_eq!(cut, "last tail-secret-Kq7 line");
+        assert_eq!(text(cut), "last *** line");
+        let t = cut_start("et-Kq7 no break at all, long enough");
         assert!(!t.contains("Kq7"), "{t}");
     }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// A position in a source text, both 1-based.
@@ -165,9 +165,47 @@ fn pos_of(mark: &Marker) -> Pos {
     }
 }
 
-enum Frame {
-    Seq(Pos, usize, Vec<Node>),
-    Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
+/// The most nodes a YAML file may hold once its aliases are expanded (an
+/// alias counts every node it copies, an anchor the copy kept of its node).
+pub const MAX_NODES: usize = 1_000_000;
+/// The most nodes the aliases of one file may copy in all: far more than
+/// any real document needs, far less than a "billion laughs" bomb makes.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+/// The most bytes of scalar text a file may hold once its aliases are expanded.
+pub const MAX_TEXT_BYTES: usize = 64 << 20;
+/// The deepest nesting of lists and maps (aliases expanded).
+pub const MAX_DEPTH: usize = 128;
+/// The most problems one parse reports; the rest are left out.
+pub const MAX_ISSUES: usize = 100;
+
+/// The size of a node and everything in it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Extent {
+    /// Nodes, the node itself included.
+    nodes: usize,
+    /// Bytes of scalar text.
+    bytes: usize,
+    /// Levels of lists and maps (0 for a scalar).
+    height: usize,
+}
+
+enum Body {
+    Seq(Vec<Node>),
+    Map {
+        entries: Vec<(Node, Node)>,
+        /// The key whose value comes next.
+        key: Option<Node>,
+        /// The scalar keys already in `entries`, with where they are.
+        seen: HashMap<String, Pos>,
+    },
+}
+
+/// A list or map being read.
+struct Frame {
+    pos: Pos,
+    anchor: usize,
+    extent: Extent,
+    body: Body,
 }
 
 /// What kind of problem a [`YamlIssue`] is.
@@ -183,6 +221,10 @@ pub enum YamlIssueKind {
     MultipleDocuments,
     /// No document at all.
     Empty,
+    /// The document is too large or too deep once its aliases are expanded
+    /// ([`MAX_NODES`], [`MAX_ALIAS_NODES`], [`MAX_TEXT_BYTES`],
+    /// [`MAX_DEPTH`]); reading stopped there.
+    Limit,
 }
 
 /// A problem found while reading YAML, with the field path where it was
@@ -209,12 +251,18 @@ impl YamlIssue {
 }
 
 struct Builder<'t> {
-    lines: Vec<&'t str>,
+    text: &'t str,
     stack: Vec<Frame>,
     root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, (Node, Extent)>,
     issues: Vec<YamlIssue>,
     documents: usize,
+    /// Nodes and text made so far, copies included.
+    total: Extent,
+    /// Nodes copied by aliases so far.
+    aliased: usize,
+    /// Set when a limit is reached: reading stops.
+    stopped: bool,
 }
 
 fn join_path(path: &str, key: &str) -> String {
@@ -225,16 +273,100 @@ fn join_path(path: &str, key: &str) -> String {
     }
 }
 
+const ALIAS_HINT: &str =
+    "an alias (`*name`) copies the whole node its anchor (`&name`) names; write the values out instead of nesting aliases of aliases";
+
 impl<'t> Builder<'t> {
     fn new(text: &'t str) -> Self {
         Builder {
-            lines: text.lines().collect(),
+            text,
             stack: Vec::new(),
             root: None,
             anchors: HashMap::new(),
             issues: Vec::new(),
             documents: 0,
+            total: Extent::default(),
+            aliased: 0,
+            stopped: false,
         }
+    }
+
+    /// Records a problem (at most [`MAX_ISSUES`]).
+    fn issue(&mut self, issue: YamlIssue) {
+        if self.issues.len() < MAX_ISSUES {
+            self.issues.push(issue);
+        }
+    }
+
+    /// Records a limit that was reached and stops reading.
+    fn limit(&mut self, pos: Pos, message: String, hint: &str) {
+        let field = self.path();
+        self.issues.push(YamlIssue {
+            kind: YamlIssueKind::Limit,
+            pos,
+            field,
+            message,
+            hint: Some(hint.to_string()),
+        });
+        self.stopped = true;
+    }
+
+    /// Accounts for `extent` more nodes and text; false (and stopped) past
+    /// a limit. `alias` says the nodes are an alias's copy.
+    fn grow(&mut self, extent: Extent, pos: Pos, alias: bool) -> bool {
+        let what = if alias { "this alias makes " } else { "" };
+        self.total.nodes = self.total.nodes.saturating_add(extent.nodes);
+        self.total.bytes = self.total.bytes.saturating_add(extent.bytes);
+        if alias {
+            self.aliased = self.aliased.saturating_add(extent.nodes);
+            if self.aliased > MAX_ALIAS_NODES {
+                self.limit(
+                    pos,
+                    format!("this alias makes the aliases of the document copy more than {MAX_ALIAS_NODES} nodes (a YAML alias bomb?)"),
+                    ALIAS_HINT,
+                );
+                return false;
+            }
+        }
+        let hint = if alias {
+            ALIAS_HINT
+        } else {
+            "split the file; documents, recipes and pipelines are far smaller than this"
+        };
+        if self.total.nodes > MAX_NODES {
+            self.limit(
+                pos,
+                format!("{what}the document hold more than {MAX_NODES} YAML nodes"),
+                hint,
+            );
+            return false;
+        }
+        if self.total.bytes > MAX_TEXT_BYTES {
+            self.limit(
+                pos,
+                format!(
+                    "{what}the document hold more than {} MiB of text",
+                    MAX_TEXT_BYTES >> 20
+                ),
+                hint,
+            );
+            return false;
+        }
+        true
+    }
+
+    /// False (and stopped) when a node `height` levels high cannot be
+    /// placed at the current depth.
+    fn fits(&mut self, height: usize, pos: Pos) -> bool {
+        if self.stack.len() + height > MAX_DEPTH {
+            self.limit(
+                pos,
+                format!("lists and maps are nested more than {MAX_DEPTH} levels deep here"),
+                "flatten the structure; no kiln file needs this much nesting",
+            );
+            return false;
+        }
+        true
     }
 
     /// The field path of the node being built (the innermost open map or
@@ -242,105 +374,147 @@ impl<'t> Builder<'t> {
     fn path(&self) -> String {
         let mut out = String::new();
         for frame in &self.stack {
-            match frame {
-                Frame::Seq(_, _, items) => out.push_str(&format!("[{}]", items.len())),
-                Frame::Map(_, _, _, Some(k)) => {
+            match &frame.body {
+                Body::Seq(items) => out.push_str(&format!("[{}]", items.len())),
+                Body::Map { key: Some(k), .. } => {
                     out = join_path(&out, k.as_str().unwrap_or_default());
                 }
-                Frame::Map(_, _, _, None) => {}
+                Body::Map { key: None, .. } => {}
             }
         }
         out
     }
 
-    fn text_at(&self, pos: Pos) -> &str {
-        self.lines
-            .get(pos.line.wrapping_sub(1))
+    /// Line `line` (1-based) of the text.
+    fn line(&self, line: usize) -> Option<&'t str> {
+        self.text.lines().nth(line.checked_sub(1)?)
+    }
+
+    fn text_at(&self, pos: Pos) -> &'t str {
+        self.line(pos.line)
             .and_then(|l| l.get(pos.column.saturating_sub(1)..))
             .unwrap_or_default()
     }
 
-    fn push_node(&mut self, node: Node, anchor: usize) {
-        if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+    /// The problem of a map key that is not a scalar, at the map `map_pos`.
+    fn complex_key(&self, node: &Node, map_pos: Pos) -> YamlIssue {
+        let at = self.text_at(map_pos);
+        let (pos, message, hint) = if at.starts_with("{{") {
+            let end = at.find("}}").map_or(0, |i| i + 2);
+            let expr = &at[..end];
+            (
+                map_pos,
+                format!("`{expr}` at the start of a value is read as a YAML map, not as text"),
+                format!("quote the whole value, e.g. `'{expr}'`"),
+            )
+        } else {
+            (
+                node.pos,
+                "a map key must be a scalar".to_string(),
+                "quote values that start with `{` or `[`".to_string(),
+            )
+        };
+        YamlIssue {
+            kind: YamlIssueKind::ComplexKey,
+            pos,
+            field: self.path(),
+            message,
+            hint: Some(hint),
         }
-        let path = self.path();
+    }
+
+    fn push_node(&mut self, node: Node, extent: Extent, anchor: usize) {
+        if anchor > 0 {
+            // the copy kept for aliases costs as much as the node
+            if !self.grow(extent, node.pos, false) {
+                return;
+            }
+            self.anchors.insert(anchor, (node.clone(), extent));
+        }
         let complex_at = match self.stack.last() {
-            Some(Frame::Map(map_pos, _, _, None)) if node.as_str().is_none() => Some(*map_pos),
+            Some(Frame {
+                pos,
+                body: Body::Map { key: None, .. },
+                ..
+            }) if node.as_str().is_none() => Some(*pos),
             _ => None,
         };
         if let Some(map_pos) = complex_at {
-            let braces = self.text_at(map_pos).starts_with("{{");
-            let (pos, message, hint) = if braces {
-                let end = self.text_at(map_pos).find("}}").map_or(0, |i| i + 2);
-                let expr = self.text_at(map_pos)[..end].to_string();
-                (
-                    map_pos,
-                    format!("`{expr}` at the start of a value is read as a YAML map, not as text"),
-                    format!("quote the whole value, e.g. `'{expr}'`"),
-                )
-            } else {
-                (
-                    node.pos,
-                    "a map key must be a scalar".to_string(),
-                    "quote values that start with `{` or `[`".to_string(),
-                )
-            };
-            self.issues.push(YamlIssue {
-                kind: YamlIssueKind::ComplexKey,
-                pos,
-                field: path.clone(),
-                message,
-                hint: Some(hint),
-            });
+            let issue = self.complex_key(&node, map_pos);
+            self.issue(issue);
         }
-        match self.stack.last_mut() {
-            None => {
-                if self.root.is_none() {
-                    self.root = Some(node);
-                }
+        let duplicate = match self.stack.last() {
+            Some(Frame {
+                body: Body::Map {
+                    key: None, seen, ..
+                },
+                ..
+            }) => node
+                .as_str()
+                .and_then(|k| seen.get(k).map(|first| (k, first.line))),
+            _ => None,
+        };
+        if let Some((k, first_line)) = duplicate {
+            let issue = YamlIssue {
+                kind: YamlIssueKind::DuplicateKey,
+                pos: node.pos,
+                field: join_path(&self.path(), k),
+                message: format!("duplicate key `{k}`"),
+                hint: Some(format!(
+                    "`{k}` is already given on line {first_line}; keep only one of them"
+                )),
+            };
+            self.issue(issue);
+        }
+        let Some(frame) = self.stack.last_mut() else {
+            if self.root.is_none() {
+                self.root = Some(node);
             }
-            Some(Frame::Seq(_, _, items)) => items.push(node),
-            Some(Frame::Map(map_pos, _, entries, key)) => match key.take() {
+            return;
+        };
+        frame.extent.nodes = frame.extent.nodes.saturating_add(extent.nodes);
+        frame.extent.bytes = frame.extent.bytes.saturating_add(extent.bytes);
+        frame.extent.height = frame.extent.height.max(extent.height + 1);
+        match &mut frame.body {
+            Body::Seq(items) => items.push(node),
+            Body::Map { entries, key, seen } => match key.take() {
                 None => {
                     // yaml-rust2 marks a block map at the `:` of its first
                     // key; the map starts at the key itself
-                    if entries.is_empty() && node.pos < *map_pos {
-                        *map_pos = node.pos;
-                    }
-                    if let Some(k) = node.as_str() {
-                        if let Some((first, _)) =
-                            entries.iter().find(|(e, _)| e.as_str() == Some(k))
-                        {
-                            self.issues.push(YamlIssue {
-                                kind: YamlIssueKind::DuplicateKey,
-                                pos: node.pos,
-                                field: join_path(&path, k),
-                                message: format!("duplicate key `{k}`"),
-                                hint: Some(format!(
-                                    "`{k}` is already given on line {}; keep only one of them",
-                                    first.pos.line
-                                )),
-                            });
-                        }
+                    if entries.is_empty() && node.pos < frame.pos {
+                        frame.pos = node.pos;
                     }
                     *key = Some(node);
                 }
-                Some(k) => {
-                    // a repeated key keeps its first value
-                    let repeated = k
-                        .as_str()
-                        .is_some_and(|ks| entries.iter().any(|(e, _)| e.as_str() == Some(ks)));
-                    if !repeated {
+                // a repeated key keeps its first value
+                Some(k) => match k.as_str() {
+                    Some(ks) if seen.contains_key(ks) => {}
+                    Some(ks) => {
+                        seen.insert(ks.to_string(), k.pos);
                         entries.push((k, node));
                     }
-                }
+                    None => entries.push((k, node)),
+                },
             },
         }
     }
-}
 
-impl MarkedEventReceiver for Builder<'_> {
+    fn open(&mut self, pos: Pos, anchor: usize, body: Body) {
+        let one = Extent {
+            nodes: 1,
+            bytes: 0,
+            height: 1,
+        };
+        if self.fits(1, pos) && self.grow(one, pos, false) {
+            self.stack.push(Frame {
+                pos,
+                anchor,
+                extent: one,
+                body,
+            });
+        }
+    }
+
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let pos = pos_of(&mark);
         match ev {
@@ -351,44 +525,56 @@ impl MarkedEventReceiver for Builder<'_> {
                     TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => ScalarStyle::Quoted,
                     TScalarStyle::Literal | TScalarStyle::Folded => ScalarStyle::Block,
                 };
-                self.push_node(
-                    Node {
+                let extent = Extent {
+                    nodes: 1,
+                    bytes: text.len(),
+                    height: 0,
+                };
+                if self.grow(extent, pos, false) {
+                    let node = Node {
                         pos,
                         value: Value::Scalar(text, style),
-                    },
-                    anchor,
-                );
+                    };
+                    self.push_node(node, extent, anchor);
+                }
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(pos, anchor, Vec::new())),
-            Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map(pos, anchor, Vec::new(), None))
-            }
+            Event::SequenceStart(anchor, _) => self.open(pos, anchor, Body::Seq(Vec::new())),
+            Event::MappingStart(anchor, _) => self.open(
+                pos,
+                anchor,
+                Body::Map {
+                    entries: Vec::new(),
+                    key: None,
+                    seen: HashMap::new(),
+                },
+            ),
             Event::SequenceEnd | Event::MappingEnd => {
-                let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq(pos, anchor, items)) => (
-                        Node {
-                            pos,
-                            value: Value::Seq(items),
-                        },
-                        anchor,
-                    ),
-                    Some(Frame::Map(pos, anchor, entries, _)) => (
-                        Node {
-                            pos,
-                            value: Value::Map(entries),
-                        },
-                        anchor,
-                    ),
-                    None => return,
+                let Some(frame) = self.stack.pop() else {
+                    return;
                 };
-                self.push_node(node, anchor);
+                let value = match frame.body {
+                    Body::Seq(items) => Value::Seq(items),
+                    Body::Map { entries, .. } => Value::Map(entries),
+                };
+                let node = Node {
+                    pos: frame.pos,
+                    value,
+                };
+                self.push_node(node, frame.extent, frame.anchor);
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().unwrap_or(Node {
-                    pos,
-                    value: Value::Scalar(String::new(), ScalarStyle::Plain),
-                });
-                self.push_node(node, 0);
+                let Some(&(_, extent)) = self.anchors.get(&id) else {
+                    let node = Node {
+                        pos,
+                        value: Value::Scalar(String::new(), ScalarStyle::Plain),
+                    };
+                    self.push_node(node, Extent::default(), 0);
+                    return;
+                };
+                if self.fits(extent.height, pos) && self.grow(extent, pos, true) {
+                    let node = self.anchors[&id].0.clone();
+                    self.push_node(node, extent, 0);
+                }
             }
             _ => {}
         }
@@ -417,29 +603,37 @@ fn syntax_hint(message: &str) -> String {
 pub fn parse_checked(text: &str) -> (Option<Node>, Vec<YamlIssue>) {
     let mut builder = Builder::new(text);
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, true) {
-        let mut pos = pos_of(e.marker());
-        let message = e.info().to_string();
-        if message.contains("tab") {
-            // point at the tab itself, not after it
-            if let Some(i) = builder
-                .lines
-                .get(pos.line.wrapping_sub(1))
-                .and_then(|l| l.find('\t'))
-            {
-                pos.column = i + 1;
+    // events are pulled one by one (yaml-rust2's `load` recurses once per
+    // nesting level) so that a limit stops the reading at once
+    while !builder.stopped {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => break,
+            Ok((ev, mark)) => builder.on_event(ev, mark),
+            Err(e) => {
+                let mut pos = pos_of(e.marker());
+                let message = e.info().to_string();
+                if message.contains("tab") {
+                    // point at the tab itself, not after it
+                    if let Some(i) = builder.line(pos.line).and_then(|l| l.find('\t')) {
+                        pos.column = i + 1;
+                    }
+                }
+                return (
+                    None,
+                    vec![YamlIssue {
+                        kind: YamlIssueKind::Syntax,
+                        pos,
+                        field: String::new(),
+                        hint: Some(syntax_hint(&message)),
+                        message,
+                    }],
+                );
             }
         }
-        return (
-            None,
-            vec![YamlIssue {
-                kind: YamlIssueKind::Syntax,
-                pos,
-                field: String::new(),
-                hint: Some(syntax_hint(&message)),
-                message,
-            }],
-        );
+    }
+    if builder.stopped {
+        let limit = builder.issues.pop().expect("a stop records its limit");
+        return (None, vec![limit]);
     }
     let mut issues = std::mem::take(&mut builder.issues);
     if builder.documents > 1 {
@@ -517,5 +711,94 @@ mod tests {
         assert!(n.get("a").unwrap().is_null());
         assert!(n.get("b").unwrap().is_null());
         assert_eq!(n.get("d").unwrap().as_seq().unwrap().len(), 1);
+    }
+
+    /// The classic "billion laughs": nine levels of nine aliases.
+    pub(crate) fn alias_bomb() -> String {
+        let mut t = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            let refs = vec![format!("*{prev}"); 9].join(",");
+            t.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        t
+    }
+
+    #[test]
+    fn an_alias_bomb_stops_at_the_alias_that_crosses_the_budget() {
+        let text = alias_bomb();
+        assert!(text.len() < 500, "{}", text.len());
+        let started = std::time::Instant::now();
+        let (root, issues) = parse_checked(&text);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(root.is_none());
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        let i = &issues[0];
+        assert_eq!(i.kind, YamlIssueKind::Limit);
+        assert!(i.message.contains("alias bomb"), "{}", i.message);
+        // the level whose aliases cross 100 000 copied nodes (9^6 > 10^5)
+        assert!(
+            text.lines()
+                .nth(i.pos.line - 1)
+                .unwrap()
+                .starts_with("f: &f"),
+            "{i:?}"
+        );
+        assert_eq!(
+            &text.lines().nth(i.pos.line - 1).unwrap()[i.pos.column - 1..][..2],
+            "*e"
+        );
+    }
+
+    #[test]
+    fn big_scalars_copied_by_aliases_count_their_text() {
+        let big = "x".repeat(1 << 20);
+        let refs = vec!["*s"; 100].join(",");
+        let text = format!("s: &s {big}\nl: [{refs}]\n");
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("MiB of text"), "{e}");
+        assert_eq!(e.pos.line, 2);
+    }
+
+    #[test]
+    fn nesting_is_bounded_block_and_flow() {
+        let block = "- ".repeat(100_000) + "x\n";
+        let e = parse(&block).unwrap_err();
+        assert!(e.message.contains("nested more than 128 levels"), "{e}");
+        let flow = "[".repeat(200) + &"]".repeat(200);
+        let e = parse(&flow).unwrap_err();
+        assert!(e.message.contains("nested more than 128 levels"), "{e}");
+        // an alias cannot push a deep node deeper than the limit
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        let e = parse(&format!(
+            "a: &a {deep}\nb: {}*a{}\n",
+            "[".repeat(40),
+            "]".repeat(40)
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("nested"), "{e}");
+        assert_eq!(e.pos.line, 2);
+        // 128 levels are fine
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        parse(&ok).unwrap();
+    }
+
+    #[test]
+    fn many_keys_and_many_nodes() {
+        let started = std::time::Instant::now();
+        let text: String = (0..100_000).map(|i| format!("k{i}: {i}\n")).collect();
+        let n = parse(&text).unwrap();
+        assert_eq!(n.as_map().unwrap().len(), 100_000);
+        let dup = format!("{text}k5: again\n");
+        let e = parse(&dup).unwrap_err();
+        assert!(e.message.contains("duplicate key `k5`"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        let items = "- a\n".repeat(MAX_NODES + 1);
+        let e = parse(&items).unwrap_err();
+        assert!(e.message.contains("more than 1000000 YAML nodes"), "{e}");
     }
 }

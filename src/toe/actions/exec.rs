@@ -1,8 +1,12 @@
 //! ExecuteBash and ExecuteBinary. A script's commands are joined into one
 //! file run by bash, with no implicit `set -e`: only its exit status counts.
 //! Exit 194 asks for a reboot after which the same step runs again.
+//! The output streams to the console as it comes; the step's `stdout`
+//! output is the last [`STDOUT_TAIL`](crate::util::tail::STDOUT_TAIL)
+//! bytes of it (AWSTOE documents no limit; kiln needs one).
 
 use crate::target::{ExecRequest, Stream};
+use crate::util::redact;
 
 use super::{fail, ActionContext, ActionError, ActionOutcome, Inputs, RebootRequest};
 
@@ -61,13 +65,22 @@ pub async fn run_process(
     // now that they ended, even when the process could not be run to the end
     ctx.console.end_output();
     let out = out?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = if out.stdout_total > out.stdout.len() as u64 {
+        ctx.log(&format!(
+            "{program} printed {} bytes; the step's `stdout` output keeps the last {} from a line start (all of it is above)",
+            out.stdout_total,
+            out.stdout.len()
+        ));
+        // the cut may have left the end of a secret at the start, where no
+        // redaction can recognise it
+        redact::cut_start(&stdout)
+    } else {
+        &stdout
+    };
     match out.code {
         Some(0) => Ok(ActionOutcome {
-            outputs: [(
-                "stdout".to_string(),
-                trim_newline(&String::from_utf8_lossy(&out.stdout)),
-            )]
-            .into(),
+            outputs: [("stdout".to_string(), trim_newline(stdout))].into(),
             reboot: None,
         }),
         Some(REBOOT_EXIT_CODE) => Ok(ActionOutcome {
@@ -85,16 +98,31 @@ pub async fn run_process(
     }
 }
 
-/// The last lines of a failed process's standard error, for its failure
-/// message, with its secrets masked (the whole output is masked before it
-/// is cut, so no secret is cut in two).
+/// The longest stderr line a failure message quotes (its end is kept).
+const MAX_QUOTED_LINE: usize = 300;
+
+/// The last three non-empty lines of `stderr`, for a failure message; a
+/// longer line keeps its last [`MAX_QUOTED_LINE`] characters. Secrets are
+/// masked before lines are cut, so no secret is cut in two; when the kept
+/// tail may have been cut (it is as long as kiln keeps), its partial first
+/// line is left out, as it may start with the end of a secret.
 fn stderr_tail(stderr: &[u8]) -> String {
-    let text = crate::util::redact::text(&String::from_utf8_lossy(stderr));
-    let last: Vec<&str> = text
+    let text = String::from_utf8_lossy(stderr);
+    let whole = stderr.len() + 3 < crate::util::tail::STDERR_TAIL;
+    let text = redact::text(if whole {
+        &text
+    } else {
+        redact::cut_start(&text)
+    });
+    let last: Vec<String> = text
         .lines()
         .rev()
         .filter(|l| !l.trim().is_empty())
         .take(3)
+        .map(|l| match l.char_indices().rev().nth(MAX_QUOTED_LINE - 1) {
+            Some((i, _)) if i > 0 => format!("…{}", &l[i..]),
+            _ => l.to_string(),
+        })
         .collect();
     if last.is_empty() {
         String::new()
