@@ -206,6 +206,12 @@ pub struct BuildSettings {
     pub accelerator: Option<Accelerator>,
     /// Stage timeouts.
     pub timeouts: Timeouts,
+    /// `build.cache.maxAgeHours`: component layers older than this are
+    /// not used (`None`: kiln's default, a week).
+    pub layer_max_age_hours: Option<u64>,
+    /// `build.tests.reboot`: run the reboot test (`None`: only when the
+    /// recipe lists `reboot-test-linux`).
+    pub reboot_test: Option<bool>,
 }
 
 /// The accelerator a recipe asks for (`build.accelerator`).
