@@ -110,7 +110,7 @@ fn pipeline(name: &str, extra: &str, outputs: &[&Path], distribution: &str) -> S
         .map(|p| format!("\"{}\"", p.display()))
         .collect();
     format!(
-        "name: {name}\nrecipe: ../recipe.yml\ninfrastructure: {{cpus: 1, memoryMiB: 1024, accelerator: tcg}}\ndistribution: {{outputDirectories: [{}]{distribution}}}\n{extra}",
+        "name: {name}\nrecipe: ../recipe.yml\ninfrastructure: {{cpus: 1, memoryMiB: 1024}}\ndistribution: {{outputDirectories: [{}]{distribution}}}\n{extra}",
         outputs.join(", ")
     )
 }
