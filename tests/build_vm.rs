@@ -604,7 +604,7 @@ fn sigterm_and_sigkill_during_the_build_stage_leave_no_qemu_and_publish_nothing(
         );
         let mut stdout = Lines::new(run.child.stdout.take().unwrap());
         let _stderr = Lines::new(run.child.stderr.take().unwrap());
-        stdout.wait_for("booting the build VM", Duration::from_secs(10 * 60));
+        stdout.wait_for("starting the build VM", Duration::from_secs(10 * 60));
         // QEMU is up (its command line names the output folder)
         let deadline = Instant::now() + Duration::from_secs(60);
         while qemu_processes(out.to_str().unwrap()).is_empty() {
