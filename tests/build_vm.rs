@@ -446,6 +446,7 @@ async fn boot_export(
         accel,
         cpus: 1,
         memory_mib: 1024,
+        network: kiln::vm::net::Network::default(),
         boot_timeout: Duration::from_secs(1200),
         vm_dir: work,
         log_dir: work,

@@ -25,6 +25,7 @@ use crate::toe::diag::Diagnostic;
 use crate::toe::runner::DocumentRun;
 use crate::vm::accel::{self, AccelChoice, Selected};
 use crate::vm::img::{self, Compression, ConvertOptions};
+use crate::vm::net::Network;
 use crate::vm::qemu::Accel;
 
 /// What to do when a stage fails while its VM runs.
@@ -48,6 +49,8 @@ pub struct BuildOptions {
     pub memory_mib: Option<u32>,
     /// Boot timeout in seconds (overrides the recipe).
     pub boot_timeout: Option<u64>,
+    /// What the VMs' network reaches (overrides the recipe).
+    pub network: Option<Network>,
     /// Failure handling.
     pub on_error: OnError,
     /// Replace an already published version.
@@ -192,6 +195,7 @@ struct Machine {
     cpus: u32,
     memory_mib: u32,
     disk_bytes: u64,
+    network: Network,
     boot: Duration,
     build: Duration,
     test: Duration,
@@ -239,6 +243,7 @@ fn machine(
         cpus: opts.cpus.or(recipe.build.cpus).unwrap_or(2),
         memory_mib: opts.memory_mib.or(recipe.build.memory_mib).unwrap_or(2048),
         disk_bytes,
+        network: opts.network.or(recipe.build.network).unwrap_or_default(),
         boot: pick(opts.boot_timeout.or(t.boot_seconds), DEFAULT_BOOT),
         build: pick(t.build_seconds, DEFAULT_BUILD),
         test: pick(t.test_seconds, DEFAULT_TEST),
@@ -748,6 +753,7 @@ impl<'a> Build<'a> {
                 cpus: m.cpus,
                 memory_mib: m.memory_mib,
                 disk_bytes: m.disk_bytes,
+                network: m.network.name().to_string(),
                 timeouts: manifest::TimeoutInfo {
                     boot: m.boot.as_secs(),
                     build: m.build.as_secs(),
@@ -831,12 +837,13 @@ impl<'a> Build<'a> {
         rep.info(
             p,
             &format!(
-                "machine: {} ({}), {} vCPUs, {} MiB, {} GiB disk; timeouts: boot {} s, build {} s, test {} s, shutdown {} s",
+                "machine: {} ({}), {} vCPUs, {} MiB, {} GiB disk, network {}; timeouts: boot {} s, build {} s, test {} s, shutdown {} s",
                 m.selected.accel.name(),
                 m.selected.reason,
                 m.cpus,
                 m.memory_mib,
                 m.disk_bytes / GIB,
+                m.network.name(),
                 m.boot.as_secs(),
                 m.build.as_secs(),
                 m.test.as_secs(),
@@ -859,6 +866,7 @@ impl<'a> Build<'a> {
             accel: m.selected.accel,
             cpus: m.cpus,
             memory_mib: m.memory_mib,
+            network: m.network,
             boot_timeout: m.boot,
             vm_dir: ws.vm(),
             log_dir: &ws.logs(),

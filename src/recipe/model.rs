@@ -10,6 +10,7 @@ use super::version::Version;
 use crate::toe::load::LoadedDocument;
 use crate::toe::yaml::Pos;
 use crate::vm::accel::AccelChoice;
+use crate::vm::net::Network;
 
 /// The working directory when a recipe gives none (as in Image Builder).
 pub const DEFAULT_WORKING_DIRECTORY: &str = "/tmp";
@@ -205,6 +206,8 @@ pub struct BuildSettings {
     pub memory_mib: Option<u32>,
     /// Which accelerator to use.
     pub accelerator: Option<AccelChoice>,
+    /// What the build and test VMs' network reaches (`build.network`).
+    pub network: Option<Network>,
     /// Stage timeouts.
     pub timeouts: Timeouts,
 }

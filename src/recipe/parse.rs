@@ -17,9 +17,10 @@ use super::model::{
 };
 use super::parent;
 use super::version::{Version, MAX_VERSION_PART};
-use crate::toe::diag::{record_yaml_issues, Diagnostics};
+use crate::toe::diag::{did_you_mean, record_yaml_issues, Diagnostics};
 use crate::toe::yaml::{self, Pos, YamlIssueKind};
 use crate::vm::accel::AccelChoice;
+use crate::vm::net::Network;
 
 const KILN_KEYS: &[&str] = &[
     "name",
@@ -45,7 +46,7 @@ const EBS_KEYS: &[&str] = &[
     "volumeSize",
     "volumeType",
 ];
-const BUILD_KEYS: &[&str] = &["cpus", "memoryMiB", "accelerator", "timeouts"];
+const BUILD_KEYS: &[&str] = &["cpus", "memoryMiB", "accelerator", "network", "timeouts"];
 const ACCELERATORS: &[&str] = &["auto", "kvm", "tcg"];
 
 /// Bounds of the numbers in `build:` and `blockDeviceMappings`.
@@ -203,7 +204,7 @@ pub(crate) fn read_inline(top: &Obj<'_>, dir: &Path, d: &mut Diagnostics) -> Dra
 }
 
 /// Reads a block shaped like a recipe's `build:` (cpus, memoryMiB,
-/// accelerator, timeouts), e.g. a pipeline's `infrastructure:`.
+/// accelerator, network, timeouts), e.g. a pipeline's `infrastructure:`.
 pub(crate) fn build_settings(f: &Field<'_>, d: &mut Diagnostics) -> Option<BuildSettings> {
     Reader {
         d,
@@ -507,6 +508,7 @@ impl Reader<'_> {
                     _ => AccelChoice::Auto,
                 })
         });
+        let network = obj.get("network").map(|f| network(&f, d));
         let timeouts = match obj.get("timeouts") {
             Some(t) => timeouts(&t, d),
             None => Some(Timeouts::default()),
@@ -516,9 +518,31 @@ impl Reader<'_> {
             cpus: optional(cpus)?.map(|n| n as u32),
             memory_mib: optional(memory)?.map(|n| n as u32),
             accelerator: optional(accelerator)?,
+            network: optional(network)?,
             timeouts: timeouts?,
         })
     }
+}
+
+/// What `build.network` means, for its hint.
+const NETWORK_HINT: &str = "`none`: nothing but kiln's SSH; `outbound` (the default): the internet and LAN, never the host itself; `host`: outbound plus the host's loopback services at 10.0.2.2";
+
+fn network(f: &Field<'_>, d: &mut Diagnostics) -> Option<Network> {
+    let text = f.str(d)?;
+    if let Some(n) = Network::from_name(text) {
+        return Some(n);
+    }
+    let hint = match did_you_mean(text, Network::NAMES.iter().copied()) {
+        Some(guess) => format!("{guess} {NETWORK_HINT}"),
+        None => NETWORK_HINT.to_string(),
+    };
+    f.error(
+        d,
+        "network",
+        format!("kiln does not support the network `{text}`"),
+        Some(hint),
+    );
+    None
 }
 
 fn timeouts(f: &Field<'_>, d: &mut Diagnostics) -> Option<Timeouts> {

@@ -73,6 +73,7 @@ pub fn probe_config(accel: Accel, workdir: &Path) -> Result<VmConfig, VmError> {
             media: Media::Disk,
         }],
         ssh_port: None,
+        network: super::net::Network::None,
         serial_log: workdir.join(format!("probe-{}.serial.log", accel.name())),
         qmp_socket: workdir.join(format!("probe-{}.qmp", accel.name())),
         kernel: None,
