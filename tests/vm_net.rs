@@ -1,9 +1,11 @@
-//! The `outbound` network without a guest: this test plays QEMU on kiln's
-//! end of the socket pair and writes the frames a hostile root guest could
-//! write (a TCP SYN to any address it likes). Against passt alone such a SYN
-//! reaches a service on the host's 127.0.0.1; through kiln's frame filter no
-//! frame to the host does, while ARP, the SSH forward, and passt's exit
-//! with kiln's network still work. Needs the `passt` package.
+//! The build VMs' networks without a guest: the test writes the frames a
+//! hostile root guest could write (a TCP SYN to any address it likes).
+//! `outbound`: the test plays QEMU on kiln's end of the socket pair; against
+//! passt alone such a SYN reaches a service on the host's 127.0.0.1, through
+//! kiln's frame filter no frame to the host does, while ARP, the SSH
+//! forward, and passt's exit with kiln's network still work. `none` and
+//! `host`: real QEMU (the probe VM) with kiln's user-network netdev, whose
+//! card is replaced by a socket the test holds. Needs the `passt` package.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -12,7 +14,9 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln::vm::net::{self, Forbidden, Outbound};
+use kiln::vm::accel;
+use kiln::vm::net::{self, Forbidden, Network, Outbound};
+use kiln::vm::qemu::{self, Accel, Nic};
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
@@ -345,4 +349,150 @@ async fn a_guest_cannot_reach_the_host_through_outbound() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A DHCP discover from the guest (UDP checksum 0: none, as IPv4 allows).
+fn dhcp_discover() -> Vec<u8> {
+    let mut bootp = vec![1, 1, 6, 0, 0x4b, 0x49, 0x4c, 0x4e];
+    bootp.resize(28, 0);
+    bootp.extend_from_slice(&GUEST_MAC);
+    bootp.resize(236, 0);
+    bootp.extend_from_slice(&[0x63, 0x82, 0x53, 0x63, 53, 1, 1, 255]);
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&68u16.to_be_bytes());
+    udp.extend_from_slice(&67u16.to_be_bytes());
+    udp.extend_from_slice(&((8 + bootp.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&bootp);
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + udp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255]);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip.extend_from_slice(&udp);
+    ethernet(0x0800, &ip)
+}
+
+/// QEMU (the probe VM, so it runs without a guest OS) with the user-network
+/// netdev kiln gives `network`; its card is replaced by a socket whose other
+/// end is returned, joined to the netdev by a hub. Killed on drop.
+struct UserNetwork {
+    qemu: std::process::Child,
+    guest: UnixStream,
+    _dir: tempfile::TempDir,
+}
+
+impl UserNetwork {
+    fn start(network: Network) -> UserNetwork {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = accel::probe_config(Accel::Tcg, dir.path()).unwrap();
+        cfg.name = "net-test".into();
+        cfg.exit_on_reboot = false;
+        cfg.ssh_port = Some(qemu::free_port().unwrap());
+        cfg.network = network;
+        let mut args = qemu::arguments(&cfg, Nic::of(&cfg, None));
+        let card = args
+            .iter()
+            .position(|a| a == "virtio-net-pci,netdev=net0")
+            .expect("a virtio card on net0");
+        args.drain(card - 1..=card);
+        let (guest, qemu_end) = UnixStream::pair().unwrap();
+        let fd = qemu_end.as_raw_fd();
+        for a in [
+            "-netdev".to_string(),
+            format!("socket,id=test,fd={fd}"),
+            "-netdev".into(),
+            "hubport,id=p0,hubid=0,netdev=net0".into(),
+            "-netdev".into(),
+            "hubport,id=p1,hubid=0,netdev=test".into(),
+        ] {
+            args.push(a);
+        }
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(&args).stdout(Stdio::null()).stderr(Stdio::null());
+        // SAFETY: fcntl only, between fork and exec
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let qemu = cmd.spawn().unwrap();
+        drop(qemu_end);
+        UserNetwork {
+            qemu,
+            guest,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for UserNetwork {
+    fn drop(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+    }
+}
+
+/// The host's first IPv4 address that is not a loopback one.
+fn host_ipv4() -> Ipv4Addr {
+    net::host_addresses()
+        .unwrap()
+        .into_iter()
+        .find_map(|a| match a {
+            IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
+            _ => None,
+        })
+        .expect("an IPv4 address besides the loopback")
+}
+
+#[test]
+fn none_reaches_nothing_and_host_reaches_the_loopback() {
+    let service = HostService::new();
+    let guest_ip: IpAddr = Ipv4Addr::new(10, 0, 2, 15).into();
+    let slirp_host: IpAddr = Ipv4Addr::new(10, 0, 2, 2).into();
+
+    // none: DHCP answers, but neither the host (10.0.2.2 is its 127.0.0.1)
+    // nor any other address (here the host's own, as the LAN would see it)
+    let mut none = UserNetwork::start(Network::None);
+    send(
+        &mut none.guest,
+        &syn(guest_ip, slirp_host, 40000, service.port),
+    );
+    send(
+        &mut none.guest,
+        &syn(guest_ip, host_ipv4().into(), 40001, service.port),
+    );
+    send(&mut none.guest, &dhcp_discover());
+    receive_until(&mut none.guest, "DHCP offer", |f| {
+        f.get(12..14) == Some(&[0x08, 0x00]) && f.get(34..38) == Some(&[0, 67, 0, 68])
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        service.connections(),
+        Vec::<SocketAddr>::new(),
+        "a guest of the `none` network reached the host"
+    );
+    drop(none);
+
+    // host: 10.0.2.2 is the host's 127.0.0.1 (what `outbound` prevents)
+    let mut host = UserNetwork::start(Network::Host);
+    send(
+        &mut host.guest,
+        &syn(guest_ip, slirp_host, 40002, service.port),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut reached = service.connections();
+    while reached.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        reached = service.connections();
+    }
+    assert!(
+        reached.iter().any(|p| p.ip().is_loopback()),
+        "a guest of the `host` network did not reach the host's loopback: {reached:?}"
+    );
 }
