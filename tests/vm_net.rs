@@ -496,3 +496,57 @@ fn none_reaches_nothing_and_host_reaches_the_loopback() {
         "a guest of the `host` network did not reach the host's loopback: {reached:?}"
     );
 }
+
+/// Runs in two roles: the test re-runs this binary as a "kiln" that starts
+/// an `outbound` network and waits; the test kills it with SIGKILL and
+/// checks that passt ended with it. (As root, passt drops to `nobody`, which
+/// clears its parent-death signal: it ends because its socket closes.)
+#[test]
+fn passt_dies_when_kiln_is_killed() {
+    if let Ok(dir) = std::env::var("KILN_TEST_NET_HOLDER") {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let port = qemu::free_port().unwrap();
+            let mut outbound = Outbound::start(port, Forbidden::this_host().unwrap()).unwrap();
+            let _guest = outbound.take_qemu_end().unwrap();
+            let pid = outbound.passt_pid().unwrap();
+            std::fs::write(
+                std::path::Path::new(&dir).join("passt.pid"),
+                pid.to_string(),
+            )
+            .unwrap();
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        });
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut holder = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "passt_dies_when_kiln_is_killed", "--nocapture"])
+        .env("KILN_TEST_NET_HOLDER", dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("passt.pid");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "the holder never started passt");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let passt: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(running(passt));
+    holder.kill().unwrap(); // SIGKILL: no destructor runs
+    holder.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(passt) {
+        assert!(
+            Instant::now() < deadline,
+            "passt {passt} outlived its SIGKILLed parent"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -216,8 +216,8 @@ pub fn arguments(cfg: &VmConfig, nic: Nic) -> Vec<String> {
         };
         push(&["-drive", &spec]);
     }
-    a.extend(nic.arguments());
-    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    let card = nic.arguments();
+    push(&card.iter().map(String::as_str).collect::<Vec<_>>());
     if let Some(k) = &cfg.kernel {
         push(&[
             "-kernel",
