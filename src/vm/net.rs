@@ -44,7 +44,7 @@ pub enum Network {
     #[default]
     Outbound,
     /// Outbound plus the host: QEMU user networking, where 10.0.2.2 is the
-    /// host's 127.0.0.1 (kiln before 0.1's network setting).
+    /// host's 127.0.0.1 (every build VM's network before this setting).
     Host,
 }
 
