@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use kiln::export::cancel::Cancel;
 use kiln::export::{gce, vmdk};
+use kiln::util::cancel::Cancel;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -23,6 +23,8 @@ have mkfs.vfat || need+=(dosfstools)
 have mcopy || need+=(mtools)
 have mke2fs || need+=(e2fsprogs)   # also debugfs, which tests use to read sealed images
 have python3 || need+=(python3)
+# saved VM states (booted snapshots and component layers) are zstd streams
+have zstd || need+=(zstd)
 # test tools only: independent readers of kiln's native seed ISO writer
 command -v isoinfo >/dev/null 2>&1 || need+=(genisoimage)
 command -v xorriso >/dev/null 2>&1 || need+=(xorriso)

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use kiln::aws::import::{self, BootMode, DiskFormat, ImportRequest};
+use kiln::ami::{BootMode, DiskFormat};
+use kiln::aws::import::{self, ImportRequest};
 use kiln::aws::poll::{self, PollOptions};
 use kiln::aws::upload::{self, UploadRequest};
 use kiln::aws::AwsError;
@@ -140,7 +141,7 @@ fn qemu_img(args: &[&str]) {
 /// `qemu-img compare` (formats by their magic bytes, a fixed VHD's footer
 /// included): true when the guest sees the same bytes.
 async fn same_disk(a: &Path, b: &Path) -> bool {
-    kiln::vm::img::compare(a, b)
+    kiln::disk::img::compare(a, b)
         .await
         .expect("qemu-img compare")
 }

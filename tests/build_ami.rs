@@ -63,7 +63,7 @@ distribution:
     kiln::recipe::parse("r.yml", &text, Path::new("/recipes")).expect("recipe")
 }
 
-fn spec(bucket: &str) -> kiln::aws::flow::AmiSpec {
+fn spec(bucket: &str) -> kiln::ami::AmiSpec {
     recipe(bucket).distribution.ami.expect("distribution.ami")
 }
 
@@ -84,7 +84,7 @@ fn record(dir: &Path, images: &[kiln::aws::distribute::RegionImage]) {
     let recipe = recipe(BUCKET);
     let parent = ResolvedParent {
         path: dir.join("base.qcow2"),
-        format: kiln::vm::img::Format::Qcow2,
+        format: kiln::disk::img::Format::Qcow2,
         sha256: "ab".repeat(32),
         virtual_size: 4 << 20,
         origin: "file base.qcow2".into(),

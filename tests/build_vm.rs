@@ -440,7 +440,7 @@ async fn boot_export(
 ) -> Result<(), String> {
     use kiln::build::guest::{Guest, GuestSpec};
     let overlay = work.join(format!("{format}.qcow2"));
-    kiln::vm::img::create_overlay(disk, format, &overlay, None)
+    kiln::disk::img::create_overlay(disk, format, &overlay, None)
         .await
         .map_err(|e| e.to_string())?;
     let guest = Guest::boot(GuestSpec {
@@ -452,7 +452,7 @@ async fn boot_export(
         network: kiln::vm::net::Network::default(),
         boot_timeout: Duration::from_secs(1200),
         vm_dir: work,
-        log_dir: work,
+        log_dir: work.to_path_buf(),
         socket_dir: work,
         qemu: "qemu-system-x86_64",
         build_id: "exports",
@@ -631,7 +631,84 @@ fn sigterm_and_sigkill_during_the_build_stage_leave_no_qemu_and_publish_nothing(
             assert_eq!(code, -1, "killed by a signal");
             // no cleanup can run, but nothing was published: publishing is a rename
             assert!(!out.join("debian-web").exists());
+            assert_no_qemu(out.to_str().unwrap());
+            the_next_kiln_cleans_up_after_a_killed_build(
+                work.path(),
+                &out,
+                &work.path().join(format!("catalog-{name}")),
+            );
         }
         assert_no_qemu(out.to_str().unwrap());
     }
+}
+
+/// After a SIGKILLed build of debian-web into `out` recorded in the catalog
+/// in `data`: the next kiln that opens the catalog marks its entry failed,
+/// and the next build into `out` removes its temporary folder (keeping its
+/// logs), each saying so in one line. Nothing boots.
+fn the_next_kiln_cleans_up_after_a_killed_build(work: &Path, out: &Path, data: &Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_DATA_DIR", data)
+            .env("KILN_CACHE_DIR", work.join("probe-cache"))
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let killed: Vec<String> = std::fs::read_dir(out.join(".kiln-tmp"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(killed.len(), 1, "the killed build's folder: {killed:?}");
+
+    let (code, listed, err) = run(&["images", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("marked failed"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(said[0].contains("debian-web/1.0.0/1"), "{err}");
+    let list: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(list[0]["status"], "failed", "{list}");
+
+    // a build whose parent cannot be fetched opens the output folder and fails
+    std::fs::write(
+        work.join("probe.yml"),
+        "name: probe\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: Hi\n        action: ExecuteBash\n        inputs:\n          commands: [\"echo hi\"]\n",
+    )
+    .unwrap();
+    let recipe = work.join("probe-recipe.yml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name: probe\nsemanticVersion: 1.0.0\nparentImage: {{url: \"http://127.0.0.1:9/none.qcow2\", sha256: {}}}\ncomponents:\n  - component: ./probe.yml\n",
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&[
+        "build",
+        recipe.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("removed the temporary files of 1 interrupted build(s)"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(said[0].contains(&killed[0]), "{err}");
+    nothing_published_tmp(out);
+    let logs = out.join(format!("failed/debian-web-1.0.0-{}", killed[0]));
+    assert!(logs.join("kiln.log").exists(), "{}", logs.display());
+    assert!(logs.join("build-serial.log").exists(), "{}", logs.display());
 }

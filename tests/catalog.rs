@@ -413,3 +413,50 @@ fn inputs_events_schedule_state_and_recent_builds() {
     assert_eq!(c.schedule_last("nightly").unwrap(), Some(t2));
     assert_eq!(c.schedule_last("weekly").unwrap(), None);
 }
+
+#[test]
+fn building_entries_whose_kiln_is_gone_are_failed_when_the_catalog_opens() {
+    use kiln::catalog::running;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let status = |c: &Catalog, id: i64| c.get(id).unwrap().status;
+
+    // a live build: its catalog handle (in a kiln that runs) stays open
+    let mut live = Catalog::open(&path).unwrap();
+    let running_id = live.begin_build(&new("web", "1.0.0")).unwrap().id;
+    // a build whose kiln died: its handle is gone without settling it
+    let mut dead = Catalog::open(&path).unwrap();
+    let dead_id = dead.begin_build(&new("web", "1.0.0")).unwrap().id;
+    // one from an older kiln, which took no lock
+    let old_id = dead.begin_build(&new("db", "2.0.0")).unwrap().id;
+    std::fs::remove_file(running::dir(&path).join(format!("{old_id}.lock"))).unwrap();
+    drop(dead);
+
+    let mut next = Catalog::open(&path).unwrap();
+    assert_eq!(status(&next, running_id), Status::Building);
+    for id in [dead_id, old_id] {
+        let image = next.get(id).unwrap();
+        assert_eq!(image.status, Status::Failed, "{}", image.full_name());
+        assert_eq!(image.failure.as_deref(), Some(running::INTERRUPTED));
+        assert!(image.finished_at.is_some());
+    }
+    assert!(next.reconcile().unwrap().is_empty(), "nothing more to do");
+
+    // the live build settles normally; its lock goes with it
+    live.finish_build(running_id, &done("/out/web/1.0.0"))
+        .unwrap();
+    assert_eq!(status(&next, running_id), Status::Available);
+    assert_eq!(
+        std::fs::read_dir(running::dir(&path)).unwrap().count(),
+        0,
+        "no lock file left"
+    );
+    // a build settled by another handle than the one that began it
+    let id = live.begin_build(&new("web", "1.0.1")).unwrap().id;
+    next.fail_build(id, "boom", None).unwrap();
+    assert_eq!(status(&next, id), Status::Failed);
+    drop(live);
+    assert!(next.reconcile().unwrap().is_empty());
+    assert_eq!(next.get(id).unwrap().failure.as_deref(), Some("boom"));
+    assert_eq!(std::fs::read_dir(running::dir(&path)).unwrap().count(), 0);
+}

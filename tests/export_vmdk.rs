@@ -9,10 +9,10 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kiln::export::cancel::Cancel;
 use kiln::export::gce;
 use kiln::export::source::{Source, SourceError};
 use kiln::export::vmdk::{self, VmdkError};
+use kiln::util::cancel::Cancel;
 
 fn run(program: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
     Command::new(program)

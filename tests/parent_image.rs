@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kiln::build::cache::Cache;
 use kiln::build::parent::{resolve, ParentError, ParentImage};
-use kiln::vm::img::{self, ConvertOptions, Format};
+use kiln::disk::img::{self, ConvertOptions, Format};
 use support::http::{HttpServer, Reply};
 
 /// File, URL and bootstrap parents never read the image catalog.
@@ -154,7 +154,7 @@ async fn a_url_with_the_wrong_digest_leaves_nothing() {
         .await
         .unwrap_err()
         .to_string();
-    let actual = kiln::build::digest::sha256_hex(b"not the image you want");
+    let actual = kiln::util::digest::sha256_hex(b"not the image you want");
     assert!(e.contains(&expected) && e.contains(&actual), "{e}");
     let left: Vec<_> = std::fs::read_dir(cache.downloads()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
@@ -169,6 +169,110 @@ async fn a_url_with_the_wrong_digest_leaves_nothing() {
         .to_string();
     assert!(e.contains("404"), "{e}");
     assert_eq!(std::fs::read_dir(cache.downloads()).unwrap().count(), 0);
+}
+
+/// A qcow2 whose backing file is `secret` (an absolute host path), as a
+/// hostile parent image carries it.
+fn backed_by(dir: &Path, secret: &Path) -> std::path::PathBuf {
+    let evil = dir.join("evil.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(secret)
+        .arg(&evil)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    evil
+}
+
+fn assert_refused(e: &ParentError) {
+    let text = kiln::pipeline::runner::error_chain(e);
+    assert!(e.is_invalid_input(), "{text}");
+    assert!(
+        text.contains("refused") && text.contains("backing file"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn parents_with_backing_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(dir.path().join("cache"));
+    let secret = dir.path().join("host-secret");
+    std::fs::write(&secret, vec![b's'; 1 << 20]).unwrap();
+    let evil = backed_by(dir.path(), &secret);
+
+    let e = file_parent(&evil, &cache).await.unwrap_err();
+    assert_refused(&e);
+
+    let body = std::fs::read(&evil).unwrap();
+    let sha256 = sha256sum(&evil);
+    let server = HttpServer::start([("/evil.qcow2", Reply::Body(body))]).await;
+    let parent = ParentImage::Url {
+        url: server.url("/evil.qcow2"),
+        sha256,
+    };
+    let e = resolve(&parent, &cache, no_catalog(), &quiet)
+        .await
+        .unwrap_err();
+    assert_refused(&e);
+    // and again from the cache
+    let e = resolve(&parent, &cache, no_catalog(), &quiet)
+        .await
+        .unwrap_err();
+    assert_refused(&e);
+    assert_eq!(server.hits("/evil.qcow2"), 1);
+}
+
+#[tokio::test]
+async fn a_damaged_cache_entry_is_downloaded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(dir.path().join("cache"));
+    let (_, qcow2) = images(dir.path()).await;
+    let body = std::fs::read(&qcow2).unwrap();
+    let sha256 = sha256sum(&qcow2);
+    let server = HttpServer::start([("/base.qcow2", Reply::Body(body.clone()))]).await;
+    let parent = ParentImage::Url {
+        url: server.url("/base.qcow2"),
+        sha256: sha256.clone(),
+    };
+    let first = resolve(&parent, &cache, no_catalog(), &quiet)
+        .await
+        .unwrap();
+    // the download was hashed while written: the cached use reads no byte
+    // of it again (its digest record answers)
+    let again = resolve(&parent, &cache, no_catalog(), &quiet)
+        .await
+        .unwrap();
+    assert!(again.origin.ends_with(" (cached)"), "{}", again.origin);
+    assert_eq!(server.hits("/base.qcow2"), 1);
+
+    // same size, other bytes: the name <sha256>.img is no proof
+    let mut damaged = body.clone();
+    let at = damaged.len() - 100;
+    damaged[at] ^= 0xff;
+    std::fs::write(&first.path, &damaged).unwrap();
+    let lines = std::sync::Mutex::new(Vec::new());
+    let progress = |m: &str| lines.lock().unwrap().push(m.to_string());
+    let fixed = resolve(&parent, &cache, no_catalog(), &progress)
+        .await
+        .unwrap();
+    assert_eq!(server.hits("/base.qcow2"), 2);
+    assert_eq!(std::fs::read(&fixed.path).unwrap(), body);
+    assert_eq!(fixed.sha256, sha256);
+    assert!(
+        lines.lock().unwrap().iter().any(|l| l.contains("damaged")),
+        "{:?}",
+        lines.lock().unwrap()
+    );
+
+    // a file put there by hand, never hashed by kiln
+    std::fs::write(&first.path, b"QFI\xfbnot really").unwrap();
+    let fixed = resolve(&parent, &cache, no_catalog(), &quiet)
+        .await
+        .unwrap();
+    assert_eq!(server.hits("/base.qcow2"), 3);
+    assert_eq!(std::fs::read(&fixed.path).unwrap(), body);
 }
 
 /// The one real bootstrap (minutes, network to the Debian mirror the first

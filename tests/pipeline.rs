@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 
 use kiln::pipeline::{self, Notification, RecipeSource, StartCondition};
-use kiln::vm::net::Network;
+use kiln::recipe::Network;
 
 const FILE: &str = "p.yml";
 
@@ -317,6 +317,12 @@ fn prune_applies_retention_to_the_catalog() {
     };
     let f = file.to_str().unwrap();
     let cp = cat_path.to_str().unwrap();
+    // `pipeline validate` checks the recipe file the pipeline names
+    std::fs::write(
+        dir.path().join("r.yml"),
+        "name: web\nsemanticVersion: 1.0.0\nparentImage: kiln:debian/1.x.x\ncomponents:\n  - component: update-linux\n",
+    )
+    .unwrap();
     let (code, out, err) = kiln(&["pipeline", "validate", f]);
     assert_eq!(code, 0, "{err}");
     assert!(

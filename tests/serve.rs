@@ -294,3 +294,109 @@ fn bad_serve_arguments_exit_2_and_start_nothing() {
     );
     assert!(!data.join("serve.log").exists(), "a log was written");
 }
+
+/// Hostile files dropped into the served folder (a YAML alias bomb, deep
+/// nesting, a file over the size limit, before and while the daemon runs)
+/// are reported as invalid, each with its reason, and the daemon keeps
+/// running and serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_files_in_the_folder_are_invalid_and_the_daemon_lives() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bomb = {
+        let mut t = String::from("a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            t.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{prev}"); 9].join(",")
+            ));
+        }
+        t
+    };
+    std::fs::write(dir.join("bomb.yml"), &bomb).unwrap();
+    std::fs::write(dir.join("deep.yml"), "- ".repeat(100_000) + "x\n").unwrap();
+    std::fs::File::create(dir.join("big.yml"))
+        .unwrap()
+        .set_len((16 << 20) + 1)
+        .unwrap();
+    let (hook, _rx) = support::http::receiver(200).await;
+    std::fs::write(dir.join("ok.yml"), pipeline("ok", "0 2 * * *", &hook)).unwrap();
+    let catalog = root.path().join("data/catalog.sqlite");
+    let clock = Arc::new(ManualClock(Mutex::new(at("2026-12-01T01:00:00Z"))));
+    let daemon = Daemon::new(options(root.path(), 1), clock).unwrap();
+    let listener = http::bind("127.0.0.1:0".parse().unwrap(), Exposure::LoopbackOnly)
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let api = Arc::new(CatalogApi::open(&catalog, daemon.view()).unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = daemon.run(async {
+        let _ = stopped.await;
+    });
+    let invalid = |health: &Value| -> Vec<(String, String)> {
+        health["invalid"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let file = i["file"].as_str().unwrap();
+                let name = Path::new(file).file_name().unwrap().to_string_lossy();
+                (name.into_owned(), i["error"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let body = async {
+        let mut health = Value::Null;
+        for _ in 0..200 {
+            health = get(&base, "/health").await;
+            if health["pipelines"] == 1 && invalid(&health).len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(health["status"], "ok", "{health}");
+        assert_eq!(health["pipelines"], 1, "{health}");
+        let found = invalid(&health);
+        let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["big.yml", "bomb.yml", "deep.yml"], "{health}");
+        assert!(found[0].1.contains("larger than 16 MiB"), "{}", found[0].1);
+        assert!(
+            found[1].1.contains(":6:8: error[yaml-limit]"),
+            "{}",
+            found[1].1
+        );
+        assert!(
+            found[2].1.contains("nested more than 128 levels"),
+            "{}",
+            found[2].1
+        );
+        // a bomb dropped while the daemon runs
+        std::fs::write(dir.join("later.yml"), &bomb).unwrap();
+        until("the new file is seen", || {
+            std::fs::read_to_string(root.path().join("data/serve.log"))
+                .unwrap_or_default()
+                .contains("later.yml is invalid")
+        })
+        .await;
+        let health = get(&base, "/health").await;
+        assert_eq!(health["status"], "ok", "{health}");
+        assert_eq!(invalid(&health).len(), 4, "{health}");
+        let p = get(&base, "/v1/pipelines/ok").await;
+        assert_eq!(p["name"], "ok", "{p}");
+        let _ = stop.send(());
+    };
+    let (ran, ()) = tokio::join!(
+        async {
+            tokio::select! {
+                r = scheduler => r,
+                () = http::serve(listener, api.clone(), std::future::pending()) => unreachable!(),
+            }
+        },
+        body
+    );
+    ran.unwrap();
+}

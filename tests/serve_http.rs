@@ -55,8 +55,9 @@ struct Ids {
 
 /// A catalog with web/1.0.0/1 (available), web/1.0.0/2 (failed),
 /// web/1.0.1/1 (available, pipeline web-nightly) and db/2.0.0/1 (building,
-/// pipeline `db weekly`), in that order.
-fn catalog(path: &std::path::Path) -> Ids {
+/// pipeline `db weekly`), in that order. The returned handle began the
+/// running build: while it is open, the build counts as running.
+fn catalog(path: &std::path::Path) -> (Ids, Catalog) {
     let mut c = Catalog::open(path).unwrap();
     let web1 = c.begin_build(&new("web", "1.0.0", None)).unwrap().id;
     c.finish_build(web1, &done("/out/web/1.0.0")).unwrap();
@@ -72,12 +73,13 @@ fn catalog(path: &std::path::Path) -> Ids {
         .begin_build(&new("db", "2.0.0", Some("db weekly")))
         .unwrap()
         .id;
-    Ids {
+    let ids = Ids {
         web1,
         web_failed,
         web2,
         db_running,
-    }
+    };
+    (ids, c)
 }
 
 /// A running server and what it logged.
@@ -87,13 +89,20 @@ struct Server {
     log: Arc<Mutex<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// The kiln "running" db/2.0.0/1.
+    _builder: Catalog,
     _dir: tempfile::TempDir,
 }
 
 async fn start(read_timeout: Duration) -> Server {
+    start_with(|o| o.read_timeout = read_timeout).await
+}
+
+/// Starts a server with [`Options::default`] changed by `adjust`.
+async fn start_with(adjust: impl FnOnce(&mut Options)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("catalog.sqlite");
-    let ids = catalog(&path);
+    let (ids, builder) = catalog(&path);
     let api: Arc<dyn Api> = Arc::new(CatalogApi::open(&path, Fixed).unwrap());
     let listener = http::bind("127.0.0.1:0".parse().unwrap(), Exposure::LoopbackOnly)
         .await
@@ -101,11 +110,11 @@ async fn start(read_timeout: Duration) -> Server {
     let addr = listener.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
-    let options = Options {
-        read_timeout,
+    let mut options = Options {
         log: Arc::new(move |line: &str| sink.lock().unwrap().push(line.to_string())),
         ..Options::default()
     };
+    adjust(&mut options);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(http::serve_with(listener, api, options, async {
         let _ = stopped.await;
@@ -116,6 +125,7 @@ async fn start(read_timeout: Duration) -> Server {
         log,
         stop: Some(stop),
         task,
+        _builder: builder,
         _dir: dir,
     }
 }
@@ -140,8 +150,17 @@ impl Server {
     }
 
     /// Sends `bytes` over a new connection and reads the answer until the
-    /// server closes.
+    /// server closes. `Host: x` in `bytes` is sent as this server's
+    /// address (`Host: 127.0.0.1:PORT`).
     async fn raw(&self, bytes: &[u8]) -> String {
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let text = text.replace("Host: x", &format!("Host: {}", self.addr));
+        self.raw_as_is(text.as_bytes()).await
+    }
+
+    /// Sends `bytes` unchanged over a new connection and reads the answer
+    /// until the server closes.
+    async fn raw_as_is(&self, bytes: &[u8]) -> String {
         let mut s = TcpStream::connect(self.addr).await.unwrap();
         s.write_all(bytes).await.unwrap();
         let mut out = Vec::new();
@@ -448,4 +467,158 @@ async fn bind_refuses_non_loopback_addresses() {
         .await
         .unwrap_err();
     assert!(matches!(e, HttpError::Bind { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn only_loopback_host_names_with_the_port_are_answered() {
+    let s = start(10 * SECOND).await;
+    let port = s.addr.port();
+    let get = |host: String| format!("GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    // a DNS-rebound page: its own name, with the right port
+    for host in [
+        format!("attacker.example:{port}"),
+        "attacker.example".to_string(),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        "127.0.0.1".to_string(),
+        format!("localhost.attacker.example:{port}"),
+    ] {
+        let answer = s.raw_as_is(get(host.clone()).as_bytes()).await;
+        assert_eq!(status_of(&answer), 421, "{host}: {answer}");
+        assert!(answer.contains("Misdirected Request"), "{answer}");
+        assert!(!answer.contains("\"pipelines\""), "{host}: {answer}");
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let answer = s.raw_as_is(get(host.clone()).as_bytes()).await;
+        assert_eq!(status_of(&answer), 200, "{host}: {answer}");
+    }
+    // the authority of an absolute-form target counts too
+    let absolute = format!(
+        "GET http://attacker.example:{port}/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    );
+    assert_eq!(status_of(&s.raw_as_is(absolute.as_bytes()).await), 421);
+    // HTTP/1.1 without Host is 400; HTTP/1.0 without Host is answered
+    assert_eq!(
+        status_of(&s.raw_as_is(b"GET /health HTTP/1.1\r\n\r\n").await),
+        400
+    );
+    assert_eq!(
+        status_of(&s.raw_as_is(b"GET /health HTTP/1.0\r\n\r\n").await),
+        200
+    );
+    // a real client on the loopback address passes
+    assert_eq!(s.status("/health").await, 200);
+    assert!(s.stop().await.is_empty());
+}
+
+/// Opens `n` connections that send the start of a request head and then
+/// one byte every 200 ms, never finishing it. Returns their tasks (abort
+/// to stop them) once every one has sent its first bytes; each task ends
+/// with whether the server closed its connection.
+async fn drippers(addr: SocketAddr, n: usize) -> Vec<tokio::task::JoinHandle<bool>> {
+    let (ready_tx, mut ready) = tokio::sync::mpsc::channel(n);
+    let tasks = (0..n)
+        .map(|_| {
+            let ready_tx = ready_tx.clone();
+            tokio::spawn(async move {
+                let mut c = TcpStream::connect(addr).await.unwrap();
+                c.write_all(b"GET /health HTTP/1.1\r\nX-Slow: ")
+                    .await
+                    .unwrap();
+                ready_tx.send(()).await.unwrap();
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if c.write_all(b"a").await.is_err() {
+                        return true;
+                    }
+                    let mut buf = [0u8; 1];
+                    // a closed connection reads as end of file
+                    if let Ok(Ok(0)) =
+                        tokio::time::timeout(Duration::from_millis(1), c.read(&mut buf)).await
+                    {
+                        return true;
+                    }
+                }
+            })
+        })
+        .collect();
+    for _ in 0..n {
+        ready.recv().await.unwrap();
+    }
+    tasks
+}
+
+#[tokio::test]
+async fn seventy_dripping_clients_do_not_delay_a_prompt_one() {
+    let s = start(10 * SECOND).await;
+    let slow = drippers(s.addr, 70).await;
+    tokio::time::sleep(SECOND / 2).await;
+    let started = std::time::Instant::now();
+    assert_eq!(s.status("/health").await, 200);
+    let took = started.elapsed();
+    assert!(
+        took < SECOND,
+        "/health took {took:?} behind 70 slow clients"
+    );
+    for t in &slow {
+        assert!(!t.is_finished(), "no slow client was closed: there is room");
+        t.abort();
+    }
+    assert!(s.stop().await.is_empty());
+}
+
+#[tokio::test]
+async fn when_every_slot_is_taken_the_oldest_waiting_client_makes_room() {
+    let s = start_with(|o| o.max_connections = 8).await;
+    let oldest = drippers(s.addr, 1).await;
+    tokio::time::sleep(SECOND / 5).await;
+    let slow = drippers(s.addr, 20).await;
+    tokio::time::sleep(SECOND / 2).await;
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        assert_eq!(s.status("/health").await, 200);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < SECOND,
+        "3 × /health took {took:?} with every slot taken"
+    );
+    let closed = tokio::time::timeout(SECOND, oldest.into_iter().next().unwrap())
+        .await
+        .expect("the oldest slow client was closed")
+        .unwrap();
+    assert!(closed);
+    for t in &slow {
+        t.abort();
+    }
+    assert!(s.stop().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_sends_nothing_is_closed_after_the_first_byte_timeout() {
+    let s = start_with(|o| o.first_byte_timeout = SECOND / 4).await;
+    let started = std::time::Instant::now();
+    let mut silent = TcpStream::connect(s.addr).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(3 * SECOND, silent.read_to_end(&mut out))
+        .await
+        .expect("the silent connection is closed well before the 10 s head timeout")
+        .unwrap();
+    assert!(out.is_empty(), "closed without an answer: {out:?}");
+    assert!(started.elapsed() >= SECOND / 4);
+    // one that starts in time still has the whole head timeout
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(SECOND / 2).await;
+    c.write_all(format!("Host: {}\r\n\r\n", s.addr).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).await.unwrap();
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(s.stop().await.is_empty());
 }

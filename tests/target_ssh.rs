@@ -153,6 +153,7 @@ async fn boot(dir: &Path) -> Guest {
         qmp_socket: dir.join("qmp.sock"),
         kernel: None,
         exit_on_reboot: false,
+        incoming: None,
     };
     let vm = Vm::start(QEMU, &vm_cfg).await.unwrap();
     let mut cfg = SshConfig::localhost(port, "kiln", client, host.public_key().clone());
@@ -275,6 +276,22 @@ async fn check_exec(t: &SshTarget) {
         .collect();
     assert_eq!(back, nasty);
 
+    // a background child that keeps the output open does not hold the
+    // command: it ends after a short drain, and the child is killed
+    let started = Instant::now();
+    let out = t
+        .capture("sh", &args(&["-c", "sleep 31 & echo left-behind"]))
+        .await
+        .unwrap();
+    assert_eq!(out.code, Some(0));
+    assert_eq!(out.stdout, b"left-behind\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the background sleep held the command for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sh(t, "pgrep -f 'sleep 3[1]' || true").await, "");
+
     // killed by a signal: no exit code
     let out = t
         .capture("sh", &args(&["-c", "kill -KILL $$"]))
@@ -379,6 +396,18 @@ async fn check_files(t: &SshTarget) {
     t.copy_file(&p("f.txt"), &p("g.txt")).await.unwrap();
     let g = t.stat(&p("g.txt"), true).await.unwrap().unwrap();
     assert_eq!((g.mode, g.size), (0o751, 11));
+
+    // a guest's setuid file comes to this host as a private copy
+    t.chmod(&p("g.txt"), 0o4755).await.unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let copy = host.path().join("g.txt");
+    t.download(&p("g.txt"), &copy).await.unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "host copy of a 4755 guest file");
+    }
+    t.chmod(&p("g.txt"), 0o751).await.unwrap();
     t.write(&p("h.txt"), b"old", None).await.unwrap();
     t.copy_file(&p("bin"), &p("h.txt")).await.unwrap();
     assert_eq!(

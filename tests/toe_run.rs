@@ -978,3 +978,130 @@ phases:
         "excluded packages are not touched: {console}"
     );
 }
+
+/// A child killed (SIGKILL) and reaped when dropped, also when a test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Processes whose command line contains `needle` (not this test's pgrep).
+fn processes_with(needle: &str) -> String {
+    let ps = Command::new("pgrep")
+        .args(["-a", "-f", needle])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&ps.stdout).into_owned()
+}
+
+/// Waits up to `limit` for no process to mention `needle`; what is left.
+fn gone_within(needle: &str, limit: std::time::Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = processes_with(needle);
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigkill_of_kiln_leaves_no_process_of_the_step() {
+    let marker = format!("kiln-sigkill-marker-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("d.yml"),
+        format!(
+            r#"
+schemaVersion: 1.0
+phases:
+  - name: build
+    steps:
+      - name: Long
+        action: ExecuteBash
+        inputs:
+          commands:
+            - bash -c 'exec -a {marker}-background sleep 120' &
+            - touch started
+            - bash -c 'exec -a {marker}-foreground sleep 120'
+"#
+        ),
+    )
+    .unwrap();
+    let logs = dir.path().join("logs");
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["toe", "run", "--documents", "d.yml", "--log-directory"])
+        .arg(&logs)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !dir.path().join("started").exists()
+        || processes_with(&format!("{marker}-foreground")).is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // the step's shell runs its script from the log folder, inside `dir`
+    let folder = dir.path().display().to_string();
+    assert!(processes_with(&folder).contains("bash"));
+    child.0.kill().unwrap(); // SIGKILL: kiln can clean nothing up itself
+    child.0.wait().unwrap();
+    let left = gone_within(&marker, std::time::Duration::from_secs(5));
+    assert!(
+        left.is_empty(),
+        "the step's processes outlived kiln: {left}"
+    );
+    let left = gone_within(&folder, std::time::Duration::from_secs(5));
+    assert!(left.is_empty(), "the step's shell outlived kiln: {left}");
+}
+
+#[test]
+fn a_background_child_does_not_hold_the_step() {
+    let marker = format!("kiln-background-marker-{}", std::process::id());
+    let doc = r#"
+schemaVersion: 1.0
+phases:
+  - name: build
+    steps:
+      - name: Leaves
+        action: ExecuteBash
+        inputs:
+          commands:
+            - bash -c 'exec -a MARKER-holding sleep 12' &
+            - (sleep 0.3; echo late) &
+            - echo early
+      - name: LeavesQuietly
+        action: ExecuteBash
+        inputs:
+          commands:
+            - bash -c 'exec -a MARKER-quiet sleep 12' >/dev/null 2>&1 &
+            - echo next
+"#
+    .replace("MARKER", &marker);
+    let started = std::time::Instant::now();
+    let r = run_docs(&[("d.yml", &doc)], &[]);
+    let took = started.elapsed();
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert!(
+        took < std::time::Duration::from_secs(6),
+        "the background sleep held the run for {took:?}"
+    );
+    // what the background child printed during the drain is kept
+    assert_eq!(r.output(0, "build", "Leaves", "stdout"), "early\nlate");
+    assert_eq!(r.output(0, "build", "LeavesQuietly", "stdout"), "next");
+    // and what it left running ended with the step
+    let left = gone_within(&marker, std::time::Duration::from_secs(2));
+    assert!(left.is_empty(), "leftovers of the steps still run: {left}");
+}

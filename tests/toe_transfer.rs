@@ -5,6 +5,9 @@
 mod support;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use kiln::target::local::LocalTarget;
 use kiln::toe::actions::transfer::Clients;
@@ -883,4 +886,244 @@ async fn web_download_rejects_bad_sources() {
         .await,
     );
     assert!(e.contains(&url) && e.contains("5 attempts"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Host-side temporary copies (run as root here: a setuid copy would be a
+// root-owned setuid file on the host)
+
+/// What is wrong with kiln's transfer temps in the system's temp dir: each
+/// `kiln-transfer-*` entry must be a folder of mode 0700 holding files of
+/// mode 0600 (so never a setuid, setgid or sticky file). Entries that
+/// vanish while looked at (another test finishing) are skipped.
+fn bad_transfer_temps() -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bad = Vec::new();
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return bad;
+    };
+    for e in entries.flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("kiln-transfer-")
+        {
+            continue;
+        }
+        let path = e.path();
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let mode = md.permissions().mode() & 0o7777;
+        if !md.is_dir() || mode != 0o700 {
+            bad.push(format!("{} mode {mode:o}", path.display()));
+            continue;
+        }
+        for f in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            if let Ok(md) = std::fs::symlink_metadata(f.path()) {
+                let mode = md.permissions().mode() & 0o7777;
+                if mode != 0o600 {
+                    bad.push(format!("{} mode {mode:o}", f.path().display()));
+                }
+            }
+        }
+    }
+    bad
+}
+
+/// `kiln-transfer-*` files of the temp dir, or files in such folders,
+/// whose content is `data`.
+fn transfer_temps_holding(data: &[u8]) -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("kiln-transfer-")
+        })
+        .flat_map(|e| match std::fs::read_dir(e.path()) {
+            Ok(inside) => inside.flatten().map(|f| f.path()).collect(),
+            Err(_) => vec![e.path()],
+        })
+        .filter(|f| std::fs::read(f).is_ok_and(|d| d == data))
+        .count()
+}
+
+fn mode_of(path: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn set_mode(path: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[tokio::test]
+async fn host_copies_of_target_files_are_private() {
+    use kiln::target::Target;
+    let env = Env::web();
+    let src = env.write("suid", b"#!/bin/sh\nid\n");
+    set_mode(&src, 0o4755);
+    let host = env.scratch.path().join("copy");
+    env.target.download(&src, &host).await.unwrap();
+    assert_eq!(std::fs::read(&host).unwrap(), b"#!/bin/sh\nid\n");
+    assert_eq!(mode_of(host.to_str().unwrap()), 0o600);
+    // an existing, more open host file becomes private too
+    set_mode(host.to_str().unwrap(), 0o2777);
+    env.target.download(&src, &host).await.unwrap();
+    assert_eq!(mode_of(host.to_str().unwrap()), 0o600);
+    assert_eq!(mode_of(&src), 0o4755, "the source is left as it was");
+}
+
+/// A loopback S3 endpoint that takes each request (head and body), reports
+/// its body, and holds the answer until `release` is set: the upload is
+/// caught in the middle. Then it answers 200 with an ETag.
+async fn holding_s3() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen_tx = seen_tx.clone();
+            let mut released = released.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 8192];
+                let head_end = loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&data[..head_end]).to_ascii_lowercase();
+                if head.contains("expect: 100-continue") {
+                    s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+                }
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while data.len() < head_end + length {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                }
+                let _ = seen_tx.send(data[head_end..].to_vec());
+                let _ = released.wait_for(|r| *r).await;
+                let reply = "HTTP/1.1 200 OK\r\nETag: \"0123456789abcdef\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen, release)
+}
+
+#[tokio::test]
+async fn s3_upload_of_a_setuid_file_makes_no_setuid_temp() {
+    support::moto::set_dummy_aws_env();
+    let (endpoint, mut seen, release) = holding_s3().await;
+    let env = Env::new(Clients::with_s3_endpoint(endpoint));
+    let content = b"setuid payload chosen by the guest 7f3a9c\n";
+    let src = env.write("suid-tool", content);
+    set_mode(&src, 0o4755);
+
+    let upload = env.run(
+        "S3Upload",
+        vec![json!({"source": src, "destination": "s3://held/suid-tool"})],
+    );
+    let inspect = async {
+        let body = tokio::time::timeout(Duration::from_secs(60), seen.recv())
+            .await
+            .expect("the upload reached the S3 endpoint")
+            .unwrap();
+        assert!(
+            body.windows(content.len()).any(|w| w == content),
+            "the request carries the file"
+        );
+        // the upload is in flight: its host copy exists now
+        assert!(
+            transfer_temps_holding(content) >= 1,
+            "the host copy of the upload was not found in {}",
+            std::env::temp_dir().display()
+        );
+        let bad = bad_transfer_temps();
+        release.send_replace(true);
+        bad
+    };
+    let (result, bad) = tokio::join!(upload, inspect);
+    assert!(bad.is_empty(), "transfer temps not private: {bad:?}");
+    result.unwrap();
+    assert_eq!(
+        transfer_temps_holding(content),
+        0,
+        "the host copy is removed"
+    );
+    assert_eq!(mode_of(&src), 0o4755, "the source is left as it was");
+}
+
+#[tokio::test]
+async fn web_download_checksum_of_a_setuid_file_makes_no_setuid_temp() {
+    let fresh = b"the server's copy\n".to_vec();
+    let http = HttpServer::start([("/tool", Reply::Body(fresh.clone()))]).await;
+    let env = Env::web();
+    // a big setuid file, so its host copy lives long enough to be seen
+    let old: Vec<u8> = (0..48u32 << 20).map(|i| (i % 251) as u8).collect();
+    let dest = env.write("tool", &old);
+    set_mode(&dest, 0o4755);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut bad = Vec::new();
+            let mut looks = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                for b in bad_transfer_temps() {
+                    if !bad.contains(&b) {
+                        bad.push(b);
+                    }
+                }
+                looks += 1;
+            }
+            (bad, looks)
+        })
+    };
+    env.run(
+        "WebDownload",
+        vec![json!({
+            "source": http.url("/tool"),
+            "destination": dest,
+            "checksum": hex_digest("SHA256", &fresh),
+            "algorithm": "SHA256",
+        })],
+    )
+    .await
+    .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let (bad, looks) = watcher.join().unwrap();
+    assert!(
+        looks > 1,
+        "the temp dir was looked at while the file was hashed"
+    );
+    assert!(bad.is_empty(), "transfer temps not private: {bad:?}");
+    assert_eq!(env.read("tool"), fresh);
+    assert_eq!(mode_of(&dest) & 0o7000, 0, "no setuid bit on the result");
 }

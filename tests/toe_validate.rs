@@ -3,9 +3,9 @@
 //! hint, and `parse` reports every problem of a document, sorted by position.
 
 use kiln::toe::actions::spec::OsPlatform;
-use kiln::toe::diag::Diagnostic;
 use kiln::toe::document::{parse, Document};
-use kiln::toe::yaml::{Pos, Value};
+use kiln::util::diag::Diagnostic;
+use kiln::util::yaml::{Pos, Value};
 
 const FILE: &str = "c.yml";
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln::vm::img::{self, Compression, ConvertOptions, Format, ImgError};
+use kiln::disk::img::{self, Compression, ConvertOptions, Format, ImgError};
 
 const MIB: u64 = 1 << 20;
 
@@ -122,9 +122,23 @@ async fn failed_conversion_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.raw");
     let out = dir.path().join("out.qcow2");
+    // without a format, kiln detects it (qemu-img never guesses): the
+    // missing file is found missing before qemu-img runs
     let e = img::convert(&missing, None, &out, &ConvertOptions::to(Format::Qcow2))
         .await
         .unwrap_err();
+    assert!(
+        matches!(&e, ImgError::Io { path, .. } if path == &missing),
+        "{e}"
+    );
+    let e = img::convert(
+        &missing,
+        Some("raw"),
+        &out,
+        &ConvertOptions::to(Format::Qcow2),
+    )
+    .await
+    .unwrap_err();
     let ImgError::Failed {
         command, stderr, ..
     } = &e
@@ -132,7 +146,7 @@ async fn failed_conversion_leaves_nothing() {
         panic!("{e}");
     };
     assert!(
-        command.starts_with("qemu-img convert -O qcow2 ") && command.contains("missing.raw"),
+        command.starts_with("qemu-img convert -f raw -O qcow2 ") && command.contains("missing.raw"),
         "{command}"
     );
     assert!(stderr.contains("missing.raw"), "{stderr}");

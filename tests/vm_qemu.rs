@@ -116,6 +116,79 @@ async fn qmp_controls_the_vm_and_kill_leaves_nothing() {
     assert!(!alive(pid), "dropping the Vm must kill QEMU");
 }
 
+/// Guest memory at `addr` (QMP pmemsave into a file).
+async fn guest_memory(vm: &mut Vm, dir: &Path, addr: u64, size: u64) -> Vec<u8> {
+    let file = dir.join(format!("mem-{addr:x}.bin"));
+    vm.qmp()
+        .execute(
+            "pmemsave",
+            Some(serde_json::json!({"val": addr, "size": size, "filename": file})),
+        )
+        .await
+        .unwrap();
+    std::fs::read(&file).unwrap()
+}
+
+#[tokio::test]
+async fn a_saved_state_restores_instead_of_booting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = probe_vm(dir.path());
+    let mut vm = Vm::start(QEMU, &cfg).await.unwrap();
+    wait_for_marker(&cfg.serial_log).await;
+    vm.pause().await.unwrap();
+    let state = dir.path().join("state.zst");
+    let saved = vm
+        .save_state(&state, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(saved.file_bytes > 0 && saved.file_bytes == std::fs::metadata(&state).unwrap().len());
+    // zero pages cost nothing: 64 MiB of mostly empty RAM is a small file
+    assert!(saved.guest_ram_bytes >= 64 << 20, "{saved:?}");
+    assert!(saved.file_bytes < 4 << 20, "{saved:?}");
+    // the source is paused after the save and runs on when resumed (a cold
+    // build saves its booted VM and goes on with it)
+    assert_eq!(vm.status().await.unwrap(), "postmigrate");
+    vm.resume().await.unwrap();
+    assert_eq!(vm.status().await.unwrap(), "running");
+    vm.kill().await;
+
+    // a new QEMU with the same machine loads it: the boot sector the BIOS
+    // copied to 0x7c00 is in RAM although this QEMU never booted anything
+    let mut restored_cfg = cfg.clone();
+    restored_cfg.name = "test-restored".into();
+    restored_cfg.serial_log = dir.path().join("restored.serial.log");
+    restored_cfg.qmp_socket = dir.path().join("restored.qmp");
+    restored_cfg.incoming = Some(state.clone());
+    let started = Instant::now();
+    let mut vm = Vm::start(QEMU, &restored_cfg).await.unwrap();
+    vm.wait_restored(Duration::from_secs(60)).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(vm.status().await.unwrap(), "paused");
+    let sector = guest_memory(&mut vm, dir.path(), 0x7c00, 512).await;
+    assert_eq!(sector, accel::probe_boot_sector().to_vec());
+    vm.resume().await.unwrap();
+    assert_eq!(vm.status().await.unwrap(), "running");
+    assert!(
+        !std::fs::read_to_string(&restored_cfg.serial_log)
+            .unwrap_or_default()
+            .contains(PROBE_MARKER),
+        "the restored guest must not boot again"
+    );
+    eprintln!("saved {saved:?}; restored in {took:?}");
+    vm.kill().await;
+
+    // a damaged state file: QEMU refuses it and the error says so
+    let bytes = std::fs::read(&state).unwrap();
+    std::fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+    let mut vm = Vm::start(QEMU, &restored_cfg).await.unwrap();
+    let err = vm
+        .wait_restored(Duration::from_secs(60))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("while loading the saved state"), "{err}");
+}
+
 #[tokio::test]
 async fn bad_configuration_reports_qemus_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use kiln::vm::seed::{self, HostKeyPair, SeedConfig};
+use kiln::util::host_key::HostKeyPair;
+use kiln::vm::seed::{self, SeedConfig};
 
 fn run(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use aws_sdk_ec2::types::{DiskImageFormat, ExportTaskS3LocationRequest};
 
-use super::import::DiskFormat;
 use super::poll::{self, parse_progress, PollOptions, TaskStatus};
 use super::{sdk_message, AwsError};
-use crate::export::publish::PendingFile;
-use crate::vm::img;
+use crate::ami::DiskFormat;
+use crate::disk::img;
+use crate::util::atomic::PendingFile;
 
 /// What to export.
 #[derive(Clone, Debug)]
@@ -180,7 +180,8 @@ pub async fn export(
             want.qemu_name()
         )));
     }
-    let info = img::info(pending.tmp_path()).await?;
+    // the file comes from S3: it must not name other host files
+    let info = img::info_untrusted(pending.tmp_path()).await?;
     if req.format == DiskFormat::Vmdk && info.vmdk_create_type.as_deref() != Some("streamOptimized")
     {
         return Err(AwsError::Unexpected(format!(

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::client::Clients;
-use super::distribute::{self, Distribution, RegionCopy, RegionImage, Sharing};
-use super::import::{self, BootMode, CancelOnDrop, DiskFormat, ImportRequest};
+use super::distribute::{self, Distribution, RegionImage};
+use super::import::{self, CancelOnDrop, ImportRequest};
 use super::poll::{self, PollOptions, TaskStatus};
 use super::preflight::{self, Finding, Severity};
 use super::upload::{self, UploadProgress, UploadRequest, Uploaded};
 use super::{sdk_message, AwsError};
-use crate::vm::img::{self, ConvertOptions, Format};
+use crate::ami::{names, AmiSpec, DiskFormat};
+use crate::disk::img::{self, ConvertOptions, Format};
 
 /// Everything `kiln ami import` needs.
 #[derive(Clone, Debug)]
@@ -46,128 +47,51 @@ pub struct AmiImport {
     pub poll: PollOptions,
 }
 
-/// What to import and how, whoever asks (`kiln ami import`'s flags or a
-/// recipe's `distribution.ami`); [`AmiSpec::request`] adds the image and
-/// the local settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AmiSpec {
-    /// The upload bucket (in the import region).
-    pub bucket: String,
-    /// The object key; `None`: `kiln/<name>/<disk file name>`.
-    pub key: Option<String>,
-    /// The import region; `None`: the AWS configuration's region.
-    pub region: Option<String>,
-    /// The AMI name; `None`: the caller's default.
-    pub name: Option<String>,
-    /// The AMI description.
-    pub description: String,
-    /// The disk format uploaded.
-    pub format: DiskFormat,
-    /// ImportSnapshot + RegisterImage instead of ImportImage.
-    pub via_snapshot: bool,
-    /// `x86_64` or `i386`.
-    pub architecture: String,
-    /// The boot mode.
-    pub boot_mode: BootMode,
-    /// Encrypt the snapshots with this KMS key.
-    pub kms_key: Option<String>,
-    /// Encrypt the snapshots with the default EBS key (when no `kms_key`).
-    pub encrypted: bool,
-    /// The VM Import service role.
-    pub role_name: String,
-    /// Copies to other regions.
-    pub regions: Vec<RegionCopy>,
-    /// Launch permissions.
-    pub sharing: Sharing,
-    /// Tags of the AMI, its snapshots and the import task.
-    pub tags: Vec<(String, String)>,
-    /// Keep the uploaded object after the import.
-    pub keep_upload: bool,
-    /// Import without the pre-flight checks.
-    pub skip_preflight: bool,
-}
-
-/// The default AMI description.
-pub const DEFAULT_DESCRIPTION: &str = "imported by kiln";
-
-impl AmiSpec {
-    /// An import to `bucket` with kiln's defaults: streamOptimized VMDK,
-    /// ImportImage, x86_64, legacy BIOS, the `vmimport` role, no copies,
-    /// no sharing, the upload deleted after the import.
-    pub fn new(bucket: impl Into<String>) -> Self {
-        AmiSpec {
-            bucket: bucket.into(),
-            key: None,
-            region: None,
-            name: None,
-            description: DEFAULT_DESCRIPTION.into(),
-            format: DiskFormat::Vmdk,
-            via_snapshot: false,
-            architecture: "x86_64".into(),
-            boot_mode: BootMode::LegacyBios,
-            kms_key: None,
-            encrypted: false,
-            role_name: super::role::DEFAULT_ROLE.into(),
-            regions: Vec::new(),
-            sharing: Sharing::default(),
-            tags: Vec::new(),
-            keep_upload: false,
-            skip_preflight: false,
-        }
-    }
-
-    /// The AMI name: the spec's, else `default_name`.
-    pub fn name_or(&self, default_name: &str) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| default_name.to_string())
-    }
-
-    /// The full request to import `image`, named [`AmiSpec::name_or`]
-    /// `default_name`, with the local upload and polling settings.
-    pub fn request(
-        &self,
-        image: PathBuf,
-        default_name: &str,
-        work_dir: PathBuf,
-        local: LocalSettings,
-    ) -> AmiImport {
-        let encrypt = match (&self.kms_key, self.encrypted) {
-            (Some(k), _) => Some(Some(k.clone())),
-            (None, true) => Some(None),
-            (None, false) => None,
-        };
-        AmiImport {
-            image,
-            bucket: self.bucket.clone(),
-            key: self.key.clone(),
-            format: self.format,
-            via_snapshot: self.via_snapshot,
-            import: ImportRequest {
-                bucket: String::new(),
-                key: String::new(),
-                format: self.format,
-                architecture: self.architecture.clone(),
-                boot_mode: self.boot_mode,
-                encrypt,
-                role_name: self.role_name.clone(),
-                task_tags: self.tags.clone(),
-                description: self.description.clone(),
-            },
-            distribution: Distribution {
-                name: self.name_or(default_name),
-                description: self.description.clone(),
-                tags: self.tags.clone(),
-                regions: self.regions.clone(),
-                sharing: self.sharing.clone(),
-            },
-            skip_preflight: self.skip_preflight,
-            keep_upload: self.keep_upload,
-            work_dir,
-            part_size: local.part_size,
-            concurrency: local.concurrency,
-            poll: local.poll,
-        }
+/// The full request to import `image` as `spec` asks, named
+/// [`AmiSpec::name_or`] `default_name`, with the local upload and polling
+/// settings.
+pub fn request(
+    spec: &AmiSpec,
+    image: PathBuf,
+    default_name: &str,
+    work_dir: PathBuf,
+    local: LocalSettings,
+) -> AmiImport {
+    let encrypt = match (&spec.kms_key, spec.encrypted) {
+        (Some(k), _) => Some(Some(k.clone())),
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
+    AmiImport {
+        image,
+        bucket: spec.bucket.clone(),
+        key: spec.key.clone(),
+        format: spec.format,
+        via_snapshot: spec.via_snapshot,
+        import: ImportRequest {
+            bucket: String::new(),
+            key: String::new(),
+            format: spec.format,
+            architecture: spec.architecture.clone(),
+            boot_mode: spec.boot_mode,
+            encrypt,
+            role_name: spec.role_name.clone(),
+            task_tags: spec.tags.clone(),
+            description: spec.description.clone(),
+        },
+        distribution: Distribution {
+            name: spec.name_or(default_name),
+            description: spec.description.clone(),
+            tags: spec.tags.clone(),
+            regions: spec.regions.clone(),
+            sharing: spec.sharing.clone(),
+        },
+        skip_preflight: spec.skip_preflight,
+        keep_upload: spec.keep_upload,
+        work_dir,
+        part_size: local.part_size,
+        concurrency: local.concurrency,
+        poll: local.poll,
     }
 }
 
@@ -279,6 +203,9 @@ pub async fn prepare(req: &AmiImport) -> Result<(PathBuf, bool), AwsError> {
         path: req.image.clone(),
         source,
     })?;
+    // nothing below may read a backing file or an extent elsewhere (nor
+    // open a FIFO)
+    let info = img::info_untrusted(&req.image).await?;
     let source_format = img::detect_format(&req.image)?;
     if req.format == DiskFormat::Raw && source_format == Format::Raw {
         return Ok((req.image.clone(), false));
@@ -304,7 +231,6 @@ pub async fn prepare(req: &AmiImport) -> Result<(PathBuf, bool), AwsError> {
             .await?
         }
         DiskFormat::Vhd => {
-            let info = img::info(&req.image).await?;
             let opts = crate::export::disk::convert_options(
                 crate::export::format::ExportFormat::Vhd,
                 info.virtual_size,
@@ -329,14 +255,14 @@ async fn write_vmdk(image: &Path, work_dir: &Path, staged: &Path) -> Result<(), 
         .tempdir_in(work_dir)
         .map_err(io("create a temporary folder in", work_dir))?;
     let out = tmp.path().join("disk.vmdk");
-    let cancel = crate::export::cancel::Cancel::new();
+    let cancel = crate::util::cancel::Cancel::new();
     let _stop = cancel.on_drop();
     crate::export::vmdk::write_stream_optimized(image, &out, None, &cancel).await?;
     std::fs::File::open(&out)
         .and_then(|f| f.sync_all())
         .map_err(io("flush", &out))?;
     std::fs::rename(&out, staged).map_err(io("rename the VMDK to", staged))?;
-    crate::export::publish::sync_dir(work_dir)?;
+    crate::util::atomic::sync_dir(work_dir)?;
     Ok(())
 }
 
@@ -356,7 +282,7 @@ pub async fn import(
     req: &AmiImport,
     on: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<AmiImported, AwsError> {
-    distribute::validate_name(&req.distribution.name)?;
+    names::validate_name(&req.distribution.name)?;
     req.distribution.sharing.validate()?;
     if !req.skip_preflight {
         on(Event::Step("pre-flight checks"));

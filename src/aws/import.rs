@@ -8,65 +8,13 @@ use aws_sdk_ec2::types::{
 
 use super::poll::{parse_progress, TaskStatus};
 use super::{sdk_message, AwsError};
+use crate::ami::{BootMode, DiskFormat};
 
-/// The disk format of the uploaded object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiskFormat {
-    /// streamOptimized VMDK.
-    Vmdk,
-    /// Raw.
-    Raw,
-    /// VHD (fixed).
-    Vhd,
-}
-
-impl DiskFormat {
-    /// The name VM Import uses (`VMDK`, `RAW`, `VHD`).
-    pub fn api_name(self) -> &'static str {
-        match self {
-            DiskFormat::Vmdk => "VMDK",
-            DiskFormat::Raw => "RAW",
-            DiskFormat::Vhd => "VHD",
-        }
-    }
-
-    /// The file extension (`vmdk`, `raw`, `vhd`).
-    pub fn extension(self) -> &'static str {
-        match self {
-            DiskFormat::Vmdk => "vmdk",
-            DiskFormat::Raw => "raw",
-            DiskFormat::Vhd => "vhd",
-        }
-    }
-
-    /// Parses `vmdk`, `raw` or `vhd` (any case).
-    pub fn parse(s: &str) -> Result<Self, AwsError> {
-        match s.to_ascii_lowercase().as_str() {
-            "vmdk" => Ok(DiskFormat::Vmdk),
-            "raw" => Ok(DiskFormat::Raw),
-            "vhd" => Ok(DiskFormat::Vhd),
-            other => Err(AwsError::Invalid(format!(
-                "unknown disk format `{other}`: use vmdk, raw or vhd"
-            ))),
-        }
-    }
-}
-
-/// The boot mode of the imported image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BootMode {
-    /// BIOS.
-    LegacyBios,
-    /// UEFI (needs `\EFI\BOOT\BOOTX64.EFI` on the ESP).
-    Uefi,
-}
-
-impl BootMode {
-    fn sdk(self) -> BootModeValues {
-        match self {
-            BootMode::LegacyBios => BootModeValues::LegacyBios,
-            BootMode::Uefi => BootModeValues::Uefi,
-        }
+/// The SDK's value for a boot mode.
+fn boot_mode_value(mode: BootMode) -> BootModeValues {
+    match mode {
+        BootMode::LegacyBios => BootModeValues::LegacyBios,
+        BootMode::Uefi => BootModeValues::Uefi,
     }
 }
 
@@ -125,7 +73,7 @@ pub async fn start_import_image(
         .import_image()
         .disk_containers(disk)
         .architecture(&req.architecture)
-        .boot_mode(req.boot_mode.sdk())
+        .boot_mode(boot_mode_value(req.boot_mode))
         .platform("Linux")
         .license_type("BYOL")
         .role_name(&req.role_name)
@@ -248,7 +196,7 @@ pub async fn register_from_snapshot(
         .architecture(arch)
         .virtualization_type("hvm")
         .ena_support(true)
-        .boot_mode(req.boot_mode.sdk())
+        .boot_mode(boot_mode_value(req.boot_mode))
         .root_device_name("/dev/sda1")
         .block_device_mappings(
             BlockDeviceMapping::builder()
@@ -342,18 +290,5 @@ impl Drop for CancelOnDrop {
             Ok(Err(e)) => eprintln!("kiln: could not cancel import task {task_id}: {e}"),
             Err(_) => eprintln!("kiln: cancelling import task {task_id} timed out"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats() {
-        assert_eq!(DiskFormat::parse("VMDK").unwrap(), DiskFormat::Vmdk);
-        assert_eq!(DiskFormat::parse("raw").unwrap().api_name(), "RAW");
-        assert_eq!(DiskFormat::Vhd.extension(), "vhd");
-        assert!(DiskFormat::parse("ova").unwrap_err().is_invalid_input());
     }
 }

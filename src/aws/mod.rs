@@ -66,7 +66,7 @@ pub enum AwsError {
     Unexpected(String),
     /// A `qemu-img` step failed.
     #[error(transparent)]
-    Img(#[from] crate::vm::img::ImgError),
+    Img(#[from] crate::disk::img::ImgError),
     /// Pre-flight found problems VM Import would fail on.
     #[error("pre-flight found {} problem(s) VM Import would fail on (--skip-preflight to import anyway):{}", .0.len(), preflight_list(.0))]
     Preflight(Vec<preflight::Finding>),
@@ -99,7 +99,12 @@ impl AwsError {
 
     /// True when the error is the user's to fix (exit code 2).
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, AwsError::Invalid(_))
+        match self {
+            AwsError::Invalid(_) => true,
+            // an image that would read other host files
+            AwsError::Img(e) => e.is_invalid_input(),
+            _ => false,
+        }
     }
 }
 
@@ -118,8 +123,14 @@ where
     aws_sdk_ec2::error::DisplayErrorContext(err).to_string()
 }
 
-impl From<crate::build::IoError> for AwsError {
-    fn from(e: crate::build::IoError) -> Self {
+impl From<crate::ami::InvalidSetting> for AwsError {
+    fn from(e: crate::ami::InvalidSetting) -> Self {
+        AwsError::Invalid(e.0)
+    }
+}
+
+impl From<crate::util::io::IoError> for AwsError {
+    fn from(e: crate::util::io::IoError) -> Self {
         AwsError::Io {
             what: e.what,
             path: e.path,

@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 
 use std::collections::BTreeSet;
 
-use super::import::BootMode;
 use super::initramfs::{self, Compression};
 use super::AwsError;
-use crate::vm::img::{self, ConvertOptions, Format};
+use crate::ami::BootMode;
+use crate::disk::img::{self, ConvertOptions, Format};
 
 const SECTOR: u64 = 512;
 const TIB: u64 = 1 << 40;
@@ -118,13 +118,22 @@ pub fn parse_table(head: &[u8]) -> Table {
     if h.len() < 92 || &h[0..8] != b"EFI PART" {
         return Table::Gpt(Vec::new());
     }
-    let entries_lba = le64(h, 72);
     let count = le32(h, 80) as usize;
     let esize = le32(h, 84) as usize;
+    // the header's numbers are the image's: checked, never trusted
+    let Some(base) = le64(h, 72)
+        .checked_mul(SECTOR)
+        .and_then(|b| usize::try_from(b).ok())
+    else {
+        return Table::Gpt(Vec::new());
+    };
     let mut out = Vec::new();
     for i in 0..count.min(256) {
-        let at = (entries_lba * SECTOR) as usize + i * esize;
-        let Some(e) = head.get(at..at + 128) else {
+        let Some(e) = i
+            .checked_mul(esize)
+            .and_then(|o| o.checked_add(base))
+            .and_then(|at| head.get(at..at.checked_add(128)?))
+        else {
             break;
         };
         if e[..16].iter().all(|&b| b == 0) {
@@ -133,8 +142,11 @@ pub fn parse_table(head: &[u8]) -> Table {
         let first = le64(e, 32);
         let last = le64(e, 40);
         out.push(Partition {
-            offset: first * SECTOR,
-            size: (last + 1).saturating_sub(first) * SECTOR,
+            offset: first.saturating_mul(SECTOR),
+            size: last
+                .saturating_add(1)
+                .saturating_sub(first)
+                .saturating_mul(SECTOR),
             kind: guid(&e[..16]),
         });
     }
@@ -540,20 +552,48 @@ pub fn check(f: &DiskFacts, boot_mode: BootMode) -> Vec<Finding> {
     out
 }
 
-/// Runs `debugfs -R CMD` on the ext filesystem at `offset` of `disk`.
+/// The most bytes of a file read out of a guest filesystem with
+/// `debugfs cat` (fstab, os-release, modules.dep, network files).
+const MAX_GUEST_FILE: u64 = 16 << 20;
+/// How long one `debugfs` request may take.
+const DEBUGFS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `debugfs -R CMD` on the ext filesystem at `offset` of `disk`;
+/// `None` when it fails, finds nothing, prints more than
+/// [`MAX_GUEST_FILE`] bytes or takes longer than [`DEBUGFS_TIMEOUT`] (the
+/// filesystem is the guest's: bounded in size and time).
 async fn debugfs(disk: &Path, offset: u64, cmd: &str) -> Option<String> {
-    let out = tokio::process::Command::new("debugfs")
+    use tokio::io::AsyncReadExt;
+    let mut cmd_line = tokio::process::Command::new("debugfs");
+    cmd_line
         .arg("-R")
         .arg(cmd)
         .arg(format!("{}?offset={offset}", disk.display()))
-        .output()
-        .await
-        .ok()?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() || err.contains("File not found") || err.contains("Bad magic") {
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    crate::util::process::supervise(&mut cmd_line, libc::SIGKILL);
+    let mut child = cmd_line.spawn().ok()?;
+    let (stdout, stderr) = (child.stdout.take()?, child.stderr.take()?);
+    let run = async {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (mut stdout, mut stderr) = (stdout.take(MAX_GUEST_FILE + 1), stderr.take(1 << 20));
+        let (o, e) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        o.ok()?;
+        e.ok()?;
+        if out.len() as u64 > MAX_GUEST_FILE {
+            return None;
+        }
+        let status = child.wait().await.ok()?;
+        Some((status, out, err))
+    };
+    let (status, out, err) = tokio::time::timeout(DEBUGFS_TIMEOUT, run).await.ok()??;
+    let err = String::from_utf8_lossy(&err);
+    if !status.success() || err.contains("File not found") || err.contains("Bad magic") {
         return None;
     }
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 async fn cat(disk: &Path, offset: u64, path: &str) -> Option<String> {
@@ -682,7 +722,10 @@ fn is_ext(disk: &Path, offset: u64) -> bool {
     let mut b = [0u8; 2];
     std::fs::File::open(disk)
         .and_then(|mut f| {
-            f.seek(SeekFrom::Start(offset + 1024 + 56))?;
+            let at = offset
+                .checked_add(1024 + 56)
+                .ok_or_else(|| std::io::Error::other("beyond any file"))?;
+            f.seek(SeekFrom::Start(at))?;
             f.read_exact(&mut b)
         })
         .is_ok()
@@ -807,8 +850,10 @@ async fn gather_raw(disk: &Path, virtual_size: u64) -> Result<DiskFacts, AwsErro
 /// place, others converted to a sparse raw file in a temporary folder
 /// (inside `work_dir`), removed afterwards.
 pub async fn gather(image: &Path, work_dir: &Path) -> Result<DiskFacts, AwsError> {
-    let info = img::info(image).await?;
-    if img::detect_format(image)? == Format::Raw {
+    // refused before anything reads a backing file or an extent elsewhere
+    let info = img::info_untrusted(image).await?;
+    let format = img::detect_format(image)?;
+    if format == Format::Raw {
         return gather_raw(image, info.virtual_size).await;
     }
     std::fs::create_dir_all(work_dir).map_err(|source| AwsError::Io {
@@ -825,7 +870,13 @@ pub async fn gather(image: &Path, work_dir: &Path) -> Result<DiskFacts, AwsError
             source,
         })?;
     let raw: PathBuf = tmp.path().join("disk.raw");
-    img::convert(image, None, &raw, &ConvertOptions::to(Format::Raw)).await?;
+    img::convert(
+        image,
+        Some(format.qemu_name()),
+        &raw,
+        &ConvertOptions::to(Format::Raw),
+    )
+    .await?;
     gather_raw(&raw, info.virtual_size).await
 }
 
@@ -1029,6 +1080,30 @@ mod tests {
         assert_eq!(got.iter().filter(|x| x.check == "initramfs").count(), 1);
     }
 
+    #[tokio::test]
+    async fn guest_files_are_read_within_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree/etc");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join("fstab"), "/dev/sda1 / ext4 defaults 0 1\n").unwrap();
+        // a guest's os-release past the bound: not read into memory
+        let mut big = b"ID=debian\n".to_vec();
+        big.resize(MAX_GUEST_FILE as usize + 1, b'#');
+        std::fs::write(tree.join("os-release"), big).unwrap();
+        let part = dir.path().join("part.img");
+        let out = std::process::Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-d"])
+            .arg(dir.path().join("tree"))
+            .arg(&part)
+            .arg("40M")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let fstab = cat(&part, 0, "/etc/fstab").await;
+        assert_eq!(fstab.as_deref(), Some("/dev/sda1 / ext4 defaults 0 1\n"));
+        assert_eq!(cat(&part, 0, "/etc/os-release").await, None);
+    }
+
     #[test]
     fn mbr_and_gpt_tables() {
         let mut d = vec![0u8; 1 << 20];
@@ -1067,6 +1142,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(parse_table(&[0u8; 512]), Table::None);
+        // hostile numbers: no overflow, no panic
+        let mut h = d.clone();
+        h[1024 + 32..1024 + 40].copy_from_slice(&u64::MAX.to_le_bytes());
+        h[1024 + 40..1024 + 48].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(parse_table(&h), Table::Gpt(p) if p[0].offset == u64::MAX));
+        h[512 + 72..512 + 80].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(parse_table(&h), Table::Gpt(Vec::new()));
+        h[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        h[512 + 84..512 + 88].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(parse_table(&h), Table::Gpt(_)));
     }
 
     #[test]

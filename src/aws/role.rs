@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{sdk_message, AwsError};
 
 /// The role name VM Import/Export uses by default.
-pub const DEFAULT_ROLE: &str = "vmimport";
+pub use crate::ami::DEFAULT_ROLE;
 /// The name of the inline policy kiln puts on the role.
 pub const POLICY_NAME: &str = "vmimport";
 

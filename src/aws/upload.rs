@@ -129,13 +129,14 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 }
 
 fn read_state(path: &Path) -> Option<UploadState> {
-    let text = std::fs::read_to_string(path).ok()?;
+    // a FIFO or a huge file in its place is no state either
+    let text = crate::util::read::read_text(path, 1 << 20).ok()?;
     serde_json::from_str(&text).ok()
 }
 
 /// Writes the state file atomically (temp name, fsync, rename).
 fn write_state(path: &Path, state: &UploadState) -> Result<(), AwsError> {
-    let dir = crate::export::publish::parent_dir(path);
+    let dir = crate::util::atomic::parent_dir(path);
     std::fs::create_dir_all(dir).map_err(io("create the folder", dir))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io("create a temp file in", dir))?;
     serde_json::to_writer(&mut tmp, state).map_err(|e| AwsError::Io {

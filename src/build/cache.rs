@@ -14,7 +14,8 @@ pub enum CacheError {
 
 /// kiln's cache directory. Layout:
 /// `downloads/<sha256>.img` (URL parents), `bootstrap/<digest>/` (bootstrapped
-/// parents), `digests/` (file digests by path, size and mtime).
+/// parents), `digests/` (file digests by path, size and mtime), `layers/`
+/// (saved build VMs, see [`super::layers`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cache {
     /// The root folder.
@@ -48,6 +49,11 @@ impl Cache {
     /// Remembered file digests.
     pub fn digests(&self) -> PathBuf {
         self.root.join("digests")
+    }
+
+    /// Saved build VMs: booted parents and component layers.
+    pub fn layers(&self) -> PathBuf {
+        self.root.join("layers")
     }
 }
 

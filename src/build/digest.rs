@@ -2,17 +2,12 @@
 //! the file's identity and change stamps, so a large parent image is hashed
 //! once, not at every build.
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::cache::Cache;
-use crate::build::IoError;
-
-/// Read size while hashing.
-const CHUNK: usize = 1 << 20;
+use crate::util::digest::{sha256_file, sha256_hex};
+use crate::util::io::IoError;
 
 /// Errors of digesting a file.
 #[derive(Debug, thiserror::Error)]
@@ -20,32 +15,6 @@ pub enum DigestError {
     /// A file could not be handled.
     #[error(transparent)]
     Io(#[from] IoError),
-}
-
-/// Hex SHA-256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Hex SHA-256 of a file's bytes, read in 1 MiB chunks on a blocking thread.
-pub async fn sha256_file(path: &Path) -> Result<String, DigestError> {
-    let owned = path.to_path_buf();
-    let hashed = tokio::task::spawn_blocking(move || -> Result<String, IoError> {
-        let path = owned.as_path();
-        let mut f = std::fs::File::open(path).map_err(IoError::at("open", path))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = f.read(&mut buf).map_err(IoError::at("read", path))?;
-            if n == 0 {
-                return Ok(hex::encode(hasher.finalize()));
-            }
-            hasher.update(&buf[..n]);
-        }
-    })
-    .await
-    .map_err(|e| IoError::at("hash", path)(std::io::Error::other(e)))?;
-    Ok(hashed?)
 }
 
 /// What identifies one version of a file: any write, truncation, rename over
@@ -86,12 +55,7 @@ pub async fn cached_sha256(cache: &Cache, path: &Path) -> Result<String, DigestE
     let path = std::fs::canonicalize(path).map_err(IoError::at("resolve", path))?;
     let stat = |p: &Path| std::fs::metadata(p).map(|m| Stamp::of(&m));
     let before = stat(&path).map_err(IoError::at("stat", &path))?;
-    let dir = cache.digests();
-    let record_path = dir.join(format!(
-        "{}.json",
-        sha256_hex(path.as_os_str().as_encoded_bytes())
-    ));
-    let remembered = std::fs::read(&record_path)
+    let remembered = std::fs::read(record_path(cache, &path))
         .ok()
         .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
         .filter(|r| r.path == path && r.stamp == before);
@@ -101,31 +65,51 @@ pub async fn cached_sha256(cache: &Cache, path: &Path) -> Result<String, DigestE
     let sha256 = sha256_file(&path).await?;
     // remember it only if the file did not change while it was read
     if stat(&path).map_err(IoError::at("stat", &path))? == before {
-        let record = Record {
-            path: path.clone(),
-            stamp: before,
-            sha256: sha256.clone(),
-        };
-        std::fs::create_dir_all(&dir).map_err(IoError::at("create", &dir))?;
-        let json = serde_json::to_vec_pretty(&record)
-            .map_err(|e| IoError::at("encode the digest record of", &path)(e.into()))?;
-        write_atomic(&record_path, &json)?;
+        save_record(
+            cache,
+            &Record {
+                path: path.clone(),
+                stamp: before,
+                sha256: sha256.clone(),
+            },
+        )?;
     }
     Ok(sha256)
 }
 
-/// Writes a small file under a temporary name in its folder, then renames it.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DigestError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(IoError::at("create a file in", dir))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(IoError::at("write", tmp.path()))?;
-    tmp.persist(path)
-        .map_err(|e| IoError::at("rename into", path)(e.error))?;
-    Ok(())
+/// Remembers that the file at `path`, as it is now, has this SHA-256 (it
+/// was hashed while it was written, e.g. a download), so that
+/// [`cached_sha256`] does not read it again until it changes.
+pub fn remember(cache: &Cache, path: &Path, sha256: &str) -> Result<(), DigestError> {
+    let path = std::fs::canonicalize(path).map_err(IoError::at("resolve", path))?;
+    let meta = std::fs::metadata(&path).map_err(IoError::at("stat", &path))?;
+    save_record(
+        cache,
+        &Record {
+            path: path.clone(),
+            stamp: Stamp::of(&meta),
+            sha256: sha256.to_string(),
+        },
+    )
+}
+
+/// The file of `path`'s record in the digest cache.
+fn record_path(cache: &Cache, path: &Path) -> PathBuf {
+    cache.digests().join(format!(
+        "{}.json",
+        sha256_hex(path.as_os_str().as_encoded_bytes())
+    ))
+}
+
+fn save_record(cache: &Cache, record: &Record) -> Result<(), DigestError> {
+    let dir = cache.digests();
+    std::fs::create_dir_all(&dir).map_err(IoError::at("create", &dir))?;
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| IoError::at("encode the digest record of", &record.path)(e.into()))?;
+    Ok(crate::util::atomic::write_file(
+        &record_path(cache, &record.path),
+        &json,
+    )?)
 }
 
 #[cfg(test)]

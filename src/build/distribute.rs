@@ -5,14 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Progress;
+use crate::ami::AmiSpec;
 use crate::aws::distribute::RegionImage;
-use crate::aws::flow::{self, AmiSpec, LocalSettings};
+use crate::aws::flow::{self, LocalSettings};
 use crate::aws::{AwsError, Clients};
-use crate::export::cancel::Cancel;
 use crate::export::format::ExportFormat;
 use crate::export::ovf::VmSettings;
 use crate::export::write::{self, ExportError, ExportJob};
+use crate::util::cancel::Cancel;
+use crate::util::io::ProgressFn;
 
 /// The base name of a build's files (`image.qcow2`, `image.vmdk`, …).
 pub const IMAGE_BASE: &str = "image";
@@ -32,7 +33,7 @@ pub async fn distribute(
     image: &Path,
     stage: &Path,
     formats: &[ExportFormat],
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Vec<Distributed>, ExportError> {
     let cancel = Cancel::new();
     let mut out = Vec::new();
@@ -54,6 +55,7 @@ pub async fn distribute(
             threads: None,
             // recipes carry no machine settings yet: OVF/OVA get the defaults
             machine: VmSettings::default(),
+            source_format: None,
         };
         let exported = write::export(&job, &cancel, progress).await?;
         progress(&format!(
@@ -84,9 +86,10 @@ pub async fn import_ami(
     default_name: &str,
     work_dir: &Path,
     local: LocalSettings,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Vec<RegionImage>, AwsError> {
-    let req = spec.request(
+    let req = flow::request(
+        spec,
         image.to_path_buf(),
         default_name,
         work_dir.to_path_buf(),

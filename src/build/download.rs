@@ -8,8 +8,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::cache::Cache;
-use super::Progress;
-use crate::build::IoError;
+use super::digest;
+use crate::util::io::IoError;
+use crate::util::io::ProgressFn;
 
 /// How often download progress is reported at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -108,17 +109,29 @@ pub async fn fetch(
     url: &str,
     sha256: &str,
     cache: &Cache,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Downloaded, DownloadError> {
     let sha256 = normalize_digest(sha256)?;
     let dir = cache.downloads();
     let path = dir.join(format!("{sha256}.img"));
     if path.is_file() {
-        return Ok(Downloaded {
-            path,
-            sha256,
-            cached: true,
-        });
+        // the name is no proof: the bytes are hashed again whenever the
+        // file's identity or change stamps differ from the last hash
+        let actual = digest::cached_sha256(cache, &path)
+            .await
+            .map_err(|digest::DigestError::Io(e)| DownloadError::Io(e))?;
+        if actual == sha256 {
+            return Ok(Downloaded {
+                path,
+                sha256,
+                cached: true,
+            });
+        }
+        progress(&format!(
+            "the cached {} is damaged (its sha256 is {actual}); downloading it again",
+            path.display()
+        ));
+        std::fs::remove_file(&path).map_err(IoError::at("remove the damaged", &path))?;
     }
     let shown = display_url(url);
     let parsed = reqwest::Url::parse(url).map_err(|e| DownloadError::Url {
@@ -183,6 +196,8 @@ pub async fn fetch(
     }
     tmp.persist(&path)
         .map_err(|e| IoError::at("rename the download to", &path)(e.error))?;
+    // hashed while it was written: the next use need not read it again
+    digest::remember(cache, &path, &sha256).map_err(|digest::DigestError::Io(e)| e)?;
     progress(&progress_line(&shown, received, total));
     Ok(Downloaded {
         path,

@@ -6,17 +6,26 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::IoError;
+use super::layers::{
+    Layer, LayerError, LayerWriter, CLIENT_KEY_FILE, DISK_FILE, HOST_KEY_FILE, SEED_FILE,
+    STATE_FILE,
+};
 use crate::target::ssh::keys::KeyPair;
 use crate::target::ssh::{SshConfig, SshError, SshTarget};
 use crate::target::Target;
+use crate::util::io::IoError;
 use crate::vm::net::Network;
 use crate::vm::qemu::{free_port, Accel, Drive, Firmware, Media, Vm, VmConfig};
 use crate::vm::seed::{self, SeedConfig};
+use crate::vm::snapshot::Saved;
 use crate::vm::VmError;
 
 /// The login user kiln creates in its VMs (removed by the seal).
 pub const BUILD_USER: &str = "kiln-build";
+
+/// The version of what kiln's seed sets up in a VM (user, keys, host
+/// name): part of a saved VM's key, so a change makes old ones unused.
+pub const SEED_FORMAT: u32 = 1;
 
 /// Errors of a guest.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +72,7 @@ pub enum GuestError {
         vm: String,
         /// The cause.
         #[source]
-        source: SshError,
+        source: Box<SshError>,
     },
     /// cloud-init did not finish well.
     #[error("cloud-init on the {vm} VM ended `{status}`:\n{detail}")]
@@ -75,6 +84,19 @@ pub enum GuestError {
         /// `cloud-init status --long` output.
         detail: String,
     },
+    /// Setting the clock, the entropy or the key after a restore failed.
+    #[error("preparing the restored {vm} VM failed (status {code:?}):\n{output}")]
+    Restore {
+        /// Which VM.
+        vm: String,
+        /// The script's exit code.
+        code: Option<i32>,
+        /// Its output.
+        output: String,
+    },
+    /// A saved layer could not be written.
+    #[error("saving the VM")]
+    Layer(#[source] LayerError),
     /// A command in the guest could not run.
     #[error("running `{command}` in the {vm} VM: {source}")]
     Command {
@@ -107,7 +129,7 @@ pub struct GuestSpec<'a> {
     /// Folder for keys and the seed (never published).
     pub vm_dir: &'a Path,
     /// Folder for the serial console log (published with the image).
-    pub log_dir: &'a Path,
+    pub log_dir: PathBuf,
     /// Folder for the QMP socket.
     pub socket_dir: &'a Path,
     /// The QEMU binary.
@@ -136,6 +158,22 @@ pub struct Guest {
     pub serial_log: PathBuf,
     /// Which VM (`build`, `test`).
     pub name: String,
+    /// Its throwaway credentials and seed.
+    pub identity: Identity,
+    /// The boot timeout it was given (also for reconnecting).
+    boot_timeout: Duration,
+}
+
+/// The throwaway credentials of one VM: the key its build user accepts,
+/// its SSH host key (pinned), and the NoCloud seed that carried them.
+#[derive(Debug)]
+pub struct Identity {
+    /// The client key the build user accepts.
+    pub client: KeyPair,
+    /// The guest's SSH host key.
+    pub host: KeyPair,
+    /// The seed image.
+    pub seed: PathBuf,
 }
 
 /// What the serial console tells about a boot that never reached SSH.
@@ -171,33 +209,96 @@ impl Guest {
     /// Boots a guest and waits for SSH and cloud-init.
     pub async fn boot(spec: GuestSpec<'_>) -> Result<Guest, GuestError> {
         let name = spec.name;
-        let ssh_err = |source| GuestError::Ssh {
-            vm: name.to_string(),
-            source,
+        let ssh_err = ssh_error(name);
+        let identity = Identity {
+            client: KeyPair::generate().map_err(ssh_err)?,
+            host: KeyPair::generate().map_err(ssh_err)?,
+            seed: spec.vm_dir.join(format!("{name}-seed.iso")),
         };
-        let client_key = KeyPair::generate().map_err(ssh_err)?;
-        let host_key = KeyPair::generate().map_err(ssh_err)?;
+        let seed_cfg = SeedConfig {
+            instance_id: format!("kiln-{name}-{}", spec.build_id),
+            hostname: format!("kiln-{name}"),
+            user: BUILD_USER.to_string(),
+            authorized_key: identity.client.public_line("kiln"),
+            host_key: identity.host.seed_host_key().map_err(ssh_err)?,
+        };
+        seed::write_seed(&identity.seed, &seed_cfg).map_err(GuestError::Seed)?;
+        let started = Instant::now();
+        let mut guest = Guest::start(&spec, identity, None, started).await?;
+        let deadline = started + spec.boot_timeout;
+        let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(60);
+        guest.cloud_init = guest.wait_cloud_init(left).await?;
+        Ok(guest)
+    }
+
+    /// Starts a guest from a saved layer instead of booting: `spec.disk`
+    /// must be a new overlay on the layer's disk. Once the state is loaded,
+    /// and before anything else runs, the guest's clock is set from the
+    /// host's, its random pool gets fresh host entropy (on top of the
+    /// vmgenid reseed), and the build user's key is replaced by a new one:
+    /// the layer's key no longer opens this guest.
+    pub async fn restore(spec: GuestSpec<'_>, layer: &Layer) -> Result<Guest, GuestError> {
+        let name = spec.name;
+        let ssh_err = ssh_error(name);
+        let read_key = |file: &str| -> Result<KeyPair, GuestError> {
+            let path = layer.file(file);
+            let pem = std::fs::read_to_string(&path).map_err(IoError::at("read", &path))?;
+            KeyPair::from_openssh(&pem).map_err(ssh_err)
+        };
+        let identity = Identity {
+            client: read_key(CLIENT_KEY_FILE)?,
+            host: read_key(HOST_KEY_FILE)?,
+            seed: layer.file(SEED_FILE),
+        };
+        let started = Instant::now();
+        let mut guest =
+            Guest::start(&spec, identity, Some(&layer.file(STATE_FILE)), started).await?;
+        let fresh = KeyPair::generate().map_err(ssh_err)?;
+        let entropy: [u8; 64] = rand::random();
+        let octal: String = entropy.iter().map(|b| format!("\\{b:03o}")).collect();
+        let epoch = chrono::Utc::now().timestamp();
+        let user = BUILD_USER;
+        let keys = format!("/home/{user}/.ssh/authorized_keys");
+        let script = format!(
+            "date -u -s @{epoch} >/dev/null && printf '{octal}' >/dev/urandom && \\
+             printf '%s\\n' '{line}' >{keys}.new && chown {user}: {keys}.new && \\
+             chmod 600 {keys}.new && mv {keys}.new {keys}",
+            line = fresh.public_line("kiln"),
+        );
+        match guest.shell(&script).await? {
+            (Some(0), _) => {}
+            (code, out) => {
+                return Err(GuestError::Restore {
+                    vm: name.into(),
+                    code,
+                    output: indent(out.trim()),
+                })
+            }
+        }
+        // from now on only this build's key opens the guest
+        guest.target.close().await.ok();
+        guest.identity.client = fresh;
+        guest.connect_again().await?;
+        guest.cloud_init = "done (restored)".into();
+        guest.boot_to_ssh = started.elapsed().as_secs_f64();
+        Ok(guest)
+    }
+
+    /// Starts QEMU (from `incoming` when given) and waits for SSH with the
+    /// identity's keys.
+    async fn start(
+        spec: &GuestSpec<'_>,
+        identity: Identity,
+        incoming: Option<&Path>,
+        started: Instant,
+    ) -> Result<Guest, GuestError> {
+        let name = spec.name;
         let key_file = spec.vm_dir.join(format!("{name}-id_ed25519"));
-        client_key.write_private(&key_file).map_err(ssh_err)?;
         let port = free_port().map_err(IoError::at(
             "cannot find a free port on",
             Path::new("127.0.0.1"),
         ))?;
         let known_hosts = spec.vm_dir.join(format!("{name}-known_hosts"));
-        std::fs::write(
-            &known_hosts,
-            format!("{}\n", host_key.known_hosts_line(port)),
-        )
-        .map_err(IoError::at("cannot write", &known_hosts))?;
-        let seed_cfg = SeedConfig {
-            instance_id: format!("kiln-{name}-{}", spec.build_id),
-            hostname: format!("kiln-{name}"),
-            user: BUILD_USER.to_string(),
-            authorized_key: client_key.public_line("kiln"),
-            host_key: host_key.seed_host_key().map_err(ssh_err)?,
-        };
-        let seed_path = spec.vm_dir.join(format!("{name}-seed.iso"));
-        let seed_drive = seed::write_seed(&seed_path, &seed_cfg).map_err(GuestError::Seed)?;
         let serial_log = spec.log_dir.join(format!("{name}-serial.log"));
         let cfg = VmConfig {
             name: format!("{name}-{}", spec.build_id),
@@ -211,7 +312,7 @@ impl Guest {
                     format: "qcow2".into(),
                     media: Media::Disk,
                 },
-                seed_drive,
+                seed::seed_drive(identity.seed.clone()),
             ],
             ssh_port: Some(port),
             network: spec.network,
@@ -219,19 +320,74 @@ impl Guest {
             qmp_socket: spec.socket_dir.join(format!("{name}.qmp")),
             kernel: None,
             exit_on_reboot: false,
+            incoming: incoming.map(Path::to_path_buf),
         };
-        let started = Instant::now();
         let mut vm = Vm::start(spec.qemu, &cfg).await?;
+        if incoming.is_some() {
+            vm.wait_restored(spec.boot_timeout).await?;
+            vm.resume().await?;
+        }
+        let mut guest = Guest {
+            target: Guest::connect(
+                name,
+                &mut vm,
+                &identity,
+                port,
+                started + spec.boot_timeout,
+                spec.boot_timeout,
+                &serial_log,
+            )
+            .await?,
+            vm,
+            port,
+            key_file,
+            known_hosts,
+            boot_to_ssh: started.elapsed().as_secs_f64(),
+            cloud_init: String::new(),
+            serial_log,
+            name: name.to_string(),
+            identity,
+            boot_timeout: spec.boot_timeout,
+        };
+        guest.write_access_files()?;
+        Ok(guest)
+    }
+
+    /// Writes the private key and the pinned known_hosts line a person
+    /// needs to get in (`--on-error abort`).
+    fn write_access_files(&mut self) -> Result<(), GuestError> {
+        self.identity
+            .client
+            .write_private(&self.key_file)
+            .map_err(ssh_error(&self.name))?;
+        std::fs::write(
+            &self.known_hosts,
+            format!("{}\n", self.identity.host.known_hosts_line(self.port)),
+        )
+        .map_err(IoError::at("cannot write", &self.known_hosts))?;
+        Ok(())
+    }
+
+    /// Connects to the guest on `port` with `identity`, waiting until
+    /// `deadline`; a QEMU that exits ends the wait with the console's story.
+    async fn connect(
+        name: &str,
+        vm: &mut Vm,
+        identity: &Identity,
+        port: u16,
+        deadline: Instant,
+        boot_timeout: Duration,
+        serial_log: &Path,
+    ) -> Result<SshTarget, GuestError> {
         let ssh = SshConfig {
             host: "127.0.0.1".into(),
             port,
             user: BUILD_USER.into(),
-            client_key,
-            host_key: host_key.public_key().clone(),
+            client_key: identity.client.clone(),
+            host_key: identity.host.public_key().clone(),
             connect_timeout: Duration::from_secs(20),
-            reboot_timeout: spec.boot_timeout,
+            reboot_timeout: boot_timeout,
         };
-        let deadline = started + spec.boot_timeout;
         let mut exit_status = None;
         let waited = SshTarget::wait_for(ssh, deadline, || {
             let stopped = match vm.exited() {
@@ -245,48 +401,95 @@ impl Guest {
             Err(stopped)
         })
         .await;
-        let target = match waited {
-            Ok(t) => t,
-            Err(e) => {
-                let serial = std::fs::read_to_string(&serial_log).unwrap_or_default();
-                let diagnosis = diagnose_console(&serial);
-                let console = indent(&crate::vm::qemu::console_tail(&serial_log, 30));
-                return Err(match (exit_status, e) {
-                    (Some(status), _) => GuestError::Stopped {
-                        vm: name.into(),
-                        status,
-                        diagnosis,
-                        console,
-                    },
-                    (None, e @ SshError::Timeout { .. }) => GuestError::BootTimeout {
-                        vm: name.into(),
-                        seconds: spec.boot_timeout.as_secs(),
-                        last_error: e.to_string(),
-                        diagnosis,
-                        console,
-                    },
-                    (None, source) => GuestError::Ssh {
-                        vm: name.into(),
-                        source,
-                    },
-                });
+        waited.map_err(|e| {
+            let serial = std::fs::read_to_string(serial_log).unwrap_or_default();
+            let diagnosis = diagnose_console(&serial);
+            let console = indent(&crate::vm::qemu::console_tail(serial_log, 30));
+            match (exit_status, e) {
+                (Some(status), _) => GuestError::Stopped {
+                    vm: name.into(),
+                    status,
+                    diagnosis,
+                    console,
+                },
+                (None, e @ SshError::Timeout { .. }) => GuestError::BootTimeout {
+                    vm: name.into(),
+                    seconds: boot_timeout.as_secs(),
+                    last_error: e.to_string(),
+                    diagnosis,
+                    console,
+                },
+                (None, source) => GuestError::Ssh {
+                    vm: name.into(),
+                    source: Box::new(source),
+                },
             }
+        })
+    }
+
+    /// Opens a new SSH session with the current identity (after a save or
+    /// a key change) and rewrites the access files.
+    async fn connect_again(&mut self) -> Result<(), GuestError> {
+        let deadline = Instant::now() + self.boot_timeout;
+        self.target = Guest::connect(
+            &self.name,
+            &mut self.vm,
+            &self.identity,
+            self.port,
+            deadline,
+            self.boot_timeout,
+            &self.serial_log,
+        )
+        .await?;
+        self.write_access_files()
+    }
+
+    /// Saves this running guest into `layer`: the guest drops its page
+    /// cache, the SSH session closes, the VM pauses (QEMU flushes the
+    /// disk), a copy of `overlay` (the frozen disk) and the VM's state go
+    /// into the layer with the seed and keys, and the VM runs on with a
+    /// new SSH session. The layer is not committed here.
+    ///
+    /// The outer error means the guest is lost (it did not run on); the
+    /// inner one that only the layer could not be written.
+    pub async fn save(
+        &mut self,
+        overlay: &Path,
+        layer: &LayerWriter,
+        timeout: Duration,
+    ) -> Result<Result<Saved, GuestError>, GuestError> {
+        // the page cache is most of a booted guest's memory, and worth nothing
+        self.shell("sync; echo 3 > /proc/sys/vm/drop_caches")
+            .await?;
+        self.target.close().await.ok();
+        self.vm.pause().await?;
+        let saved = self.freeze_into(overlay, layer, timeout).await;
+        // the build goes on whether or not the layer could be written
+        self.vm.resume().await?;
+        self.connect_again().await?;
+        Ok(saved)
+    }
+
+    async fn freeze_into(
+        &mut self,
+        overlay: &Path,
+        layer: &LayerWriter,
+        timeout: Duration,
+    ) -> Result<Saved, GuestError> {
+        let copy = |from: &Path, to: PathBuf| -> Result<(), GuestError> {
+            std::fs::copy(from, &to).map_err(IoError::at("copy into the layer", &to))?;
+            Ok(())
         };
-        let boot_to_ssh = started.elapsed().as_secs_f64();
-        let mut guest = Guest {
-            vm,
-            target,
-            port,
-            key_file,
-            known_hosts,
-            boot_to_ssh,
-            cloud_init: String::new(),
-            serial_log,
-            name: name.to_string(),
-        };
-        let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(60);
-        guest.cloud_init = guest.wait_cloud_init(left).await?;
-        Ok(guest)
+        copy(overlay, layer.file(DISK_FILE))?;
+        copy(&self.identity.seed, layer.file(SEED_FILE))?;
+        let pem = |k: &KeyPair| k.openssh_private().map_err(ssh_error(&self.name));
+        layer
+            .write_private(CLIENT_KEY_FILE, pem(&self.identity.client)?.as_bytes())
+            .map_err(GuestError::Layer)?;
+        layer
+            .write_private(HOST_KEY_FILE, pem(&self.identity.host)?.as_bytes())
+            .map_err(GuestError::Layer)?;
+        Ok(self.vm.save_state(&layer.file(STATE_FILE), timeout).await?)
     }
 
     /// Runs a shell command as root and returns its exit code and stdout.
@@ -356,6 +559,14 @@ impl Guest {
                 Err(GuestError::Vm(e))
             }
         }
+    }
+}
+
+/// A `map_err` adapter naming the VM.
+fn ssh_error(vm: &str) -> impl Fn(SshError) -> GuestError + Copy + '_ {
+    move |source| GuestError::Ssh {
+        vm: vm.to_string(),
+        source: Box::new(source),
     }
 }
 

@@ -6,7 +6,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::digest::{sha256_file, DigestError};
+use std::collections::BTreeMap;
+
+use super::distribute::Distributed;
+use super::parent::ResolvedParent;
+use crate::recipe::{Recipe, ResolvedComponent};
+use crate::toe::report::RunReport;
+use crate::util::digest::sha256_file;
+use crate::util::io::IoError;
 
 /// The manifest format's version.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -220,9 +227,9 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
-    /// A file could not be hashed.
+    /// A file could not be hashed or written.
     #[error(transparent)]
-    Digest(#[from] DigestError),
+    Io(#[from] IoError),
 }
 
 fn kind_of(rel: &str) -> String {
@@ -281,6 +288,166 @@ pub async fn artifacts(dir: &Path) -> Result<Vec<Artifact>, ManifestError> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+impl Manifest {
+    /// The catalog's record of a build published in `dir` with this
+    /// manifest: every artifact (paths joined to `dir`), the tests, and
+    /// `dir/logs`.
+    pub fn finished_build(
+        &self,
+        dir: &Path,
+    ) -> Result<crate::catalog::FinishedBuild, serde_json::Error> {
+        Ok(crate::catalog::FinishedBuild {
+            artifacts: self
+                .artifacts
+                .iter()
+                .map(|a| crate::catalog::Artifact {
+                    path: dir.join(&a.path).display().to_string(),
+                    format: a.kind.clone(),
+                    sha256: a.sha256.clone(),
+                    size: a.size,
+                })
+                .collect(),
+            amis: Vec::new(),
+            test_results: Some(serde_json::to_value(&self.tests)?),
+            log_location: Some(dir.join("logs").display().to_string()),
+            location: Some(dir.display().to_string()),
+        })
+    }
+}
+
+/// The values of a component's parameters as the manifest shows them.
+pub fn shown_parameters(c: &ResolvedComponent) -> BTreeMap<String, String> {
+    c.parameters
+        .iter()
+        .map(|(k, v)| {
+            let shown = if c.secrets.iter().any(|s| s == v && !s.is_empty()) {
+                REDACTED.to_string()
+            } else {
+                v.clone()
+            };
+            (k.clone(), shown)
+        })
+        .collect()
+}
+
+/// What a build knows when it writes its manifest.
+#[derive(Debug)]
+pub struct Facts<'a> {
+    /// The build's id.
+    pub build_id: &'a str,
+    /// The recipe.
+    pub recipe: &'a Recipe,
+    /// Its file's sha256.
+    pub recipe_sha256: &'a str,
+    /// The build number in the catalog.
+    pub build: u64,
+    /// The parent image.
+    pub parent: &'a ResolvedParent,
+    /// The components, in order.
+    pub components: &'a [ResolvedComponent],
+    /// The machine.
+    pub machine: MachineInfo,
+    /// The test stage's results.
+    pub tests: TestResults,
+    /// The AMIs made.
+    pub amis: Vec<AmiInfo>,
+    /// When the build started (RFC 3339).
+    pub started_at: String,
+}
+
+impl Manifest {
+    /// The manifest of a build from its facts, before the stage timings,
+    /// the end time and the artifacts are known (see [`Manifest::finish`]).
+    pub fn assemble(f: Facts<'_>) -> Manifest {
+        let (recipe, parent) = (f.recipe, f.parent);
+        Manifest {
+            manifest_version: MANIFEST_VERSION,
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            build_id: f.build_id.to_string(),
+            image: ImageInfo {
+                name: recipe.name.clone(),
+                version: recipe.version.to_string(),
+                build: Some(f.build),
+                description: recipe.description.clone(),
+            },
+            recipe: RecipeInfo {
+                file: recipe.file.display().to_string(),
+                sha256: f.recipe_sha256.to_string(),
+                root_volume_gib: recipe.root_volume_gib,
+                working_directory: recipe.working_directory.clone(),
+            },
+            parent: ParentInfo {
+                origin: parent.origin.clone(),
+                path: parent.path.display().to_string(),
+                format: parent.format.qemu_name().to_string(),
+                sha256: parent.sha256.clone(),
+                virtual_size: parent.virtual_size,
+            },
+            components: f
+                .components
+                .iter()
+                .map(|c| ComponentInfo {
+                    reference: c.reference.clone(),
+                    name: c.loaded.doc.name.clone().unwrap_or_default(),
+                    source: c.loaded.id.clone(),
+                    sha256: c.text_sha256.clone(),
+                    parameters: shown_parameters(c),
+                    test_only: c.is_test_only,
+                })
+                .collect(),
+            machine: f.machine,
+            stages: Vec::new(),
+            tests: f.tests,
+            artifacts: Vec::new(),
+            amis: f.amis,
+            started_at: f.started_at,
+            finished_at: String::new(),
+        }
+    }
+
+    /// Stamps the end time, lists every file of `dir` with its digest (the
+    /// exports named by their format) and writes `dir/manifest.json`
+    /// atomically.
+    pub async fn finish(
+        &mut self,
+        dir: &Path,
+        exports: &[Distributed],
+    ) -> Result<(), ManifestError> {
+        self.finished_at = chrono::Utc::now().to_rfc3339();
+        self.artifacts = artifacts(dir).await?;
+        for d in exports {
+            let rel = d.path.to_string_lossy();
+            if let Some(a) = self.artifacts.iter_mut().find(|a| a.path == rel) {
+                a.kind = d.format.name().to_string();
+            }
+        }
+        crate::util::atomic::write_json(&dir.join("manifest.json"), self)?;
+        Ok(())
+    }
+}
+
+/// Each component's test phase as the test run's report says it went.
+pub fn component_tests(components: &[ResolvedComponent], report: &RunReport) -> Vec<ComponentTest> {
+    components
+        .iter()
+        .map(|c| {
+            let name = c.loaded.doc.name.clone().unwrap_or_default();
+            let doc = report.documents.iter().find(|d| d.name == name);
+            let test_phase = doc.and_then(|d| d.phases.iter().find(|p| p.name == "test"));
+            ComponentTest {
+                name,
+                status: test_phase.map_or("none".into(), |p| {
+                    serde_json::to_value(p.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                }),
+                steps: test_phase.map_or(0, |p| p.steps.len()),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

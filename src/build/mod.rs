@@ -9,6 +9,9 @@ pub mod digest;
 pub mod distribute;
 pub mod download;
 pub mod guest;
+pub mod inputs;
+pub mod layers;
+pub mod leftovers;
 pub mod lock;
 pub mod manifest;
 pub mod parent;
@@ -18,34 +21,3 @@ pub mod record;
 pub mod run;
 pub mod seal;
 pub mod workspace;
-
-/// Receives progress lines of long steps (downloads, bootstraps).
-pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
-
-/// A file-system operation on a path failed (shared by the build modules'
-/// errors).
-#[derive(Debug, thiserror::Error)]
-#[error("{what} {path}: {source}")]
-pub struct IoError {
-    /// What was attempted.
-    pub what: &'static str,
-    /// The path.
-    pub path: std::path::PathBuf,
-    /// The cause.
-    #[source]
-    pub source: std::io::Error,
-}
-
-impl IoError {
-    /// A `map_err` adapter: `.map_err(IoError::at("read", path))?`.
-    pub fn at<'a>(
-        what: &'static str,
-        path: &'a std::path::Path,
-    ) -> impl FnOnce(std::io::Error) -> IoError + 'a {
-        move |source| IoError {
-            what,
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}

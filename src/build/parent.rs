@@ -7,8 +7,8 @@ use super::bootstrap::{self, BootstrapError};
 use super::cache::Cache;
 use super::digest::{self, DigestError};
 use super::download::{self, DownloadError};
-use super::Progress;
-use crate::vm::img::{self, Format, ImgError};
+use crate::disk::img::{self, Format, ImgError};
+use crate::util::io::ProgressFn;
 
 pub use crate::recipe::{BootstrapSpec, ParentImage};
 
@@ -55,6 +55,18 @@ pub enum ParentError {
     Catalog(#[from] crate::catalog::CatalogError),
 }
 
+impl ParentError {
+    /// Whether the recipe's parent is at fault (exit code 2): missing, or
+    /// an image kiln refuses to read.
+    pub fn is_invalid_input(&self) -> bool {
+        match self {
+            ParentError::NotFound(_) => true,
+            ParentError::Image(e) => e.is_invalid_input(),
+            _ => false,
+        }
+    }
+}
+
 /// Resolves `parent` to a local file in or through `cache` (a `kiln:`
 /// parent through the image catalog at `catalog`). Downloads and
 /// bootstraps happen once; later calls find them in the cache.
@@ -62,7 +74,7 @@ pub async fn resolve(
     parent: &ParentImage,
     cache: &Cache,
     catalog: &std::path::Path,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<ResolvedParent, ParentError> {
     let mut mirror_index_sha256 = None;
     let (path, sha256, origin) = match parent {
@@ -111,7 +123,9 @@ pub async fn resolve(
         }
     };
     let format = img::detect_format(&path)?;
-    let virtual_size = img::info(&path).await?.virtual_size;
+    // a parent is not trusted: no backing file or extent may pull another
+    // host file into the build VM (and from there into the published image)
+    let virtual_size = img::info_untrusted(&path).await?.virtual_size;
     Ok(ResolvedParent {
         path,
         format,

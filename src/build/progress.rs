@@ -37,6 +37,12 @@ pub enum Stage {
     Publish,
 }
 
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Stage {
     /// The stage's name.
     pub fn name(self) -> &'static str {
@@ -110,6 +116,7 @@ pub struct BuildFacts {
 }
 
 /// Writes the progress of one build.
+#[derive(Debug)]
 pub struct Reporter {
     json: bool,
     quiet: bool,
@@ -117,6 +124,78 @@ pub struct Reporter {
     log: Mutex<Option<std::fs::File>>,
     events: Mutex<Option<std::fs::File>>,
     redactor: Redactor,
+}
+
+/// The stages of one build so far: each finished stage's time, and the
+/// stage a dropped guard left unfinished (the one that failed).
+#[derive(Debug, Default)]
+pub struct StageLog {
+    timings: Mutex<Vec<super::manifest::StageTiming>>,
+    failed: Mutex<Option<(Stage, Instant)>>,
+}
+
+impl StageLog {
+    /// The finished stages' times, in order.
+    pub fn timings(&self) -> Vec<super::manifest::StageTiming> {
+        self.timings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The stage whose guard was dropped unfinished, and when it started.
+    pub fn failed(&self) -> Option<(Stage, Instant)> {
+        *self.failed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A stage under way: [`StageGuard::done`] records its end and time; a
+/// guard dropped before that (an error, an interrupt) records the stage as
+/// the failed one in its [`StageLog`].
+#[derive(Debug)]
+#[must_use = "a stage ends with done(); dropping the guard marks it failed"]
+pub struct StageGuard<'a> {
+    reporter: &'a Reporter,
+    log: &'a StageLog,
+    stage: Stage,
+    started: Instant,
+    finished: bool,
+}
+
+impl StageGuard<'_> {
+    /// A line within this stage.
+    pub fn info(&self, message: &str) {
+        self.reporter.info(Some(self.stage), message);
+    }
+
+    /// A warning within this stage.
+    pub fn warn(&self, message: &str) {
+        self.reporter.warn(Some(self.stage), message);
+    }
+
+    /// The stage ended well.
+    pub fn done(mut self, message: &str) {
+        let took = self.started.elapsed();
+        self.reporter.stage_end(self.stage, took, message);
+        self.log
+            .timings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(super::manifest::StageTiming {
+                stage: self.stage.name().to_string(),
+                seconds: (took.as_secs_f64() * 10.0).round() / 10.0,
+            });
+        self.finished = true;
+    }
+}
+
+impl Drop for StageGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            *self.log.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((self.stage, self.started));
+        }
+    }
 }
 
 /// Formats a duration as `12.3s` or `4m05s`.
@@ -211,9 +290,11 @@ impl Reporter {
         let message = self.redactor.redact(message);
         let elapsed = self.start.elapsed();
         let prefix = stage.map(|s| format!("{}: ", s.name())).unwrap_or_default();
+        // names and failure texts in the message may hold control characters
+        let shown = crate::util::display::EscapedLines(&message);
         let text = match event {
-            "warning" => format!("[{:>7}] {prefix}warning: {message}", human(elapsed)),
-            _ => format!("[{:>7}] {prefix}{message}", human(elapsed)),
+            "warning" => format!("[{:>7}] {prefix}warning: {shown}", human(elapsed)),
+            _ => format!("[{:>7}] {prefix}{shown}", human(elapsed)),
         };
         let structured = Event {
             v: EVENT_VERSION,
@@ -270,13 +351,20 @@ impl Reporter {
         *self.events.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// A stage begins.
-    pub fn stage_start(&self, stage: Stage, message: &str) {
+    /// A stage begins; the guard ends it (see [`StageGuard`]).
+    pub fn stage<'a>(&'a self, log: &'a StageLog, stage: Stage, message: &str) -> StageGuard<'a> {
         self.emit("stage-start", Some(stage), message, None);
+        StageGuard {
+            reporter: self,
+            log,
+            stage,
+            started: Instant::now(),
+            finished: false,
+        }
     }
 
     /// A stage ended well after `took`.
-    pub fn stage_end(&self, stage: Stage, took: Duration, message: &str) {
+    fn stage_end(&self, stage: Stage, took: Duration, message: &str) {
         let message = format!("{message} ({})", human(took));
         self.emit("stage-end", Some(stage), &message, Some(took.as_secs_f64()));
     }
@@ -319,6 +407,23 @@ mod tests {
     }
 
     #[test]
+    fn a_guard_times_its_stage_or_names_it_failed() {
+        let r = Reporter::quiet();
+        let stages = StageLog::default();
+        r.stage(&stages, Stage::Parent, "resolving").done("ok");
+        assert!(stages.failed().is_none());
+        {
+            let g = r.stage(&stages, Stage::Build, "booting");
+            g.info("SSH up");
+            // an error returns early: the guard is dropped unfinished
+        }
+        let timings = stages.timings();
+        assert_eq!(timings.len(), 1);
+        assert_eq!(timings[0].stage, "parent");
+        assert_eq!(stages.failed().map(|(s, _)| s), Some(Stage::Build));
+    }
+
+    #[test]
     fn log_lines_are_redacted() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("kiln.log");
@@ -327,12 +432,13 @@ mod tests {
             ..Reporter::new(false, Redactor::new(["hunter2".to_string()]))
         };
         r.log_to(&log).unwrap();
-        r.stage_start(Stage::Build, "password is hunter2");
-        r.stage_end(Stage::Build, Duration::from_secs(3), "done");
+        let stages = StageLog::default();
+        r.stage(&stages, Stage::Build, "password is hunter2")
+            .done("done");
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("build: password is"), "{text}");
-        assert!(text.contains("build: done (3.0s)"), "{text}");
+        assert!(text.contains("build: done (0.0s)"), "{text}");
     }
 
     #[test]
@@ -351,8 +457,9 @@ mod tests {
             ..BuildFacts::default()
         };
         r.build_start(&facts);
-        r.stage_start(Stage::Parent, "token hunter2");
-        r.stage_end(Stage::Parent, Duration::from_secs(1), "done");
+        let stages = StageLog::default();
+        r.stage(&stages, Stage::Parent, "token hunter2")
+            .done("done");
         facts.outcome = Some("failure");
         facts.failure = Some("boom".into());
         r.build_finished(&facts);

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::inputs::{self, ComponentInput, Inputs, ParameterInput};
 use super::manifest::AmiInfo;
 use super::manifest::Manifest;
 use super::parent::ResolvedParent;
-use crate::catalog::{Ami, BuildNumber, Catalog, CatalogError, FinishedBuild, NewBuild, Parent};
+use crate::catalog::{Ami, BuildNumber, Catalog, CatalogError, NewBuild, Parent};
 use crate::export::format::ExportFormat;
-use crate::pipeline::digest::{self, ComponentInput, Inputs, ParameterInput};
 use crate::recipe::{Recipe, ResolvedComponent};
 
 /// Errors of recording a build in the catalog.
@@ -107,7 +107,7 @@ impl Recorder {
         let build = self.catalog.begin_build(&NewBuild {
             name: recipe.name.clone(),
             version: recipe.version,
-            inputs_digest: digest::inputs_digest(inputs),
+            inputs_digest: inputs::inputs_digest(inputs),
             inputs: Some(serde_json::to_value(inputs)?),
             events: origin.events.as_ref().map(|p| p.display().to_string()),
             parent: Some(Parent {
@@ -145,7 +145,7 @@ impl Recorder {
             return Ok(());
         };
         self.settled = true;
-        let done = FinishedBuild::from_manifest(manifest, dir)?;
+        let done = manifest.finished_build(dir)?;
         Ok(self.catalog.finish_build(build.id, &done)?)
     }
 

@@ -3,33 +3,33 @@
 //! Every stage is timed, logged and cleaned up; nothing is published unless
 //! every stage passed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::cache::Cache;
 use super::distribute;
-use super::guest::{Guest, GuestError, GuestSpec, BUILD_USER};
+use super::guest::{Guest, GuestError, GuestSpec, BUILD_USER, SEED_FORMAT};
+use super::layers::{self, BootedInputs, Layer, LayerDraft, LayerKind, LayerStore, Miss};
 use super::manifest::{self, Manifest};
 use super::parent::{self, ResolvedParent};
 use super::phases::{PhaseError, PhaseResult, PhaseRun};
-use super::progress::{human, BuildFacts, Reporter, Stage};
+use super::progress::{human, BuildFacts, Reporter, Stage, StageGuard, StageLog};
 use super::record::{self, RecordError, Recorder};
 use super::seal;
 use super::workspace::{Workspace, WorkspaceError};
+use crate::disk::img::{self, Compression, ConvertOptions};
 use crate::export::format::ExportFormat;
 use crate::export::write::ExportError;
-use crate::recipe::{Recipe, ResolvedComponent};
+use crate::recipe::{Accelerator, Recipe, ResolvedComponent};
 use crate::toe::console::Redactor;
-use crate::toe::diag::Diagnostic;
 use crate::toe::runner::DocumentRun;
+use crate::util::diag::Diagnostic;
 use crate::vm::accel::{self, AccelChoice, Selected};
-use crate::vm::img::{self, Compression, ConvertOptions};
 use crate::vm::net::Network;
 use crate::vm::qemu::Accel;
 
 /// What to do when a stage fails while its VM runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnError {
     /// Stop the VM, remove temporary files, keep the logs.
     Cleanup,
@@ -76,6 +76,9 @@ pub struct BuildOptions {
     /// The recipe's parent, when the caller resolved it already (a pipeline
     /// run does, to decide whether to build): used as is.
     pub parent: Option<ResolvedParent>,
+    /// Boot cold and run every component, ignoring saved build VMs (the
+    /// ones this build saves replace them).
+    pub no_cache: bool,
 }
 
 /// Errors of a build.
@@ -97,7 +100,7 @@ pub enum BuildError {
     #[error("{stage} stage: qemu-img")]
     Image {
         /// The stage.
-        stage: &'static str,
+        stage: Stage,
         /// The cause.
         #[source]
         source: img::ImgError,
@@ -109,7 +112,7 @@ pub enum BuildError {
     #[error("{stage} stage")]
     Guest {
         /// The stage.
-        stage: &'static str,
+        stage: Stage,
         /// The cause.
         #[source]
         source: Box<GuestError>,
@@ -118,7 +121,7 @@ pub enum BuildError {
     #[error("{stage} stage")]
     Phases {
         /// The stage.
-        stage: &'static str,
+        stage: Stage,
         /// The cause.
         #[source]
         source: PhaseError,
@@ -127,7 +130,7 @@ pub enum BuildError {
     #[error("{stage} stage: {count} step(s) failed (toe logs: {logs})\n{details}")]
     StepsFailed {
         /// The stage.
-        stage: &'static str,
+        stage: Stage,
         /// How many.
         count: usize,
         /// The host log folder.
@@ -178,6 +181,7 @@ impl BuildError {
                 | BuildError::Setting(_)
                 | BuildError::Workspace(WorkspaceError::Exists(_))
         ) || matches!(self, BuildError::Ami(e) if e.is_invalid_input())
+            || matches!(self, BuildError::Parent(e) if e.is_invalid_input())
     }
 }
 
@@ -200,6 +204,26 @@ struct Machine {
     build: Duration,
     test: Duration,
     shutdown: Duration,
+}
+
+impl Machine {
+    /// The machine as the manifest records it.
+    fn info(&self) -> manifest::MachineInfo {
+        manifest::MachineInfo {
+            accelerator: self.selected.accel.name().to_string(),
+            accelerator_reason: self.selected.reason.clone(),
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            disk_bytes: self.disk_bytes,
+            network: self.network.name().to_string(),
+            timeouts: manifest::TimeoutInfo {
+                boot: self.boot.as_secs(),
+                build: self.build.as_secs(),
+                test: self.test.as_secs(),
+                shutdown: self.shutdown.as_secs(),
+            },
+        }
+    }
 }
 
 /// Defaults for a KVM host; under TCG the defaults are multiplied by
@@ -243,7 +267,10 @@ fn machine(
         cpus: opts.cpus.or(recipe.build.cpus).unwrap_or(2),
         memory_mib: opts.memory_mib.or(recipe.build.memory_mib).unwrap_or(2048),
         disk_bytes,
-        network: opts.network.or(recipe.build.network).unwrap_or_default(),
+        network: opts
+            .network
+            .or(recipe.build.network.map(vm_network))
+            .unwrap_or_default(),
         boot: pick(opts.boot_timeout.or(t.boot_seconds), DEFAULT_BOOT),
         build: pick(t.build_seconds, DEFAULT_BUILD),
         test: pick(t.test_seconds, DEFAULT_TEST),
@@ -251,19 +278,13 @@ fn machine(
     })
 }
 
-/// The values of a component's parameters as the manifest shows them.
-fn shown_parameters(c: &ResolvedComponent) -> BTreeMap<String, String> {
-    c.parameters
-        .iter()
-        .map(|(k, v)| {
-            let shown = if c.secrets.iter().any(|s| s == v && !s.is_empty()) {
-                manifest::REDACTED.to_string()
-            } else {
-                v.clone()
-            };
-            (k.clone(), shown)
-        })
-        .collect()
+/// The VM network a recipe's `build.network` names.
+fn vm_network(n: crate::recipe::Network) -> Network {
+    match n {
+        crate::recipe::Network::None => Network::None,
+        crate::recipe::Network::Outbound => Network::Outbound,
+        crate::recipe::Network::Host => Network::Host,
+    }
 }
 
 fn doc_runs(components: &[ResolvedComponent], test_stage: bool) -> Vec<DocumentRun> {
@@ -277,14 +298,22 @@ fn doc_runs(components: &[ResolvedComponent], test_stage: bool) -> Vec<DocumentR
         .collect()
 }
 
+/// What the parent stage resolved.
+struct Resolved {
+    parent: ResolvedParent,
+    recipe_sha256: String,
+    build: crate::catalog::BuildNumber,
+}
+
 /// One build, start to publish.
 pub struct Build<'a> {
     recipe: &'a Recipe,
     opts: &'a BuildOptions,
     reporter: &'a Reporter,
     id: String,
-    timings: Vec<manifest::StageTiming>,
-    current: Option<(Stage, Instant)>,
+    stages: StageLog,
+    /// The layers this build's disks are backed by, locked until it ends.
+    held: std::sync::Mutex<Vec<Layer>>,
 }
 
 impl<'a> Build<'a> {
@@ -296,25 +325,14 @@ impl<'a> Build<'a> {
             opts,
             reporter,
             id,
-            timings: Vec::new(),
-            current: None,
+            stages: StageLog::default(),
+            held: std::sync::Mutex::new(Vec::new()),
         }
     }
 
-    fn begin(&mut self, stage: Stage, message: &str) -> Instant {
-        self.reporter.stage_start(stage, message);
-        let now = Instant::now();
-        self.current = Some((stage, now));
-        now
-    }
-
-    fn timed(&mut self, stage: Stage, started: Instant, message: &str) {
-        let took = started.elapsed();
-        self.reporter.stage_end(stage, took, message);
-        self.timings.push(manifest::StageTiming {
-            stage: stage.name().to_string(),
-            seconds: (took.as_secs_f64() * 10.0).round() / 10.0,
-        });
+    /// Starts `stage`; the guard ends it.
+    fn stage(&self, stage: Stage, message: &str) -> StageGuard<'_> {
+        self.reporter.stage(&self.stages, stage, message)
     }
 
     /// The secrets of every component, for redaction.
@@ -322,9 +340,16 @@ impl<'a> Build<'a> {
         Redactor::new(components.iter().flat_map(|c| c.secrets.iter().cloned()))
     }
 
+    /// The export formats: the flags', else the recipe's.
+    fn formats(&self) -> &'a [ExportFormat] {
+        self.opts
+            .formats
+            .as_deref()
+            .unwrap_or(&self.recipe.distribution.formats)
+    }
     /// Runs every stage. On failure nothing is published and the error says
     /// where the logs are.
-    pub async fn run(mut self, components: Vec<ResolvedComponent>) -> Result<Built, BuildError> {
+    pub async fn run(self, components: Vec<ResolvedComponent>) -> Result<Built, BuildError> {
         let started_at = chrono::Utc::now().to_rfc3339();
         let recipe = self.recipe;
         let opts = self.opts;
@@ -356,6 +381,9 @@ impl<'a> Build<'a> {
             facts.failure = Some(self.reporter.redactor().redact(&e.to_string()));
             self.reporter.build_finished(&facts);
         })?;
+        if let Some(line) = super::leftovers::summary(&opts.output, ws.reconciled()) {
+            self.reporter.warn(None, &line);
+        }
         let kiln_log = ws.logs().join("kiln.log");
         self.reporter
             .log_to(&kiln_log)
@@ -373,145 +401,222 @@ impl<'a> Build<'a> {
             .await;
         facts.build = catalog.build().map(|b| b.build);
         match staged {
-            Ok(manifest) => {
-                let dir = ws.publish()?;
-                catalog.published(&manifest, &dir)?;
-                facts.outcome = Some("success");
-                facts.published = Some(dir.display().to_string());
-                facts.logs = Some(dir.join("logs").display().to_string());
-                self.reporter.result(&format!(
-                    "published {} {}{} in {} ({})",
-                    recipe.name,
-                    recipe.version,
-                    catalog
-                        .build()
-                        .map(|b| format!("/{}", b.build))
-                        .unwrap_or_default(),
-                    dir.display(),
-                    human(self.reporter.elapsed())
-                ));
-                self.reporter.build_finished(&facts);
-                Ok(Built { dir, manifest })
-            }
-            Err(e) => {
-                if let Some((stage, since)) = self.current {
-                    let first = e.to_string();
-                    let first = first.lines().next().unwrap_or_default();
-                    self.reporter.stage_failed(stage, since.elapsed(), first);
-                }
-                let logs = ws.fail();
-                if let Err(c) = catalog.failed(&e.to_string(), Some(&logs)) {
-                    self.reporter.warn(
-                        None,
-                        &format!("the failure was not recorded in the image catalog: {c}"),
-                    );
-                }
-                self.reporter.result(&format!(
-                    "build failed; nothing was published; logs: {}",
-                    logs.display()
-                ));
-                facts.outcome = Some("failure");
-                facts.logs = Some(logs.display().to_string());
-                facts.failure = Some(self.reporter.redactor().redact(&e.to_string()));
-                self.reporter.build_finished(&facts);
-                Err(e)
-            }
+            Ok(manifest) => self.published(ws, &mut catalog, manifest, facts).await,
+            Err(e) => Err(self.failed(ws, &mut catalog, e, facts)),
         }
     }
 
+    /// Publishes the staged folder in one rename and records it; with
+    /// `--force`, first waits for another build of the same version to end.
+    async fn published(
+        &self,
+        mut ws: Workspace,
+        catalog: &mut Recorder,
+        manifest: Manifest,
+        mut facts: BuildFacts,
+    ) -> Result<Built, BuildError> {
+        let recipe = self.recipe;
+        let waiting = |pid: Option<u32>| {
+            let by = pid.map_or("another kiln process".into(), |p| format!("pid {p}"));
+            self.reporter.info(
+                None,
+                &format!(
+                    "{} {} is being built by {by}: waiting for it to end before publishing",
+                    recipe.name, recipe.version
+                ),
+            );
+        };
+        ws.hold_version(&waiting).await?;
+        let dir = ws.publish()?;
+        catalog.published(&manifest, &dir)?;
+        facts.outcome = Some("success");
+        facts.published = Some(dir.display().to_string());
+        facts.logs = Some(dir.join("logs").display().to_string());
+        self.reporter.result(&format!(
+            "published {} {}{} in {} ({})",
+            self.recipe.name,
+            self.recipe.version,
+            catalog
+                .build()
+                .map(|b| format!("/{}", b.build))
+                .unwrap_or_default(),
+            dir.display(),
+            human(self.reporter.elapsed())
+        ));
+        self.reporter.build_finished(&facts);
+        Ok(Built { dir, manifest })
+    }
+
+    /// Names the failed stage, removes the temporary files, keeps the logs
+    /// (moved where the user can find them) and records the failure.
+    fn failed(
+        &self,
+        ws: Workspace,
+        catalog: &mut Recorder,
+        e: BuildError,
+        mut facts: BuildFacts,
+    ) -> BuildError {
+        if let Some((stage, since)) = self.stages.failed() {
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or_default();
+            self.reporter.stage_failed(stage, since.elapsed(), first);
+        }
+        let logs = ws.fail();
+        if let Err(c) = catalog.failed(&e.to_string(), Some(&logs)) {
+            self.reporter.warn(
+                None,
+                &format!("the failure was not recorded in the image catalog: {c}"),
+            );
+        }
+        self.reporter.result(&format!(
+            "build failed; nothing was published; logs: {}",
+            logs.display()
+        ));
+        facts.outcome = Some("failure");
+        facts.logs = Some(logs.display().to_string());
+        facts.failure = Some(self.reporter.redactor().redact(&e.to_string()));
+        self.reporter.build_finished(&facts);
+        e
+    }
+
+    /// The stages, in DESIGN.md's order. Each stage method owns its
+    /// timeout, its logs and its cleanup; a stage that fails leaves its
+    /// guard unfinished, which names it in the failure.
     async fn stages(
-        &mut self,
+        &self,
         ws: &mut Workspace,
         components: &[ResolvedComponent],
         started_at: String,
         catalog: &mut Recorder,
         origin: &record::Origin,
     ) -> Result<Manifest, BuildError> {
-        let recipe = self.recipe;
-        let opts = self.opts;
-        let rep = self.reporter;
+        let resolved = self.parent_stage(ws, components, catalog, origin).await?;
+        let ws = &*ws;
+        let m = self.plan_stage(&resolved.parent, ws, components).await?;
+        let (guest, overlay) = self
+            .build_stage(&resolved.parent, &m, ws, components)
+            .await?;
+        self.seal_stage(guest, &m, ws).await?;
+        let image = self.flatten_stage(&overlay, ws).await?;
+        let tests = self.test_stage(&image, &m, ws, components).await?;
+        let (distributed, amis) = self.distribute_stage(&image, ws, catalog).await?;
+        let publish = self.stage(
+            Stage::Publish,
+            &format!("to {}", ws.destination().display()),
+        );
+        let mut manifest = Manifest::assemble(manifest::Facts {
+            build_id: &self.id,
+            recipe: self.recipe,
+            recipe_sha256: &resolved.recipe_sha256,
+            build: resolved.build.build,
+            parent: &resolved.parent,
+            components,
+            machine: m.info(),
+            tests,
+            amis,
+            started_at,
+        });
+        publish.done("stages done; writing digests and the manifest");
+        // kiln.log is an artifact too: it ends here, before the digests
+        self.reporter.close_log();
+        manifest.stages = self.stages.timings();
+        manifest.finish(ws.stage(), &distributed).await?;
+        Ok(manifest)
+    }
 
-        // parent
-        let t = self.begin(Stage::Parent, "resolving the parent image");
-        let progress = |line: &str| rep.info(Some(Stage::Parent), line);
+    /// Resolves the parent image (cached, downloaded or bootstrapped) and
+    /// records the build in the catalog, which gives it its number.
+    async fn parent_stage(
+        &self,
+        ws: &mut Workspace,
+        components: &[ResolvedComponent],
+        catalog: &mut Recorder,
+        origin: &record::Origin,
+    ) -> Result<Resolved, BuildError> {
+        let (recipe, opts) = (self.recipe, self.opts);
+        let g = self.stage(Stage::Parent, "resolving the parent image");
+        let progress = |line: &str| g.info(line);
         let parent = match &opts.parent {
             Some(p) => p.clone(),
             None => parent::resolve(&recipe.parent, &opts.cache, &opts.catalog, &progress).await?,
         };
-        let formats = opts
-            .formats
-            .as_ref()
-            .unwrap_or(&recipe.distribution.formats);
-        let recipe_sha256 = super::digest::sha256_file(&recipe.file)
+        let recipe_sha256 = crate::util::digest::sha256_file(&recipe.file)
             .await
             .map_err(manifest::ManifestError::from)?;
         let inputs = record::inputs(
             &recipe_sha256,
             &parent,
             components,
-            formats,
+            self.formats(),
             opts.ami_sha256.clone(),
         );
         let build = catalog.begin(recipe, &parent, &inputs, origin)?;
         ws.place(build.build)?;
-        let ws = &*ws;
-        self.timed(
-            Stage::Parent,
-            t,
-            &format!(
-                "{} (sha256 {}); catalog build {}/{}/{}",
-                parent.origin,
-                &parent.sha256[..16],
-                recipe.name,
-                recipe.version,
-                build.build
-            ),
-        );
+        g.done(&format!(
+            "{} (sha256 {}); catalog build {}/{}/{}",
+            parent.origin,
+            &parent.sha256[..16],
+            recipe.name,
+            recipe.version,
+            build.build
+        ));
+        Ok(Resolved {
+            parent,
+            recipe_sha256,
+            build,
+        })
+    }
 
-        // plan
-        let t = self.begin(
+    /// Chooses the accelerator (a probe boot for KVM), scales the timeouts
+    /// and prints the plan.
+    async fn plan_stage(
+        &self,
+        parent: &ResolvedParent,
+        ws: &Workspace,
+        components: &[ResolvedComponent],
+    ) -> Result<Machine, BuildError> {
+        let (recipe, opts) = (self.recipe, self.opts);
+        let g = self.stage(
             Stage::Plan,
             &format!("{} {} (build {})", recipe.name, recipe.version, self.id),
         );
         let choice = opts
             .accel
-            .or(recipe.build.accelerator)
+            .or(recipe.build.accelerator.map(|a| match a {
+                Accelerator::Auto => AccelChoice::Auto,
+                Accelerator::Kvm => AccelChoice::Kvm,
+                Accelerator::Tcg => AccelChoice::Tcg,
+            }))
             .unwrap_or(AccelChoice::Auto);
         let selected = accel::select(choice, &opts.qemu, ws.vm())
             .await
             .map_err(BuildError::Accel)?;
         if selected.accel == Accel::Tcg && choice == AccelChoice::Auto {
-            rep.warn(Some(Stage::Plan), &selected.reason);
+            g.warn(&selected.reason);
         }
-        let m = machine(recipe, opts, selected, &parent)?;
-        self.print_plan(components, &parent, &m, ws);
-        self.timed(Stage::Plan, t, "ready");
+        let m = machine(recipe, opts, selected, parent)?;
+        self.print_plan(components, parent, &m, ws);
+        g.done("ready");
+        Ok(m)
+    }
 
-        // build VM
-        let t = self.begin(
-            Stage::Build,
-            "booting the build VM from an overlay on the parent",
-        );
+    /// VM #1: boots an overlay on the parent and runs the build and
+    /// validate phases within the build timeout. Returns the running guest
+    /// and its overlay (the VM is killed if this fails or is dropped).
+    async fn build_stage(
+        &self,
+        parent: &ResolvedParent,
+        m: &Machine,
+        ws: &Workspace,
+        components: &[ResolvedComponent],
+    ) -> Result<(Guest, PathBuf), BuildError> {
+        let g = self.stage(Stage::Build, "starting the build VM on the parent");
         let overlay = ws.vm().join("build.qcow2");
-        img::create_overlay(
-            &parent.path,
-            parent.format.qemu_name(),
-            &overlay,
-            Some(m.disk_bytes),
-        )
-        .await
-        .map_err(|source| BuildError::Image {
-            stage: "build",
-            source,
-        })?;
-        let guest = self.boot("build", &overlay, &m, ws).await?;
-        rep.info(
-            Some(Stage::Build),
-            &format!(
-                "SSH up after {:.0} s; cloud-init {}",
-                guest.boot_to_ssh, guest.cloud_init
-            ),
-        );
+        let guest = self.booted_guest(&g, parent, m, ws, &overlay).await?;
+        g.info(&format!(
+            "SSH up after {:.0} s; cloud-init {}",
+            guest.boot_to_ssh, guest.cloud_init
+        ));
         let build_docs = doc_runs(components, false);
         let result = self
             .phases(
@@ -524,23 +629,216 @@ impl<'a> Build<'a> {
             )
             .await;
         let (_, guest) = self.check(result, guest, Stage::Build).await?;
-        self.timed(Stage::Build, t, "build and validate phases passed");
+        g.done("build and validate phases passed");
+        Ok((guest, overlay))
+    }
 
-        // seal
-        let t = self.begin(
+    /// The build VM with the parent booted: restored in seconds from the
+    /// saved booted parent when one is valid for this parent and machine,
+    /// else booted cold and saved for the next build. A saved VM that does
+    /// not restore is replaced; saving never fails the build.
+    async fn booted_guest(
+        &self,
+        g: &StageGuard<'_>,
+        parent: &ResolvedParent,
+        m: &Machine,
+        ws: &Workspace,
+        overlay: &Path,
+    ) -> Result<Guest, BuildError> {
+        let store = LayerStore::new(self.opts.cache.layers());
+        let key = match self.booted_key(parent, m).await {
+            Ok(k) => Some(k),
+            Err(e) => {
+                g.warn(&format!("saved build VMs are not used: {e}"));
+                None
+            }
+        };
+        if let (Some(key), false) = (&key, self.opts.no_cache) {
+            match store.open(key, None, chrono::Utc::now()) {
+                Ok(Ok(layer)) => {
+                    match self.restore_vm(Stage::Build, &layer, overlay, m, ws).await {
+                        Ok(guest) => {
+                            g.info(&format!(
+                            "restored the booted parent (saved {}, layer {}) instead of booting",
+                            layer.meta.created_at,
+                            &key[..12]
+                        ));
+                            self.hold(layer);
+                            return Ok(guest);
+                        }
+                        Err(e) => {
+                            g.warn(&format!(
+                            "the saved booted parent did not restore ({}); booting cold, it is saved again",
+                            first_line(&crate::util::display::chain(&e))
+                        ));
+                            drop(layer);
+                            let _ = store.remove(key);
+                            let _ = std::fs::remove_file(overlay);
+                        }
+                    }
+                }
+                Ok(Err(Miss::Absent)) => {
+                    g.info("no saved booted parent for this parent and machine: booting cold")
+                }
+                Ok(Err(miss)) => g.info(&format!(
+                    "saved booted parent not used: {miss}; booting cold"
+                )),
+                Err(e) => g.warn(&format!("saved build VMs are not used: {e}")),
+            }
+        }
+        let mut guest = self
+            .boot_vm(
+                Stage::Build,
+                (&parent.path, parent.format.qemu_name()),
+                overlay,
+                Some(m.disk_bytes),
+                m,
+                ws,
+            )
+            .await?;
+        if let Some(key) = key {
+            let meta = LayerDraft {
+                key: &key,
+                kind: LayerKind::Booted,
+                component: None,
+                below: None,
+                backing: &parent.path,
+                parent_sha256: &parent.sha256,
+            };
+            self.save_layer(g, &store, meta, &mut guest, overlay, m)
+                .await?;
+        }
+        Ok(guest)
+    }
+
+    /// The key of the booted parent's layer for this parent and machine.
+    async fn booted_key(&self, parent: &ResolvedParent, m: &Machine) -> Result<String, BuildError> {
+        let qemu_version = crate::vm::snapshot::qemu_version(&self.opts.qemu)
+            .await
+            .map_err(BuildError::Accel)?;
+        Ok(layers::booted_key(&BootedInputs {
+            parent_sha256: parent.sha256.clone(),
+            parent_path: std::fs::canonicalize(&parent.path).unwrap_or(parent.path.clone()),
+            cpus: m.cpus,
+            memory_mib: m.memory_mib,
+            machine: "q35".into(),
+            accel: m.selected.accel.name().into(),
+            disk_bytes: m.disk_bytes,
+            // a state saved with one network card and backend cannot be
+            // loaded into another, nor may a guest keep what it reached
+            network: m.network.name().into(),
+            qemu_version,
+            seed_format: SEED_FORMAT,
+        }))
+    }
+
+    /// Saves the running `guest` as the layer `draft` describes, unless
+    /// another kiln is writing it. A layer that cannot be written is a
+    /// warning; a guest lost while saving is the build's error.
+    async fn save_layer(
+        &self,
+        g: &StageGuard<'_>,
+        store: &LayerStore,
+        draft: LayerDraft<'_>,
+        guest: &mut Guest,
+        overlay: &Path,
+        m: &Machine,
+    ) -> Result<(), BuildError> {
+        let writer = match store.writer(draft.key) {
+            Ok(Some(w)) => w,
+            Ok(None) => {
+                g.info("another kiln is saving or using this build VM: not saved");
+                return Ok(());
+            }
+            Err(e) => {
+                g.warn(&format!("the build VM is not saved: {e}"));
+                return Ok(());
+            }
+        };
+        let guest_lost = |source| BuildError::Guest {
+            stage: Stage::Build,
+            source: Box::new(source),
+        };
+        let saved = guest
+            .save(overlay, &writer, m.boot)
+            .await
+            .map_err(guest_lost)?;
+        let committed = saved
+            .map_err(|e| crate::util::display::chain(&e))
+            .and_then(|s| {
+                let meta = draft.meta(&s, &writer);
+                writer
+                    .commit(&meta)
+                    .map(|_| s)
+                    .map_err(|e| crate::util::display::chain(&e))
+            });
+        match committed {
+            Ok(s) => g.info(&format!(
+                "saved the {} for the next builds in {:.1} s ({:.0} MiB state for {:.0} MiB of RAM)",
+                draft.what(),
+                s.seconds,
+                s.file_bytes as f64 / f64::from(1 << 20),
+                s.guest_ram_bytes as f64 / f64::from(1 << 20),
+            )),
+            Err(e) => g.warn(&format!("the {} was not saved: {e}", draft.what())),
+        }
+        Ok(())
+    }
+
+    /// Keeps `layer` locked until the build ends: the build's disk chain
+    /// reads it.
+    fn hold(&self, layer: Layer) {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(layer);
+    }
+
+    /// A VM from a saved layer: a new overlay on the layer's disk, the
+    /// saved state loaded, fresh credentials. Timeout: the boot timeout.
+    async fn restore_vm(
+        &self,
+        stage: Stage,
+        layer: &Layer,
+        overlay: &Path,
+        m: &Machine,
+        ws: &Workspace,
+    ) -> Result<Guest, BuildError> {
+        img::create_overlay(&layer.file(layers::DISK_FILE), "qcow2", overlay, None)
+            .await
+            .map_err(|source| BuildError::Image { stage, source })?;
+        Guest::restore(self.guest_spec(stage, overlay, m, ws), layer)
+            .await
+            .map_err(|source| BuildError::Guest {
+                stage,
+                source: Box::new(source),
+            })
+    }
+
+    /// Image Builder's cleanup and kiln's new-machine identity (the seal
+    /// script, its output in `logs/seal.log`), then an ACPI power-off within
+    /// the shutdown timeout.
+    async fn seal_stage(
+        &self,
+        guest: Guest,
+        m: &Machine,
+        ws: &Workspace,
+    ) -> Result<(), BuildError> {
+        let g = self.stage(
             Stage::Seal,
             "Image Builder cleanup, new-machine identity, trim",
         );
-        let sealed = guest
-            .shell(&seal::script(&recipe.working_directory, BUILD_USER))
-            .await;
-        let sealed = match sealed {
+        let guest_err = |source| BuildError::Guest {
+            stage: Stage::Seal,
+            source: Box::new(source),
+        };
+        let sealed = match guest
+            .shell(&seal::script(&self.recipe.working_directory, BUILD_USER))
+            .await
+        {
             Ok((Some(0), out)) => Ok(out),
             Ok((code, output)) => Err(BuildError::Seal { code, output }),
-            Err(source) => Err(BuildError::Guest {
-                stage: "seal",
-                source: Box::new(source),
-            }),
+            Err(source) => Err(guest_err(source)),
         };
         let (seal_output, guest) = self.check(sealed, guest, Stage::Seal).await?;
         let seal_log = ws.logs().join("seal.log");
@@ -548,66 +846,60 @@ impl<'a> Build<'a> {
             path: seal_log.clone(),
             source,
         })?;
-        guest
-            .power_off(m.shutdown)
-            .await
-            .map_err(|source| BuildError::Guest {
-                stage: "seal",
-                source: Box::new(source),
-            })?;
-        self.timed(Stage::Seal, t, "sealed and powered off");
+        guest.power_off(m.shutdown).await.map_err(guest_err)?;
+        g.done("sealed and powered off");
+        Ok(())
+    }
 
-        // flatten
-        let t = self.begin(
+    /// Writes the sealed overlay as a standalone qcow2 with zstd clusters
+    /// in the stage folder, and removes the overlay.
+    async fn flatten_stage(&self, overlay: &Path, ws: &Workspace) -> Result<PathBuf, BuildError> {
+        let g = self.stage(
             Stage::Flatten,
             "writing a standalone qcow2 (zstd-compressed clusters)",
         );
+        let image_err = |source| BuildError::Image {
+            stage: Stage::Flatten,
+            source,
+        };
         let image = ws.stage().join("image.qcow2");
         let flatten = ConvertOptions {
             format: img::Format::Qcow2,
             compress: Some(Compression::Zstd),
             ..ConvertOptions::to(img::Format::Qcow2)
         };
-        img::convert(&overlay, Some("qcow2"), &image, &flatten)
+        img::convert(overlay, Some("qcow2"), &image, &flatten)
             .await
-            .map_err(|source| BuildError::Image {
-                stage: "flatten",
-                source,
-            })?;
-        let _ = std::fs::remove_file(&overlay);
-        let info = img::info(&image)
-            .await
-            .map_err(|source| BuildError::Image {
-                stage: "flatten",
-                source,
-            })?;
-        self.timed(
-            Stage::Flatten,
-            t,
-            &format!(
-                "image.qcow2: {:.0} MiB on disk, {} GiB virtual",
-                info.actual_size as f64 / (1 << 20) as f64,
-                info.virtual_size / GIB
-            ),
-        );
+            .map_err(image_err)?;
+        let _ = std::fs::remove_file(overlay);
+        let info = img::info(&image).await.map_err(image_err)?;
+        g.done(&format!(
+            "image.qcow2: {:.0} MiB on disk, {} GiB virtual",
+            info.actual_size as f64 / (1 << 20) as f64,
+            info.virtual_size / GIB
+        ));
+        Ok(image)
+    }
 
-        // test VM
-        let t = self.begin(Stage::Test, "booting a fresh VM from the new image");
+    /// VM #2, fresh from the new image with a new identity: the boot test,
+    /// every component's test phase within the test timeout, the reboot
+    /// test. The VM and its overlay are gone when this returns.
+    async fn test_stage(
+        &self,
+        image: &Path,
+        m: &Machine,
+        ws: &Workspace,
+        components: &[ResolvedComponent],
+    ) -> Result<manifest::TestResults, BuildError> {
+        let g = self.stage(Stage::Test, "booting a fresh VM from the new image");
         let test_disk = ws.vm().join("test.qcow2");
-        img::create_overlay(&image, "qcow2", &test_disk, None)
-            .await
-            .map_err(|source| BuildError::Image {
-                stage: "test",
-                source,
-            })?;
-        let guest = self.boot("test", &test_disk, &m, ws).await?;
-        rep.info(
-            Some(Stage::Test),
-            &format!(
-                "boot test passed: SSH after {:.0} s; cloud-init {}",
-                guest.boot_to_ssh, guest.cloud_init
-            ),
-        );
+        let guest = self
+            .boot_vm(Stage::Test, (image, "qcow2"), &test_disk, None, m, ws)
+            .await?;
+        g.info(&format!(
+            "boot test passed: SSH after {:.0} s; cloud-init {}",
+            guest.boot_to_ssh, guest.cloud_init
+        ));
         let test_docs = doc_runs(components, true);
         let result = self
             .phases(&guest, &test_docs, &["test"], ws, m.test, components)
@@ -615,36 +907,52 @@ impl<'a> Build<'a> {
         let (tested, guest) = self.check(result, guest, Stage::Test).await?;
         let reboot = self.reboot_test(&guest, m.boot).await;
         let (reboot_text, guest) = self.check(reboot, guest, Stage::Test).await?;
-        rep.info(
-            Some(Stage::Test),
-            &format!("reboot test passed: {reboot_text}"),
-        );
-        let mut tests = manifest::TestResults {
+        g.info(&format!("reboot test passed: {reboot_text}"));
+        let tests = manifest::TestResults {
             boot_to_ssh_seconds: (guest.boot_to_ssh * 10.0).round() / 10.0,
             cloud_init_status: guest.cloud_init.clone(),
-            components: Vec::new(),
+            components: manifest::component_tests(components, &tested.report),
             reboot_test: reboot_text,
         };
-        for c in components {
-            let name = c.loaded.doc.name.clone().unwrap_or_default();
-            let report = tested.report.documents.iter().find(|d| d.name == name);
-            let test_phase = report.and_then(|d| d.phases.iter().find(|p| p.name == "test"));
-            tests.components.push(manifest::ComponentTest {
-                name,
-                status: test_phase.map_or("none".into(), |p| {
-                    serde_json::to_value(p.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default()
-                }),
-                steps: test_phase.map_or(0, |p| p.steps.len()),
-            });
-        }
         drop(guest);
         let _ = std::fs::remove_file(&test_disk);
-        self.timed(Stage::Test, t, "boot, component and reboot tests passed");
+        g.done("boot, component and reboot tests passed");
+        Ok(tests)
+    }
 
-        // distribute
+    /// Exports the tested image to every format into the stage folder, then
+    /// imports it as an AMI when the recipe asks (recorded in the catalog).
+    async fn distribute_stage(
+        &self,
+        image: &Path,
+        ws: &Workspace,
+        catalog: &mut Recorder,
+    ) -> Result<(Vec<distribute::Distributed>, Vec<manifest::AmiInfo>), BuildError> {
+        let g = self.stage(Stage::Distribute, &self.distribute_plan());
+        let progress = |line: &str| g.info(line);
+        let distributed = distribute::distribute(image, ws.stage(), self.formats(), &progress)
+            .await
+            .map_err(BuildError::Distribute)?;
+        let mut amis = Vec::new();
+        if let Some(spec) = &self.recipe.distribution.ami {
+            amis = self.import_ami(image, spec, ws, &progress).await?;
+            catalog.amis(&amis)?;
+        }
+        g.done(&format!(
+            "{} format(s) written and checked{}",
+            distributed.len(),
+            if amis.is_empty() {
+                String::new()
+            } else {
+                format!("; {} AMI(s)", amis.len())
+            }
+        ));
+        Ok((distributed, amis))
+    }
+
+    /// What the distribute stage will do, for its first line.
+    fn distribute_plan(&self) -> String {
+        let formats = self.formats();
         let exports = if formats.is_empty() {
             "no export formats (recipe distribution.formats or --format)".to_string()
         } else {
@@ -657,140 +965,43 @@ impl<'a> Build<'a> {
                     .join(", ")
             )
         };
-        let ami = match &recipe.distribution.ami {
+        let ami = match &self.recipe.distribution.ami {
             Some(spec) => format!("; then an AMI import through s3://{}", spec.bucket),
             None => String::new(),
         };
-        let t = self.begin(Stage::Distribute, &format!("{exports}{ami}"));
-        let progress = |line: &str| rep.info(Some(Stage::Distribute), line);
-        let distributed = distribute::distribute(&image, ws.stage(), formats, &progress)
-            .await
-            .map_err(BuildError::Distribute)?;
-        let amis = match &recipe.distribution.ami {
-            Some(spec) => {
-                let home = crate::aws::Clients::new(spec.region.as_deref()).await;
-                let default_name =
-                    distribute::default_ami_name(&recipe.name, &recipe.version.to_string());
-                let images = distribute::import_ami(
-                    &home,
-                    &image,
-                    spec,
-                    &default_name,
-                    &ws.vm().join("ami"),
-                    crate::aws::flow::LocalSettings::default(),
-                    &progress,
-                )
-                .await
-                .map_err(BuildError::Ami)?;
-                let amis: Vec<manifest::AmiInfo> = images
-                    .into_iter()
-                    .map(|i| manifest::AmiInfo {
-                        region: i.region,
-                        ami_id: i.image_id,
-                    })
-                    .collect();
-                catalog.amis(&amis)?;
-                amis
-            }
-            None => Vec::new(),
-        };
-        self.timed(
-            Stage::Distribute,
-            t,
-            &format!(
-                "{} format(s) written and checked{}",
-                distributed.len(),
-                if amis.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {} AMI(s)", amis.len())
-                }
-            ),
-        );
+        format!("{exports}{ami}")
+    }
 
-        // publish
-        let t = self.begin(
-            Stage::Publish,
-            &format!("to {}", ws.destination().display()),
-        );
-        let mut manifest = Manifest {
-            manifest_version: manifest::MANIFEST_VERSION,
-            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
-            build_id: self.id.clone(),
-            image: manifest::ImageInfo {
-                name: recipe.name.clone(),
-                version: recipe.version.to_string(),
-                build: Some(build.build),
-                description: recipe.description.clone(),
-            },
-            recipe: manifest::RecipeInfo {
-                file: recipe.file.display().to_string(),
-                sha256: recipe_sha256,
-                root_volume_gib: recipe.root_volume_gib,
-                working_directory: recipe.working_directory.clone(),
-            },
-            parent: manifest::ParentInfo {
-                origin: parent.origin.clone(),
-                path: parent.path.display().to_string(),
-                format: parent.format.qemu_name().to_string(),
-                sha256: parent.sha256.clone(),
-                virtual_size: parent.virtual_size,
-            },
-            components: components
-                .iter()
-                .map(|c| manifest::ComponentInfo {
-                    reference: c.reference.clone(),
-                    name: c.loaded.doc.name.clone().unwrap_or_default(),
-                    source: c.loaded.id.clone(),
-                    sha256: c.text_sha256.clone(),
-                    parameters: shown_parameters(c),
-                    test_only: c.is_test_only,
-                })
-                .collect(),
-            machine: manifest::MachineInfo {
-                accelerator: m.selected.accel.name().to_string(),
-                accelerator_reason: m.selected.reason.clone(),
-                cpus: m.cpus,
-                memory_mib: m.memory_mib,
-                disk_bytes: m.disk_bytes,
-                network: m.network.name().to_string(),
-                timeouts: manifest::TimeoutInfo {
-                    boot: m.boot.as_secs(),
-                    build: m.build.as_secs(),
-                    test: m.test.as_secs(),
-                    shutdown: m.shutdown.as_secs(),
-                },
-            },
-            stages: Vec::new(),
-            tests,
-            artifacts: Vec::new(),
-            amis,
-            started_at,
-            finished_at: String::new(),
-        };
-        self.timed(
-            Stage::Publish,
-            t,
-            "stages done; writing digests and the manifest",
-        );
-        // kiln.log is an artifact too: it ends here, before the digests
-        self.reporter.close_log();
-        manifest.stages = self.timings.clone();
-        manifest.finished_at = chrono::Utc::now().to_rfc3339();
-        manifest.artifacts = manifest::artifacts(ws.stage()).await?;
-        for d in &distributed {
-            let rel = d.path.to_string_lossy();
-            if let Some(a) = manifest.artifacts.iter_mut().find(|a| a.path == rel) {
-                a.kind = d.format.name().to_string();
-            }
-        }
-        crate::toe::logs::write_json(&ws.stage().join("manifest.json"), &manifest).map_err(
-            |e| BuildError::Log {
-                path: ws.stage().join("manifest.json"),
-                source: std::io::Error::other(e.to_string()),
-            },
-        )?;
-        Ok(manifest)
+    /// Imports the tested image as an AMI (VM Import), copies and shares it
+    /// as `spec` says; the AMI in every region.
+    async fn import_ami(
+        &self,
+        image: &Path,
+        spec: &crate::ami::AmiSpec,
+        ws: &Workspace,
+        progress: crate::util::io::ProgressFn<'_>,
+    ) -> Result<Vec<manifest::AmiInfo>, BuildError> {
+        let recipe = self.recipe;
+        let home = crate::aws::Clients::new(spec.region.as_deref()).await;
+        let default_name = distribute::default_ami_name(&recipe.name, &recipe.version.to_string());
+        let images = distribute::import_ami(
+            &home,
+            image,
+            spec,
+            &default_name,
+            &ws.vm().join("ami"),
+            crate::aws::flow::LocalSettings::default(),
+            progress,
+        )
+        .await
+        .map_err(BuildError::Ami)?;
+        Ok(images
+            .into_iter()
+            .map(|i| manifest::AmiInfo {
+                region: i.region,
+                ami_id: i.image_id,
+            })
+            .collect())
     }
 
     fn print_plan(
@@ -813,7 +1024,7 @@ impl<'a> Build<'a> {
             ),
         );
         for (i, c) in components.iter().enumerate() {
-            let params: Vec<String> = shown_parameters(c)
+            let params: Vec<String> = manifest::shown_parameters(c)
                 .into_iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
@@ -853,15 +1064,39 @@ impl<'a> Build<'a> {
         rep.info(p, &format!("output: {}", ws.destination().display()));
     }
 
-    async fn boot(
+    /// Creates `overlay` on `backing` (grown to `size` when given) and boots
+    /// a VM from it with a new identity; the build and the test VM both
+    /// start here. Timeout: the boot timeout, to SSH and cloud-init done.
+    async fn boot_vm(
         &self,
-        name: &'static str,
-        disk: &Path,
+        stage: Stage,
+        (backing, format): (&Path, &str),
+        overlay: &Path,
+        size: Option<u64>,
         m: &Machine,
         ws: &Workspace,
     ) -> Result<Guest, BuildError> {
-        Guest::boot(GuestSpec {
-            name,
+        img::create_overlay(backing, format, overlay, size)
+            .await
+            .map_err(|source| BuildError::Image { stage, source })?;
+        Guest::boot(self.guest_spec(stage, overlay, m, ws))
+            .await
+            .map_err(|source| BuildError::Guest {
+                stage,
+                source: Box::new(source),
+            })
+    }
+
+    /// How a VM of `stage` runs on `disk`.
+    fn guest_spec<'s>(
+        &'s self,
+        stage: Stage,
+        disk: &'s Path,
+        m: &Machine,
+        ws: &'s Workspace,
+    ) -> GuestSpec<'s> {
+        GuestSpec {
+            name: stage.name(),
             disk,
             accel: m.selected.accel,
             cpus: m.cpus,
@@ -869,16 +1104,11 @@ impl<'a> Build<'a> {
             network: m.network,
             boot_timeout: m.boot,
             vm_dir: ws.vm(),
-            log_dir: &ws.logs(),
+            log_dir: ws.logs(),
             socket_dir: ws.sockets(),
             qemu: &self.opts.qemu,
             build_id: &self.id,
-        })
-        .await
-        .map_err(|source| BuildError::Guest {
-            stage: name,
-            source: Box::new(source),
-        })
+        }
     }
 
     async fn phases(
@@ -891,9 +1121,9 @@ impl<'a> Build<'a> {
         components: &[ResolvedComponent],
     ) -> Result<PhaseResult, BuildError> {
         let stage = if phases.contains(&"test") {
-            "test"
+            Stage::Test
         } else {
-            "build"
+            Stage::Build
         };
         let log_dir = ws.logs().join(format!("toe-{stage}"));
         std::fs::create_dir_all(&log_dir).map_err(|source| BuildError::Log {
@@ -978,4 +1208,9 @@ impl<'a> Build<'a> {
         }
         Err(e)
     }
+}
+
+/// The first line of a text.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
 }

@@ -8,10 +8,23 @@
 //! `manifest.json`); `vm/` holds overlays, seeds, keys and the UEFI variables.
 //! QMP sockets live in a short-named folder under the system's temp dir
 //! (unix socket paths are limited to 108 bytes).
+//!
+//! Locks (`flock`, released by the kernel when kiln dies):
+//! - `.kiln-tmp/<id>/lock`, held while the build's folder exists: a folder
+//!   whose lock is free is a dead build's, cleaned up by the next build in
+//!   this output folder ([`super::leftovers`]);
+//! - `.kiln-tmp/<name>@<version>.lock` (per-version layout), held from the
+//!   start to the publish: a second build of the same name and version is
+//!   refused at once ([`WorkspaceError::Busy`]); with `--force` it runs,
+//!   but waits for that lock before it publishes
+//!   ([`Workspace::hold_version`]), so it never publishes over a build in
+//!   progress.
 
 use std::path::{Path, PathBuf};
 
-use super::IoError;
+use super::leftovers::{self, holder_pid, Owner, Removed, BUILD_LOCK, TMP};
+use crate::util::flock::{FileLock, LockError};
+use crate::util::io::IoError;
 
 /// Errors of the build's files.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +37,39 @@ pub enum WorkspaceError {
         "{0} already exists; bump the recipe's semanticVersion, or pass --force to replace it"
     )]
     Exists(PathBuf),
+    /// Another kiln process builds the same name and version into the same
+    /// output folder.
+    #[error("{name} {version} is being built by {} into {}; wait for it to end, or pass --force to build anyway (it publishes only after that build has ended)", holder(*pid), output.display())]
+    Busy {
+        /// The image name.
+        name: String,
+        /// Its version.
+        version: String,
+        /// The other build's kiln process, if its lock file says.
+        pid: Option<u32>,
+        /// The output folder.
+        output: PathBuf,
+    },
+    /// A lock file could not be used.
+    #[error("locking the build's files")]
+    Lock(#[from] LockError),
+}
+
+/// [`WorkspaceError::Busy`] for the name/version lock at `lock`.
+fn busy(output: &Path, name: &str, version: &str, lock: &Path) -> WorkspaceError {
+    WorkspaceError::Busy {
+        name: name.into(),
+        version: version.into(),
+        pid: holder_pid(lock),
+        output: output.to_path_buf(),
+    }
+}
+
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "another kiln process".into(),
+    }
 }
 
 /// The files of one build; dropping it unpublished cleans up (see module docs).
@@ -39,13 +85,30 @@ pub struct Workspace {
     placed: bool,
     failed: PathBuf,
     finished: bool,
+    /// Whether an existing destination may be replaced.
+    replace: bool,
+    /// The output folder, image name and version.
+    output: PathBuf,
+    name: String,
+    version: String,
+    /// `.kiln-tmp/<name>@<version>.lock` (per-version layout only).
+    version_lock_path: Option<PathBuf>,
+    /// That lock, once held.
+    version_lock: Option<FileLock>,
+    /// `.kiln-tmp/<id>/lock`, held while `root` exists.
+    build_lock: Option<FileLock>,
+    /// What [`leftovers::reconcile`] cleaned up before this build began.
+    reconciled: Vec<Removed>,
 }
 
 impl Workspace {
-    /// Creates the folders for build `id` of `name`/`version` under `output`.
-    /// Fails at once if the destination exists and `replace` is false. With
-    /// `per_build`, the image goes to `output/name/version/<build>/` and
-    /// [`Workspace::place`] must be called once the build number is known.
+    /// Creates the folders for build `id` of `name`/`version` under `output`,
+    /// after cleaning up what dead builds left there ([`Workspace::reconciled`]).
+    /// Fails at once if another build of `name`/`version` runs there
+    /// ([`WorkspaceError::Busy`], unless `replace`), or if the destination
+    /// exists and `replace` is false. With `per_build`, the image goes to
+    /// `output/name/version/<build>/` and [`Workspace::place`] must be
+    /// called once the build number is known.
     pub fn create(
         output: &Path,
         name: &str,
@@ -54,11 +117,42 @@ impl Workspace {
         replace: bool,
         per_build: bool,
     ) -> Result<Workspace, WorkspaceError> {
+        let reconciled = leftovers::reconcile(output);
+        let tmp = output.join(TMP);
         let destination = output.join(name).join(version);
+        let mut version_lock = None;
+        let mut version_lock_path = None;
+        if !per_build {
+            std::fs::create_dir_all(&tmp).map_err(IoError::at("cannot create", &tmp))?;
+            let path = tmp.join(format!("{name}@{version}.lock"));
+            match FileLock::try_exclusive(&path)? {
+                Some(mut lock) => {
+                    lock.set_note(&format!("pid {}\n", std::process::id()))?;
+                    version_lock = Some(lock);
+                }
+                None if replace => {}
+                None => return Err(busy(output, name, version, &path)),
+            }
+            version_lock_path = Some(path);
+        }
         if destination.exists() && !replace && !per_build {
+            if let Some(lock) = version_lock {
+                lock.release_and_remove();
+            }
+            remove_if_empty(Some(&tmp));
             return Err(WorkspaceError::Exists(destination));
         }
-        let root = output.join(".kiln-tmp").join(id);
+        let root = tmp.join(id);
+        std::fs::create_dir_all(&root).map_err(IoError::at("cannot create", &root))?;
+        let mut build_lock = FileLock::try_exclusive(&root.join(BUILD_LOCK))?
+            .ok_or_else(|| LockError::held(&root.join(BUILD_LOCK)))?;
+        let owner = Owner {
+            pid: std::process::id(),
+            name: name.into(),
+            version: version.into(),
+            destination: destination.clone(),
+        };
+        build_lock.set_note(&owner.note())?;
         let stage = root.join("stage");
         let vm = root.join("vm");
         for d in [stage.join("logs"), vm.clone()] {
@@ -81,7 +175,42 @@ impl Workspace {
             placed: !per_build,
             failed: output.join("failed").join(format!("{name}-{version}-{id}")),
             finished: false,
+            replace,
+            output: output.to_path_buf(),
+            name: name.into(),
+            version: version.into(),
+            version_lock_path,
+            version_lock,
+            build_lock: Some(build_lock),
+            reconciled,
         })
+    }
+
+    /// What dead builds had left in the output folder and was cleaned up
+    /// when this workspace was created.
+    pub fn reconciled(&self) -> &[Removed] {
+        &self.reconciled
+    }
+
+    /// Takes the name/version lock if this build does not hold it yet (a
+    /// `--force` build started while another one ran): waits for that build
+    /// to end, calling `waiting` with its pid once if it has to wait.
+    /// [`Workspace::publish`] refuses to publish without it.
+    pub async fn hold_version(
+        &mut self,
+        waiting: &dyn Fn(Option<u32>),
+    ) -> Result<(), WorkspaceError> {
+        let Some(path) = &self.version_lock_path else {
+            return Ok(());
+        };
+        if self.version_lock.is_some() {
+            return Ok(());
+        }
+        let holder = holder_pid(path);
+        let mut lock = FileLock::exclusive(path, &|| waiting(holder)).await?;
+        lock.set_note(&format!("pid {}\n", std::process::id()))?;
+        self.version_lock = Some(lock);
+        Ok(())
     }
 
     /// Sets the per-build destination `…/<version>/<build>/` (a no-op for
@@ -133,11 +262,22 @@ impl Workspace {
     /// Publishes the stage folder as the destination: every file and folder
     /// fsynced, then one rename. An existing destination (allowed by
     /// `replace` at creation) is moved aside first and removed after.
+    /// Refused ([`WorkspaceError::Busy`]) while another build of the same
+    /// name and version runs (see [`Workspace::hold_version`]).
     pub fn publish(mut self) -> Result<PathBuf, WorkspaceError> {
         assert!(
             self.placed,
             "a per-build workspace is published only after place()"
         );
+        if let (Some(path), None) = (&self.version_lock_path, &self.version_lock) {
+            match FileLock::try_exclusive(path)? {
+                Some(lock) => self.version_lock = Some(lock),
+                None => return Err(busy(&self.output, &self.name, &self.version, path)),
+            }
+        }
+        if !self.replace && self.destination.exists() {
+            return Err(WorkspaceError::Exists(self.destination.clone()));
+        }
         sync_tree(&self.stage)?;
         let parent = self
             .destination
@@ -153,11 +293,21 @@ impl Workspace {
         }
         std::fs::rename(&self.stage, &self.destination)
             .map_err(IoError::at("cannot publish", &self.destination))?;
-        sync_dir(&parent)?;
+        crate::util::atomic::sync_dir(&parent)?;
         self.finished = true;
         let _ = std::fs::remove_dir_all(&self.root);
-        remove_if_empty(self.root.parent());
+        self.release_locks();
         Ok(self.destination.clone())
+    }
+
+    /// Lets the locks go (the build's folder is gone, or is left to the
+    /// next build's clean-up) and removes `.kiln-tmp` if it is empty.
+    fn release_locks(&mut self) {
+        if let Some(lock) = self.version_lock.take() {
+            lock.release_and_remove();
+        }
+        drop(self.build_lock.take());
+        remove_if_empty(self.root.parent());
     }
 
     /// Ends a failed build: removes disks, seeds and sockets, moves the logs
@@ -182,12 +332,12 @@ impl Workspace {
         };
         if kept == self.failed {
             let _ = std::fs::remove_dir_all(&self.root);
-            remove_if_empty(self.root.parent());
         } else {
             // the logs could not move: keep them where they are, drop the rest
             let _ = std::fs::remove_dir_all(&self.vm);
             let _ = std::fs::remove_file(self.stage.join("image.qcow2"));
         }
+        self.release_locks();
         kept
     }
 }
@@ -211,13 +361,6 @@ fn remove_if_empty(dir: Option<&Path>) {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), WorkspaceError> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(IoError::at("cannot sync", dir))?;
-    Ok(())
-}
-
 /// fsyncs every file and folder under `dir`, and `dir` itself.
 pub fn sync_tree(dir: &Path) -> Result<(), WorkspaceError> {
     for e in std::fs::read_dir(dir).map_err(IoError::at("cannot read", dir))? {
@@ -232,7 +375,7 @@ pub fn sync_tree(dir: &Path) -> Result<(), WorkspaceError> {
                 .map_err(IoError::at("cannot sync", &path))?;
         }
     }
-    sync_dir(dir)
+    Ok(crate::util::atomic::sync_dir(dir)?)
 }
 
 #[cfg(test)]
@@ -283,6 +426,60 @@ mod tests {
         assert!(out.path().join("failed/img-1.0.0-b2/serial.log").exists());
         assert!(!out.path().join("img").exists());
         assert!(!out.path().join(".kiln-tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn one_build_of_a_version_at_a_time_and_force_publishes_after_it() {
+        let out = tempfile::tempdir().unwrap();
+        let first = Workspace::create(out.path(), "img", "1.0.0", "b1", false, false).unwrap();
+        std::fs::write(first.stage().join("image.qcow2"), b"first").unwrap();
+        // refused at once, naming the first build's process
+        let e = match Workspace::create(out.path(), "img", "1.0.0", "b2", false, false) {
+            Err(e) => e,
+            Ok(_) => panic!("a second build of img 1.0.0 was allowed"),
+        };
+        assert!(matches!(e, WorkspaceError::Busy { .. }));
+        assert!(
+            e.to_string().starts_with(&format!(
+                "img 1.0.0 is being built by pid {}",
+                std::process::id()
+            )),
+            "{e}"
+        );
+        assert!(!out.path().join(".kiln-tmp/b2").exists());
+        // another version, or another output folder, is not held up
+        drop(Workspace::create(out.path(), "img", "1.0.1", "b3", false, false).unwrap());
+        let elsewhere = tempfile::tempdir().unwrap();
+        drop(Workspace::create(elsewhere.path(), "img", "1.0.0", "b4", false, false).unwrap());
+
+        // --force starts, but cannot publish over the build in progress
+        let forced = Workspace::create(out.path(), "img", "1.0.0", "b5", true, false).unwrap();
+        std::fs::write(forced.stage().join("image.qcow2"), b"forced").unwrap();
+        assert!(matches!(forced.publish(), Err(WorkspaceError::Busy { .. })));
+        assert!(!out.path().join("img/1.0.0").exists());
+        let mut forced = Workspace::create(out.path(), "img", "1.0.0", "b6", true, false).unwrap();
+        std::fs::write(forced.stage().join("image.qcow2"), b"forced").unwrap();
+        let waited = std::sync::Mutex::new(None);
+        let on_wait = |pid| *waited.lock().unwrap() = Some(pid);
+        let wait = forced.hold_version(&on_wait);
+        let first_publishes = async {
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            assert!(
+                !out.path().join("img/1.0.0").exists(),
+                "nothing published while the first builds"
+            );
+            first.publish().unwrap()
+        };
+        let (held, dest) = tokio::join!(wait, first_publishes);
+        held.unwrap();
+        assert_eq!(*waited.lock().unwrap(), Some(Some(std::process::id())));
+        assert_eq!(std::fs::read(dest.join("image.qcow2")).unwrap(), b"first");
+        let dest = forced.publish().unwrap();
+        assert_eq!(std::fs::read(dest.join("image.qcow2")).unwrap(), b"forced");
+        assert!(
+            !out.path().join(".kiln-tmp").exists(),
+            "no lock or build folder left"
+        );
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //!
 //! The database is in WAL mode with a busy timeout, and every write is one
 //! IMMEDIATE transaction, so several kiln processes can share a catalog.
+//! A `building` entry is backed by a lock its kiln process holds; opening
+//! the catalog fails the entries whose process is gone ([`running`]).
 
 pub mod files;
 pub mod model;
 pub mod parent;
+pub mod running;
 pub mod schema;
 mod store;
 
@@ -152,6 +155,17 @@ pub enum CatalogError {
         recorded: String,
         /// The digest found.
         actual: String,
+    },
+    /// The lock that tells a build is running could not be taken.
+    #[error("catalog {}: cannot lock the running build {id}", path.display())]
+    RunningLock {
+        /// The catalog file.
+        path: PathBuf,
+        /// The image id.
+        id: ImageId,
+        /// The cause.
+        #[source]
+        source: crate::util::flock::LockError,
     },
     /// No data folder is known (no `$KILN_DATA_DIR`, `$XDG_DATA_HOME` or `$HOME`).
     #[error(

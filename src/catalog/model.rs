@@ -112,7 +112,7 @@ pub struct Image {
     pub pipeline: Option<String>,
     /// The digest of everything that went into the build.
     pub inputs_digest: String,
-    /// What went into the build ([`crate::pipeline::digest::Inputs`] as
+    /// What went into the build ([`crate::build::inputs::Inputs`] as
     /// JSON), to say what changed since.
     pub inputs: Option<serde_json::Value>,
     /// The build's event file (JSON lines).
@@ -211,32 +211,6 @@ pub struct FinishedBuild {
     pub log_location: Option<String>,
     /// The folder the build was published in.
     pub location: Option<String>,
-}
-
-impl FinishedBuild {
-    /// The record of a build published in `dir` with `manifest`: every
-    /// artifact (paths joined to `dir`), the tests, and `dir/logs`.
-    pub fn from_manifest(
-        manifest: &crate::build::manifest::Manifest,
-        dir: &std::path::Path,
-    ) -> Result<Self, serde_json::Error> {
-        Ok(FinishedBuild {
-            artifacts: manifest
-                .artifacts
-                .iter()
-                .map(|a| Artifact {
-                    path: dir.join(&a.path).display().to_string(),
-                    format: a.kind.clone(),
-                    sha256: a.sha256.clone(),
-                    size: a.size,
-                })
-                .collect(),
-            amis: Vec::new(),
-            test_results: Some(serde_json::to_value(&manifest.tests)?),
-            log_location: Some(dir.join("logs").display().to_string()),
-            location: Some(dir.display().to_string()),
-        })
-    }
 }
 
 /// The number a build was given.

@@ -1,5 +1,6 @@
 //! The SQLite side of the catalog.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,8 +10,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 use super::model::{
     Ami, Artifact, BuildNumber, FinishedBuild, Image, ImageId, NewBuild, Parent, Status,
 };
-use super::{schema, CatalogError, ImageRef};
+use super::{running, schema, CatalogError, ImageRef};
 use crate::recipe::Version;
+use crate::util::flock::FileLock;
 
 /// A `u64` stored as SQLite's signed 64-bit integer, checked both ways.
 #[derive(Clone, Copy)]
@@ -48,6 +50,9 @@ const IMAGE_COLUMNS: &str = "id, name, major, minor, patch, build, status, keep,
 pub struct Catalog {
     conn: Connection,
     path: PathBuf,
+    /// The builds this catalog began and has not settled: their locks say
+    /// a kiln process works on them (see [`running`]).
+    running: HashMap<ImageId, FileLock>,
 }
 
 fn now() -> String {
@@ -56,7 +61,9 @@ fn now() -> String {
 
 impl Catalog {
     /// Opens (creating it and its folder if needed) the catalog at `path`,
-    /// in WAL mode with a busy timeout, and migrates it to the current schema.
+    /// in WAL mode with a busy timeout, and migrates it to the current
+    /// schema. Entries left `building` by a kiln process that is gone are
+    /// marked failed, in one line on standard error (see [`running`]).
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| CatalogError::CreateDir {
@@ -81,10 +88,63 @@ impl Catalog {
                 known,
             });
         }
-        Ok(Catalog {
+        let mut catalog = Catalog {
             conn,
             path: path.to_path_buf(),
-        })
+            running: HashMap::new(),
+        };
+        let interrupted = catalog.reconcile()?;
+        if !interrupted.is_empty() {
+            eprintln!(
+                "kiln: {} build(s) in {} had no kiln process left (killed or crashed): marked failed: {}",
+                interrupted.len(),
+                path.display(),
+                interrupted.join(", ")
+            );
+        }
+        Ok(catalog)
+    }
+
+    /// Marks failed ([`running::INTERRUPTED`]) the `building` entries whose
+    /// kiln process is gone, and removes the locks of settled builds.
+    /// Returns the entries it failed, `NAME/x.y.z/n`.
+    pub fn reconcile(&mut self) -> Result<Vec<String>, CatalogError> {
+        let building = self.select("WHERE status = 'building' ORDER BY id", [])?;
+        let mut failed = Vec::new();
+        for image in &building {
+            if self.running.contains_key(&image.id) {
+                continue;
+            }
+            let Some(lock) = running::owner_gone(&self.path, image.id) else {
+                continue;
+            };
+            // the lock (held now) keeps a racing reconciler out; the status
+            // check, a build that settled meanwhile
+            let changed = self
+                .conn
+                .execute(
+                    "UPDATE images SET status = 'failed', failure = ?2, finished_at = ?3
+                     WHERE id = ?1 AND status = 'building'",
+                    params![image.id, running::INTERRUPTED, now()],
+                )
+                .map_err(self.sql("marking an interrupted build failed"))?;
+            if changed == 1 {
+                failed.push(image.full_name());
+            }
+            if let Some(lock) = lock {
+                lock.release_and_remove();
+            }
+        }
+        // locks of builds another catalog handle settled
+        for id in running::lock_ids(&self.path) {
+            if building.iter().any(|i| i.id == id) || self.running.contains_key(&id) {
+                continue;
+            }
+            if let Some(Some(lock)) = running::owner_gone(&self.path, id) {
+                lock.release_and_remove();
+            }
+        }
+        Ok(failed)
     }
 
     /// The catalog file.
@@ -137,7 +197,11 @@ impl Catalog {
         )
         .map_err(sql("recording the build"))?;
         let id = tx.last_insert_rowid();
+        // held before anyone can see the entry: a reconciler never takes a
+        // starting build for a dead one
+        let lock = running::hold(&path, id)?;
         tx.commit().map_err(sql("committing the build"))?;
+        self.running.insert(id, lock);
         Ok(BuildNumber { id, build })
     }
 
@@ -172,7 +236,16 @@ impl Catalog {
             params![id, tests, done.log_location, done.location, now()],
         )
         .map_err(sql("marking the image available"))?;
-        tx.commit().map_err(sql("committing the build"))
+        tx.commit().map_err(sql("committing the build"))?;
+        self.settled(id);
+        Ok(())
+    }
+
+    /// A build this catalog began is settled: its lock goes.
+    fn settled(&mut self, id: ImageId) {
+        if let Some(lock) = self.running.remove(&id) {
+            lock.release_and_remove();
+        }
     }
 
     /// Marks a building image failed, with why and where its logs are.
@@ -193,6 +266,7 @@ impl Catalog {
                 params![id, reason, log_location, now()],
             )
             .map_err(self.sql("marking the image failed"))?;
+        self.settled(id);
         Ok(())
     }
 

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 
 use super::{print_json, CliError, EXIT_SUCCESS};
-use crate::aws::distribute::{self, Sharing};
+use crate::ami::{names, AmiSpec, BootMode, DiskFormat, Sharing};
 use crate::aws::export::{self, ExportRequest};
-use crate::aws::flow::{self, AmiSpec, Event, LocalSettings};
-use crate::aws::import::{BootMode, DiskFormat};
+use crate::aws::flow::{self, Event, LocalSettings};
 use crate::aws::poll::PollOptions;
 use crate::aws::{role, AwsError, Clients};
 
@@ -69,7 +68,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// The AMI description.
-    #[arg(long, default_value = flow::DEFAULT_DESCRIPTION)]
+    #[arg(long, default_value = crate::ami::DEFAULT_DESCRIPTION)]
     pub description: String,
     /// Disk format uploaded: vmdk (streamOptimized), raw, or vhd (fixed).
     #[arg(long, default_value = "vmdk", value_parser = parse_disk_format)]
@@ -221,8 +220,8 @@ async fn import(args: ImportArgs) -> Result<u8, CliError> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tags = distribute::parse_tags(&args.tags).map_err(fail)?;
-    let regions = distribute::parse_region_copies(&args.copy_to_regions).map_err(fail)?;
+    let tags = names::parse_tags(&args.tags).map_err(|e| fail(e.into()))?;
+    let regions = names::parse_region_copies(&args.copy_to_regions).map_err(|e| fail(e.into()))?;
     let work_dir = match args.work_dir {
         Some(d) => d,
         None => crate::build::cache::Cache::from_env()
@@ -253,7 +252,8 @@ async fn import(args: ImportArgs) -> Result<u8, CliError> {
         keep_upload: args.keep_upload,
         skip_preflight: args.skip_preflight,
     };
-    let req = spec.request(
+    let req = flow::request(
+        &spec,
         args.image,
         &default_name,
         work_dir,

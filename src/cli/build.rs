@@ -7,7 +7,7 @@ use clap::Args;
 use super::toe::invalid_report;
 use super::{CliError, EXIT_SUCCESS};
 use crate::build::progress::Reporter;
-use crate::build::run::{Build, BuildOptions, OnError};
+use crate::build::run::{Build, BuildError, BuildOptions, OnError};
 use crate::export::format::ExportFormat;
 use crate::recipe::{self, RecipeError};
 use crate::vm::accel::AccelChoice;
@@ -51,6 +51,9 @@ pub struct BuildArgs {
     /// Export formats, comma-separated (overrides the recipe's distribution.formats): vmdk, vmdk-sparse, vhdx, vhd, raw, qcow2, qcow2-zlib, gce, ovf, ova (see `kiln export --help`).
     #[arg(long, value_delimiter = ',', value_parser = super::export::parse_format)]
     pub format: Option<Vec<ExportFormat>>,
+    /// Boot the build VM cold and run every component: saved build VMs are not used (the ones this build saves replace them).
+    #[arg(long)]
+    pub no_cache: bool,
     /// Where QEMU, the cache and the catalog are.
     #[command(flatten)]
     pub host: super::host::HostArgs,
@@ -60,7 +63,9 @@ pub struct BuildArgs {
 pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
     let (recipe, components) = recipe::load_resolved(&args.recipe).map_err(|e| match e {
         RecipeError::Invalid(diags) => CliError::Invalid(invalid_report(&diags, &[])),
-        e @ RecipeError::Io { .. } => CliError::Invalid(format!("error: {e}")),
+        e @ RecipeError::Io { .. } => {
+            CliError::Invalid(format!("error: {}", crate::util::display::chain(&e)))
+        }
     })?;
     let cache = args.host.cache()?;
     let catalog = args.host.catalog_path()?;
@@ -86,11 +91,18 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
         pipeline: None,
         ami_sha256: None,
         parent: None,
+        no_cache: args.no_cache,
     };
     let reporter = Reporter::new(args.json, Build::secrets(&components));
     match Build::new(&recipe, &opts, &reporter).run(components).await {
         Ok(_) => Ok(EXIT_SUCCESS),
-        Err(e) if e.is_invalid_input() => Err(CliError::Invalid(format!("error: {e}"))),
+        Err(e) if e.is_invalid_input() => Err(CliError::Invalid(match &e {
+            // a refused parent image: its Display is the context only
+            BuildError::Parent(_) => {
+                format!("error: {}", crate::pipeline::runner::error_chain(&e))
+            }
+            _ => format!("error: {e}"),
+        })),
         Err(e) => Err(CliError::Failed(anyhow::Error::new(e))),
     }
 }

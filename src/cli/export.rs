@@ -6,18 +6,22 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{CliError, EXIT_SUCCESS};
-use crate::build::digest;
-use crate::export::cancel::Cancel;
+use crate::disk::img::Format;
 use crate::export::format::{self, ExportFormat};
 use crate::export::ovf::{Firmware, GuestOs, NicModel, OvfError, Profile, VmSettings};
-use crate::export::publish;
 use crate::export::write::{self, ExportError, ExportJob};
+use crate::util::atomic as publish;
+use crate::util::cancel::Cancel;
+use crate::util::digest;
 
 /// Arguments of `kiln export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The image: a disk file (qcow2, raw, vmdk, vhdx, vhd) or a folder kiln published (OUTPUT/<name>/<version>/, whose image.qcow2 is exported).
     pub source: PathBuf,
+    /// The source's format (raw, qcow2, vmdk, vhdx, vhd), when it must be that one; `raw` also takes a source that looks like text as a raw disk. Default: by its first bytes.
+    #[arg(long, value_parser = parse_source_format)]
+    pub source_format: Option<Format>,
     /// The format: vmdk (streamOptimized, for AWS, vSphere, VirtualBox), vmdk-sparse (monolithicSparse, Workstation), vhdx (Hyper-V), vhd (fixed, whole MiB: Azure), raw, qcow2 (zstd-compressed, QEMU 5.1+), qcow2-zlib (for older qcow2 readers), gce (disk.raw in a .tar.gz), ovf (descriptor + disk + .mf), ova.
     #[arg(short, long, value_parser = parse_format)]
     pub format: ExportFormat,
@@ -36,8 +40,8 @@ pub struct ExportArgs {
     /// ovf/ova: the hypervisor family the descriptor is for: vsphere, workstation, virtualbox.
     #[arg(long, default_value = "vsphere", value_parser = parse_named::<Profile>)]
     pub profile: Profile,
-    /// ovf/ova: the virtual machine's name (default: the output's base name).
-    #[arg(long)]
+    /// ovf/ova: the virtual machine's name (default: the output's base name); no control characters.
+    #[arg(long, value_parser = parse_name)]
     pub name: Option<String>,
     /// ovf/ova: virtual CPUs.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=768))]
@@ -62,6 +66,19 @@ pub struct ExportArgs {
 /// Parses a profile, firmware, guest OS or NIC name for clap.
 fn parse_named<T: std::str::FromStr<Err = OvfError>>(s: &str) -> Result<T, String> {
     s.parse().map_err(|e: OvfError| e.to_string())
+}
+
+/// Parses a source image format name for clap.
+fn parse_source_format(s: &str) -> Result<Format, String> {
+    s.parse()
+        .map_err(|e: crate::disk::img::ImgError| e.to_string())
+}
+
+/// Checks a machine name for clap.
+fn parse_name(s: &str) -> Result<String, String> {
+    crate::export::ovf::check_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Parses a format name for clap, with the known names in the error.
@@ -106,6 +123,7 @@ pub async fn run(args: ExportArgs) -> Result<u8, CliError> {
             os: args.os,
             nic: args.nic,
         },
+        source_format: args.source_format,
     };
     let planned = write::planned_files(&job);
     if !args.force {

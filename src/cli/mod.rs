@@ -2,6 +2,7 @@
 
 pub mod ami;
 pub mod build;
+pub mod cache;
 pub mod export;
 pub mod host;
 pub mod images;
@@ -9,6 +10,7 @@ pub mod pipeline;
 pub mod serve;
 pub mod toe;
 pub mod validate;
+mod values;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +50,9 @@ pub enum Command {
     Ami(ami::AmiCommand),
     /// Build a tested golden image from a recipe in local QEMU VMs and publish it to OUTPUT/<name>/<version>/.
     Build(Box<build::BuildArgs>),
+    /// The saved build VMs (booted parents, component layers): list them, prune them.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Write an image as VMDK, VHDX, VHD, raw, qcow2, GCE tar.gz, OVF or OVA, checked, published atomically.
     Export(export::ExportArgs),
     /// The image catalog: list, show, delete, deprecate and keep built images.
@@ -99,9 +104,11 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> 
     Ok(())
 }
 
-/// Formats an error with its chain of causes, one per line.
+/// Formats an error with its chain of causes, one per line. Control
+/// characters (from names, paths or peers' answers quoted in the message)
+/// are shown escaped; only the line breaks kiln writes stay.
 pub fn render_error(e: &CliError) -> String {
-    match e {
+    let text = match e {
         CliError::Invalid(msg) => msg.clone(),
         CliError::Interrupted(_) => format!("error: {e}"),
         CliError::Failed(err) => {
@@ -111,7 +118,8 @@ pub fn render_error(e: &CliError) -> String {
             }
             out
         }
-    }
+    };
+    crate::util::display::EscapedLines(&text).to_string()
 }
 
 /// Runs a parsed command line, returning the exit code.
@@ -122,11 +130,12 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         .map_err(|e| {
             CliError::Failed(anyhow::Error::new(e).context("starting the async runtime"))
         })?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let work = async move {
             match cli.command {
                 Command::Ami(cmd) => ami::run(cmd).await,
                 Command::Build(args) => build::run(*args).await,
+                Command::Cache(cmd) => cache::run(cmd),
                 Command::Export(args) => export::run(args).await,
                 Command::Images(args) => images::run(args),
                 Command::Pipeline(cmd) => pipeline::run(cmd).await,
@@ -142,8 +151,17 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             result = work => result,
             signal = interrupted() => Err(CliError::Interrupted(signal)),
         }
-    })
+    });
+    // Blocking tasks (reading, hashing, checking files) stop when their
+    // future is dropped, at their next read; dropping the runtime would
+    // wait for any that does not, however long it takes.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
 }
+
+/// How long kiln waits for blocking tasks to stop after the command ended
+/// or was interrupted, before it exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM and names it.
 async fn interrupted() -> &'static str {

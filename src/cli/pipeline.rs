@@ -10,6 +10,7 @@ use super::{CliError, EXIT_FAILED, EXIT_SUCCESS};
 use crate::build::run::OnError;
 use crate::pipeline::runner::{self, RunError, RunOutcome, RunSettings, Trigger};
 use crate::pipeline::{self, retention, Pipeline, PipelineError};
+use crate::util::diag::Diagnostic;
 use crate::vm::accel::AccelChoice;
 
 /// `kiln pipeline` subcommands.
@@ -109,23 +110,27 @@ pub struct PruneArgs {
     pub catalog: Option<PathBuf>,
 }
 
+/// The error of invalid input, its problems printed as JSON first with `json`.
+fn invalid(diags: &[Diagnostic], json: bool) -> CliError {
+    if !json {
+        return CliError::Invalid(invalid_report(diags, &[]));
+    }
+    match serde_json::to_string_pretty(diags) {
+        Ok(text) => {
+            println!("{text}");
+            CliError::Invalid(format!("{} problem(s) found", diags.len()))
+        }
+        Err(e) => CliError::Failed(e.into()),
+    }
+}
+
 pub(crate) fn load(file: &Path, json: bool) -> Result<Pipeline, CliError> {
     match pipeline::load(file) {
         Ok(p) => Ok(p),
-        Err(PipelineError::Invalid(diags)) => {
-            if json {
-                let text = serde_json::to_string_pretty(&diags).map_err(anyhow::Error::from)?;
-                println!("{text}");
-                Err(CliError::Invalid(format!(
-                    "{} problem(s) found",
-                    diags.len()
-                )))
-            } else {
-                Err(CliError::Invalid(invalid_report(&diags, &[])))
-            }
-        }
+        Err(PipelineError::Invalid(diags)) => Err(invalid(&diags, json)),
         Err(e @ PipelineError::Io { .. }) => Err(CliError::Invalid(format!(
-            "error: {e}\n  hint: give the path of a pipeline file (YAML)"
+            "error: {}\n  hint: give the path of a pipeline file (YAML)",
+            runner::error_chain(&e)
         ))),
     }
 }
@@ -135,14 +140,19 @@ pub async fn run(cmd: PipelineCommand) -> Result<u8, CliError> {
     match cmd {
         PipelineCommand::Validate { file, json } => {
             let p = load(&file, json)?;
+            let problems = pipeline::check_recipe_file(&p);
+            if !problems.is_empty() {
+                return Err(invalid(&problems, json));
+            }
             if json {
                 println!("[]");
             } else {
-                println!(
+                let line = format!(
                     "{}: valid: {}",
                     file.display(),
                     p.summary(chrono::Utc::now())
                 );
+                println!("{}", crate::util::display::EscapedLines(&line));
             }
             Ok(EXIT_SUCCESS)
         }
@@ -154,7 +164,7 @@ pub async fn run(cmd: PipelineCommand) -> Result<u8, CliError> {
 /// The exit status of a run's error, printed.
 pub fn run_error(e: RunError) -> CliError {
     if e.is_invalid_input() {
-        CliError::Invalid(format!("error: {e}"))
+        CliError::Invalid(format!("error: {}", runner::error_chain(&e)))
     } else {
         CliError::Failed(anyhow::Error::new(e))
     }

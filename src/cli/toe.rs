@@ -11,12 +11,13 @@ use crate::target::local::LocalTarget;
 use crate::toe::actions::spec::OsPlatform;
 use crate::toe::actions::transfer::Clients;
 use crate::toe::console::{Console, Redactor};
-use crate::toe::diag::Diagnostic;
 use crate::toe::load::{self, LoadError, LoadedDocument};
 use crate::toe::logs;
 use crate::toe::report::Status;
 use crate::toe::runner::{resolve_parameters, DocumentRun, Engine, Outcome, Progress};
 use crate::toe::state::SavedRun;
+use crate::util::diag::Diagnostic;
+use crate::util::display::Escaped;
 
 /// `kiln toe` subcommands.
 #[derive(Debug, Subcommand)]
@@ -109,7 +110,7 @@ fn load_all(
                 docs.push(d);
             }
             Err(LoadError::Invalid(d)) => diags.extend(d),
-            Err(e) => other.push(format!("error: {e}")),
+            Err(e) => other.push(format!("error: {}", crate::util::display::chain(&e))),
         }
     }
     (docs, diags, other)
@@ -155,12 +156,13 @@ fn validate(args: ValidateArgs) -> Result<u8, CliError> {
     for d in &docs {
         let phases: Vec<&str> = d.doc.phases.iter().map(|p| p.name.as_str()).collect();
         let steps: usize = d.doc.phases.iter().map(|p| p.steps.len()).sum();
-        println!(
+        let line = format!(
             "{}: valid ({} phases: {}; {steps} steps)",
             d.doc.file,
             phases.len(),
             phases.join(", ")
         );
+        println!("{}", Escaped(&line));
     }
     Ok(EXIT_SUCCESS)
 }
@@ -173,7 +175,28 @@ struct RunSetup {
     resumed: bool,
 }
 
+/// The longest `--execution-id`.
+pub const MAX_EXECUTION_ID: usize = 128;
+
+/// Checks that an execution id is a plain name: it becomes part of the log
+/// folder's name, so it must not lead out of `--log-directory`.
+pub fn check_execution_id(id: &str) -> Result<(), CliError> {
+    let plain = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if plain && !id.is_empty() && id.len() <= MAX_EXECUTION_ID && id != "." && id != ".." {
+        return Ok(());
+    }
+    Err(CliError::Invalid(format!(
+        "error: --execution-id `{}` is not a plain name\n  hint: use 1 to {MAX_EXECUTION_ID} letters, digits, `-`, `_` and `.` (no `/`); it names the run's log folder in --log-directory",
+        Escaped(id)
+    )))
+}
+
 fn fresh_setup(args: &RunArgs) -> Result<RunSetup, CliError> {
+    if let Some(id) = &args.execution_id {
+        check_execution_id(id)?;
+    }
     let os = OsPlatform::Linux;
     let (loaded, diags, other) = load_all(&args.documents, os);
     if !diags.is_empty() || !other.is_empty() {
@@ -192,7 +215,8 @@ fn fresh_setup(args: &RunArgs) -> Result<RunSetup, CliError> {
         {
             eprintln!(
                 "warning: {}: parameter `{}` has no default and no value; it is empty",
-                l.doc.file, p.name
+                Escaped(&l.doc.file),
+                Escaped(&p.name)
             );
         }
         docs.push(DocumentRun {

@@ -7,6 +7,7 @@ use clap::Args;
 use super::toe::invalid_report;
 use super::{CliError, EXIT_SUCCESS};
 use crate::recipe::{self, RecipeError};
+use crate::util::display::chain;
 
 /// Arguments of `kiln validate`.
 #[derive(Debug, Args)]
@@ -27,7 +28,7 @@ pub fn run(args: ValidateArgs) -> Result<u8, CliError> {
                 println!("[]");
             } else {
                 let tests = components.iter().filter(|c| c.is_test_only).count();
-                println!(
+                let line = format!(
                     "{}: valid: {} {} (parent: {}; {} component{}, {tests} test-only)",
                     args.recipe.display(),
                     recipe.name,
@@ -36,6 +37,7 @@ pub fn run(args: ValidateArgs) -> Result<u8, CliError> {
                     components.len(),
                     if components.len() == 1 { "" } else { "s" },
                 );
+                println!("{}", crate::util::display::Escaped(&line));
             }
             Ok(EXIT_SUCCESS)
         }
@@ -49,7 +51,8 @@ pub fn run(args: ValidateArgs) -> Result<u8, CliError> {
             }
         }
         Err(e @ RecipeError::Io { .. }) => Err(CliError::Invalid(format!(
-            "error: {e}\n  hint: give the path of a recipe file (kiln's YAML, or the JSON `aws imagebuilder get-image-recipe` prints)"
+            "error: {}\n  hint: give the path of a recipe file (kiln's YAML, or the JSON `aws imagebuilder get-image-recipe` prints)",
+            chain(&e)
         ))),
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CliError, EXIT_FAILED, EXIT_SUCCESS};
+use crate::disk::img::ImgError;
 use crate::export::verify;
 
 /// Arguments of `kiln verify`.
@@ -35,9 +36,14 @@ pub async fn run(args: VerifyArgs) -> Result<u8, CliError> {
                 }
             )));
         }
-        let report = verify::verify_path(path)
-            .await
-            .map_err(|e| CliError::Invalid(format!("error: {}: {e}", path.display())))?;
+        let report = verify::verify_path(path).await.map_err(|e| {
+            CliError::Invalid(match e {
+                verify::VerifyError::Img(e @ ImgError::Refused { .. }) => format!(
+                    "error: {e}\n  hint: kiln opens no other file an image names; verify the image it was flattened into"
+                ),
+                e => format!("error: {}: {e}", path.display()),
+            })
+        })?;
         reports.push(report);
     }
     if args.json {

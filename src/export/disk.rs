@@ -2,7 +2,7 @@
 //! has its own writer): which options each one needs.
 
 use super::format::ExportFormat;
-use crate::vm::img::{Compression, ConvertOptions, Format};
+use crate::disk::img::{Compression, ConvertOptions, Format};
 
 /// A VHD for Azure must be a whole number of MiB.
 pub const VHD_ALIGN: u64 = 1 << 20;

@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use libdeflater::{CompressionLvl, Compressor};
 
-use super::cancel::{Cancel, Cancelled};
 use super::disk::round_up;
 use super::source::{self, BlockPlan, Source, SourceError};
 use super::write::{ExportError, ExportJob};
-use crate::build::Progress;
+use crate::util::cancel::{Cancel, Cancelled};
+use crate::util::io::ProgressFn;
 
 /// GCE wants the raw disk a whole number of GiB.
 pub const GCE_ALIGN: u64 = 1 << 30;
@@ -100,7 +100,7 @@ pub async fn write(
     dest: &Path,
     threads: Option<usize>,
     cancel: &Cancel,
-    progress: Option<Progress<'_>>,
+    progress: Option<ProgressFn<'_>>,
 ) -> Result<GceStats, GceError> {
     cancel.check()?;
     let mut src = Source::open(source).await?;
@@ -188,7 +188,7 @@ fn write_blocking(
 pub async fn export(
     job: &ExportJob<'_>,
     cancel: &Cancel,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Vec<PathBuf>, ExportError> {
     write(
         job.source,

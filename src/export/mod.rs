@@ -2,13 +2,11 @@
 //! streamOptimized VMDK writer; qemu-img for the others), OVF/OVA packages,
 //! and checks of every written file.
 
-pub mod cancel;
 pub mod disk;
 pub mod format;
 pub mod gce;
 pub mod ova;
 pub mod ovf;
-pub mod publish;
 pub mod source;
 pub mod verify;
 pub mod vhd;

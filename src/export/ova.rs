@@ -7,15 +7,15 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::cancel::Cancel;
 use super::format::ExportFormat;
 use super::ovf::{self, DiskFile};
-use super::publish::PendingFile;
 use super::vmdk;
 use super::write::{ExportError, ExportJob};
-use crate::build::digest::{self, sha256_hex};
-use crate::build::{IoError, Progress};
-use crate::vm::img;
+use crate::disk::img;
+use crate::util::atomic::PendingFile;
+use crate::util::cancel::Cancel;
+use crate::util::digest::{self, sha256_hex};
+use crate::util::io::{IoError, ProgressFn};
 
 /// The names of a package's members for an image called `base`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,7 +177,7 @@ fn write_ova(
     let tmp = pending.tmp_path().to_path_buf();
     let io_err = |e: io::Error| -> ExportError {
         if e.kind() == io::ErrorKind::Interrupted && cancel.is_cancelled() {
-            ExportError::Cancelled(super::cancel::Cancelled)
+            ExportError::Cancelled(crate::util::cancel::Cancelled)
         } else {
             IoError::at("write the OVA", &tmp)(e).into()
         }
@@ -206,10 +206,10 @@ fn write_ova(
 pub async fn export(
     job: &ExportJob<'_>,
     cancel: &Cancel,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Vec<PathBuf>, ExportError> {
     let main = job.dir.join(job.file_name);
-    let dir = super::publish::parent_dir(&main).to_path_buf();
+    let dir = crate::util::atomic::parent_dir(&main).to_path_buf();
     let main_name = main
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -217,6 +217,7 @@ pub async fn export(
     let m = Members::new(job.format, &main_name);
     // settings the profile cannot express fail before the disk is written
     ovf::resolve(&job.machine).map_err(|e| ExportError::Settings(e.to_string()))?;
+    ovf::check_name(&machine_name(job, &m)).map_err(|e| ExportError::Settings(e.to_string()))?;
     // the disk: beside the .ovf for `ovf`; for `ova` a temporary file,
     // removed when this returns (whether it succeeds or not)
     let tmp_disk = match job.format {
@@ -241,6 +242,14 @@ pub async fn export(
     Ok(planned_files(job.format, Path::new(job.file_name)))
 }
 
+/// The machine's name: `--name`, else the descriptor's base name.
+fn machine_name(job: &ExportJob<'_>, m: &Members) -> String {
+    job.machine
+        .name
+        .clone()
+        .unwrap_or_else(|| m.ovf.strip_suffix(".ovf").unwrap_or(&m.ovf).to_string())
+}
+
 /// Writes the descriptor and manifest around a written streamOptimized
 /// disk `disk` (for `ovf`, already at `m.disk` beside `main`): for `ovf`
 /// the `.mf`, then `main` (the `.ovf`); for `ova` the tar `main` with the
@@ -251,7 +260,7 @@ pub async fn package(
     main: &Path,
     disk: &Path,
     cancel: &Cancel,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<(), ExportError> {
     let info = img::info(disk)
         .await
@@ -262,11 +271,7 @@ pub async fn package(
     let file_size = std::fs::metadata(disk)
         .map_err(IoError::at("stat", disk))?
         .len();
-    let name = job
-        .machine
-        .name
-        .clone()
-        .unwrap_or_else(|| m.ovf.strip_suffix(".ovf").unwrap_or(&m.ovf).to_string());
+    let name = machine_name(job, m);
     let descriptor = ovf::descriptor(
         &job.machine,
         &name,
@@ -278,13 +283,11 @@ pub async fn package(
     )
     .map_err(|e| ExportError::Settings(e.to_string()))?;
     progress("hashing the disk for the manifest");
-    let disk_sha = digest::sha256_file(disk).await.map_err(|e| match e {
-        digest::DigestError::Io(io) => ExportError::Io(io),
-    })?;
+    let disk_sha = digest::sha256_file(disk).await.map_err(ExportError::Io)?;
     let ovf_sha = sha256_hex(descriptor.as_bytes());
     let mf = manifest(&[(&m.ovf, &ovf_sha), (&m.disk, &disk_sha)]);
     cancel.check()?;
-    let dir = super::publish::parent_dir(main);
+    let dir = crate::util::atomic::parent_dir(main);
     match job.format {
         ExportFormat::Ovf => {
             write_file(&dir.join(&m.mf), mf.as_bytes())?;

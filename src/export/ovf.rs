@@ -40,6 +40,14 @@ pub enum OvfError {
     /// A machine setting the chosen profile cannot express.
     #[error("{0}")]
     Unsupported(String),
+    /// A machine name the descriptor cannot hold.
+    #[error("the machine name `{}` {why}", crate::util::display::Escaped(name))]
+    BadName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A name that is not a profile, firmware, NIC or guest OS.
     #[error("unknown {what} `{given}` (known: {known})")]
     Unknown {
@@ -255,9 +263,28 @@ pub struct Resolved {
     pub system_type: String,
 }
 
+/// Checks a machine name: not blank, and no control character in it (XML
+/// 1.0 cannot hold most, and a terminal would run them).
+pub fn check_name(name: &str) -> Result<(), OvfError> {
+    let why = if name.trim().is_empty() {
+        "is empty"
+    } else if name.chars().any(crate::util::display::is_unsafe) {
+        "holds control characters"
+    } else {
+        return Ok(());
+    };
+    Err(OvfError::BadName {
+        name: name.to_string(),
+        why,
+    })
+}
+
 /// Checks that the profile can express the settings (done before any disk
 /// is written) and resolves the NIC and the system type.
 pub fn resolve(vm: &VmSettings) -> Result<Resolved, OvfError> {
+    if let Some(name) = &vm.name {
+        check_name(name)?;
+    }
     if vm.cpus == 0 || vm.memory_mib == 0 {
         return Err(OvfError::Unsupported(
             "a machine needs at least 1 CPU and 1 MiB of memory".into(),

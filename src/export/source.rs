@@ -28,10 +28,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::cancel::{Cancel, Cancelled};
-use crate::build::Progress;
-use crate::process::{supervise, GroupGuard};
-use crate::vm::img::{self, Format, ImgError};
+use crate::disk::img::{self, Format, ImgError};
+use crate::util::cancel::{Cancel, Cancelled};
+use crate::util::io::ProgressFn;
+use crate::util::process::{supervise, GroupGuard};
 
 /// How long qemu-nbd may take to open the image and listen.
 const NBD_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -256,6 +256,13 @@ impl Source {
             source,
         })?;
         let file_len = std::fs::metadata(path).map_err(io_err("stat", path))?.len();
+        // nothing below may open a backing file or an extent elsewhere
+        img::info_untrusted(path)
+            .await
+            .map_err(|source| SourceError::Check {
+                path: path.to_path_buf(),
+                source,
+            })?;
         if img::checkable(format) {
             // a damaged header or table can read as zeros: only the check sees it
             let report = img::check(path)
@@ -398,7 +405,7 @@ async fn map(path: &Path, format: Format) -> Result<Vec<Extent>, SourceError> {
         "--output=json".into(),
         "-f".into(),
         format.qemu_name().into(),
-        path.into(),
+        img::tool_path(path).into(),
     ];
     let mut cmd = tokio::process::Command::new("qemu-img");
     cmd.args(&args).stdin(Stdio::null()).kill_on_drop(true);
@@ -441,7 +448,7 @@ async fn start_nbd(path: &Path, format: Format) -> Result<(NbdConn, QemuNbd), So
             s.push(&socket);
             s
         },
-        path.into(),
+        img::tool_path(path).into(),
     ];
     let command = command_line("qemu-nbd", &args);
     let mut cmd = tokio::process::Command::new("qemu-nbd");
@@ -821,7 +828,7 @@ pub async fn run_blocking<T: Send + 'static>(
     what: &str,
     total: u64,
     cancel: &Cancel,
-    progress: Option<Progress<'_>>,
+    progress: Option<ProgressFn<'_>>,
 ) -> T {
     /// Cancels unless the work finished.
     struct StopUnlessDone<'a>(&'a Cancel, bool);

@@ -10,8 +10,10 @@ use super::vhd;
 
 /// Checks of OVF packages, OVAs and GCE tarballs.
 pub mod package;
-use crate::build::IoError;
-use crate::vm::img::{self, Format, ImgError};
+/// A strict, bounded tar reader for the package checks.
+pub mod tarball;
+use crate::disk::img::{self, Format, ImgError};
+use crate::util::io::IoError;
 
 /// What a check found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -149,14 +151,70 @@ pub async fn verify_path(path: &Path) -> Result<Report, VerifyError> {
     }
 }
 
+/// Whether a file's first bytes look like text rather than a disk: no NUL
+/// byte, UTF-8 (a character cut at the end aside), no control character
+/// but tab, newline, carriage return and form feed. A disk's first sector
+/// (boot code, a partition table, a file system) is binary.
+pub fn looks_like_text(head: &[u8]) -> bool {
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
+    };
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r' | '\x0c'))
+}
+
+/// What makes a raw file of `len` bytes starting with `head` no disk: empty,
+/// not a whole number of 512-byte sectors, or text (unless `declared_raw`:
+/// the user said it is a raw disk).
+pub fn raw_problems(len: u64, head: &[u8], declared_raw: bool) -> Vec<String> {
+    let mut p = Vec::new();
+    if len == 0 {
+        p.push("empty: a file of 0 bytes is no disk".to_string());
+        return p;
+    }
+    if !len.is_multiple_of(512) {
+        p.push(format!(
+            "{len} bytes is not a whole number of 512-byte sectors: truncated, or not a disk"
+        ));
+    }
+    if !declared_raw && looks_like_text(head) {
+        p.push(format!(
+            "it looks like text (its first {} bytes are printable characters), not a disk image; `kiln export --source-format raw` takes it as a raw disk all the same",
+            head.len()
+        ));
+    }
+    p
+}
+
 /// Checks a disk image: `qemu-img info` reads it (the format by its magic
-/// bytes), `qemu-img check` finds no corruption or leak (qcow2, VMDK,
-/// VHDX), no backing file, and a VHD has a valid fixed-disk footer of a
-/// whole number of MiB (what Azure requires).
+/// bytes), it is self-contained (no backing file, external data file or
+/// VMDK extent in another file: refused with [`ImgError::Refused`] before
+/// anything reads them), `qemu-img check` finds no corruption or leak
+/// (qcow2, VMDK, VHDX), and a VHD has a valid fixed-disk footer of a whole
+/// number of MiB (what Azure requires).
 pub async fn disk(path: &Path) -> Result<Report, VerifyError> {
+    disk_as(path, None).await
+}
+
+/// [`disk`] of an image the user declared to be of `declared` format: it
+/// must be of that format; a declared raw disk may look like text (see
+/// [`raw_problems`]).
+pub async fn disk_as(path: &Path, declared: Option<Format>) -> Result<Report, VerifyError> {
     let format = img::detect_format(path)?;
     let mut report = Report::new(path, format.to_string());
-    let info = match img::info(path).await {
+    if let Some(d) = declared.filter(|d| *d != format) {
+        report.problem(format!(
+            "it is a {format} image, not {d} as declared (kiln reads an image as the format its first bytes say)"
+        ));
+        return Ok(report);
+    }
+    let info = match img::info_untrusted(path).await {
         Ok(info) => info,
         Err(ImgError::Failed { stderr, .. }) => {
             report.problem(format!("qemu-img cannot read it as {format}: {stderr}"));
@@ -172,12 +230,15 @@ pub async fn disk(path: &Path) -> Result<Report, VerifyError> {
         "qemu-img reads it: {format}, virtual size {} bytes",
         info.virtual_size
     ));
-    match &info.backing_file {
-        Some(b) => report.problem(format!(
-            "it depends on a backing file ({}); export a standalone image",
-            b.display()
-        )),
-        None => report.passed("no backing file"),
+    report.passed("self-contained: no backing file, data file or extent in another file");
+    if format == Format::Raw {
+        let len = std::fs::metadata(path)
+            .map_err(IoError::at("stat", path))?
+            .len();
+        report.outcome(
+            "raw: a whole number of 512-byte sectors, not text",
+            raw_problems(len, &read_head(path)?, declared == Some(Format::Raw)),
+        );
     }
     if img::checkable(format) {
         match img::check(path).await {
@@ -230,4 +291,29 @@ fn vhd_footer(path: &Path, report: &mut Report) -> Result<(), VerifyError> {
         Err(e) => report.problem(format!("VHD footer at byte {}: {e}", len - 512)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_rules() {
+        let text = "kiln notes\tline\r\n".repeat(40);
+        assert!(looks_like_text(text.as_bytes()));
+        // a UTF-8 character cut by the end of the head is still text
+        let cut = "é".repeat(300);
+        assert!(looks_like_text(&cut.as_bytes()[..511]));
+        let mut mbr = vec![0u8; 512];
+        mbr[510..].copy_from_slice(&[0x55, 0xaa]);
+        assert!(!looks_like_text(&mbr));
+        assert!(!looks_like_text(b"\x1b[31mred"));
+        assert!(!looks_like_text(b""));
+        assert_eq!(raw_problems(1024, &mbr, false), Vec::<String>::new());
+        assert!(raw_problems(0, b"", true)[0].contains("empty"));
+        assert!(raw_problems(1000, &mbr, false)[0].contains("512-byte sectors"));
+        let p = raw_problems(1024, text.as_bytes(), false);
+        assert!(p[0].contains("looks like text"), "{p:?}");
+        assert!(raw_problems(1024, text.as_bytes(), true).is_empty());
+    }
 }

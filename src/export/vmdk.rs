@@ -14,10 +14,10 @@ use std::sync::atomic::Ordering;
 
 use libdeflater::{CompressionLvl, Compressor};
 
-use super::cancel::{Cancel, Cancelled};
 use super::source::{self, BlockPlan, Source, SourceError};
 use super::write::{ExportError, ExportJob};
-use crate::build::Progress;
+use crate::util::cancel::{Cancel, Cancelled};
+use crate::util::io::ProgressFn;
 
 /// Bytes per sector.
 pub const SECTOR: u64 = 512;
@@ -399,7 +399,7 @@ pub async fn write_with(
     dest: &Path,
     options: VmdkOptions,
     cancel: &Cancel,
-    progress: Option<Progress<'_>>,
+    progress: Option<ProgressFn<'_>>,
 ) -> Result<VmdkStats, VmdkError> {
     cancel.check()?;
     let level = CompressionLvl::new(options.level).map_err(|_| VmdkError::Level(options.level))?;
@@ -528,6 +528,10 @@ pub struct Layout {
     pub eos: bool,
 }
 
+/// The most sectors [`scan`] accepts before the first grain (64 MiB; a
+/// streamOptimized VMDK has 128).
+pub const MAX_OVERHEAD_SECTORS: u64 = 1 << 17;
+
 /// Walks a streamOptimized VMDK from its header through every marker to
 /// the end-of-stream marker.
 pub fn scan(mut r: impl Read) -> Result<Layout, VmdkError> {
@@ -539,10 +543,20 @@ pub fn scan(mut r: impl Read) -> Result<Layout, VmdkError> {
     let mut sector = [0u8; 512];
     r.read_exact(&mut sector).map_err(io)?;
     let header = Header::parse(&sector)?;
+    // the header's numbers are the file's: bounded before use
+    if header.overhead > MAX_OVERHEAD_SECTORS {
+        return Err(VmdkError::Malformed(format!(
+            "an overhead of {} sectors before the first grain (at most {MAX_OVERHEAD_SECTORS})",
+            header.overhead
+        )));
+    }
     let mut rest = vec![0u8; ((header.overhead.max(1) - 1) * SECTOR) as usize];
     r.read_exact(&mut rest).map_err(io)?;
-    let d0 = ((header.descriptor_offset.max(1) - 1) * SECTOR) as usize;
-    let d1 = (d0 + (header.descriptor_size * SECTOR) as usize).min(rest.len());
+    let sectors = |n: u64| usize::try_from(n.saturating_mul(SECTOR)).unwrap_or(usize::MAX);
+    let d0 = sectors(header.descriptor_offset.max(1) - 1);
+    let d1 = d0
+        .saturating_add(sectors(header.descriptor_size))
+        .min(rest.len());
     let text = &rest[d0.min(d1)..d1];
     let descriptor = String::from_utf8_lossy(text)
         .trim_end_matches('\0')
@@ -563,7 +577,7 @@ pub fn scan(mut r: impl Read) -> Result<Layout, VmdkError> {
     };
     loop {
         r.read_exact(&mut sector).map_err(io)?;
-        pos += 1;
+        pos = pos.saturating_add(1);
         let value = u64::from_le_bytes(sector[0..8].try_into().expect("8 bytes"));
         let size = u32::from_le_bytes(sector[8..12].try_into().expect("4 bytes"));
         if size != 0 {
@@ -576,7 +590,7 @@ pub fn scan(mut r: impl Read) -> Result<Layout, VmdkError> {
             }
             let more = (12 + u64::from(size)).div_ceil(SECTOR) - 1;
             skip(&mut r, more * SECTOR)?;
-            pos += more;
+            pos = pos.saturating_add(more);
             continue;
         }
         match u32::from_le_bytes(sector[12..16].try_into().expect("4 bytes")) {
@@ -591,7 +605,7 @@ pub fn scan(mut r: impl Read) -> Result<Layout, VmdkError> {
                 let mut f = [0u8; 512];
                 r.read_exact(&mut f).map_err(io)?;
                 layout.footer = Some(Header::parse(&f)?);
-                pos += 1;
+                pos = pos.saturating_add(1);
                 continue;
             }
             other => {
@@ -601,8 +615,8 @@ pub fn scan(mut r: impl Read) -> Result<Layout, VmdkError> {
                 )))
             }
         }
-        skip(&mut r, value * SECTOR)?;
-        pos += value;
+        skip(&mut r, value.saturating_mul(SECTOR))?;
+        pos = pos.saturating_add(value);
     }
 }
 
@@ -611,7 +625,7 @@ pub fn scan(mut r: impl Read) -> Result<Layout, VmdkError> {
 pub async fn export(
     job: &ExportJob<'_>,
     cancel: &Cancel,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Vec<PathBuf>, ExportError> {
     write_with(
         job.source,
@@ -648,6 +662,24 @@ mod tests {
         let mut text = b;
         text[75] = b'\n';
         assert!(Header::parse(&text).is_err());
+    }
+
+    #[test]
+    fn hostile_headers_are_errors() {
+        // an overhead that would allocate exabytes
+        let mut h = Header::stream(8192);
+        h.overhead = u64::MAX;
+        let e = scan(&h.to_bytes()[..]).unwrap_err();
+        assert!(e.to_string().contains("overhead"), "{e}");
+        // a descriptor beyond the overhead and a marker skipping u64::MAX
+        // sectors: read errors, no overflow
+        let mut h = Header::stream(8192);
+        h.overhead = 2;
+        h.descriptor_size = u64::MAX;
+        let mut bytes = h.to_bytes().to_vec();
+        bytes.extend([0u8; 512]);
+        bytes.extend(marker(u64::MAX, MARKER_GT));
+        assert!(scan(&bytes[..]).is_err());
     }
 
     #[test]

@@ -5,13 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::cancel::{Cancel, Cancelled};
 use super::format::ExportFormat;
 use super::ovf::VmSettings;
 use super::verify::{self, Report, VerifyError};
 use super::{disk, gce, ova, vmdk};
-use crate::build::{IoError, Progress};
-use crate::vm::img::{self, ImgError};
+use crate::disk::img::{self, ImgError};
+use crate::util::cancel::{Cancel, Cancelled};
+use crate::util::io::{IoError, ProgressFn};
 
 /// What to export, and where.
 #[derive(Clone, Debug)]
@@ -30,6 +30,9 @@ pub struct ExportJob<'a> {
     /// The virtual machine an `ovf`/`ova` package describes (unused by
     /// the other formats).
     pub machine: VmSettings,
+    /// The source's format as the user declared it (`None`: by its first
+    /// bytes); a declared raw source may look like text.
+    pub source_format: Option<img::Format>,
 }
 
 /// What an export wrote, relative to its folder, in the order to publish
@@ -114,7 +117,10 @@ pub fn planned_files(job: &ExportJob<'_>) -> Vec<PathBuf> {
 /// Checks that `source` is a disk image qemu-img reads without errors
 /// (`qemu-img check` where the format has metadata: a truncated qcow2 reads
 /// as zeros otherwise) and returns its check.
-pub async fn check_source(source: &Path) -> Result<Report, ExportError> {
+pub async fn check_source(
+    source: &Path,
+    declared: Option<img::Format>,
+) -> Result<Report, ExportError> {
     if !source.is_file() {
         return Err(ExportError::Source {
             path: source.to_path_buf(),
@@ -138,12 +144,27 @@ pub async fn check_source(source: &Path) -> Result<Report, ExportError> {
             )],
         });
     }
-    let report = verify::disk(source)
-        .await
-        .map_err(|e| ExportError::Verify {
-            what: format!("the source {}", source.display()),
-            source: e,
-        })?;
+    let report = match verify::disk_as(source, declared).await {
+        Ok(r) => r,
+        // an image that reads other host files is the input's fault
+        Err(VerifyError::Img(e)) if e.is_invalid_input() => {
+            return Err(ExportError::Source {
+                path: source.to_path_buf(),
+                problems: vec![match e {
+                    ImgError::Refused { reason, .. } => {
+                        format!("refused: {reason} (kiln reads only self-contained images)")
+                    }
+                    other => other.to_string(),
+                }],
+            })
+        }
+        Err(e) => {
+            return Err(ExportError::Verify {
+                what: format!("the source {}", source.display()),
+                source: e,
+            })
+        }
+    };
     if !report.is_ok() {
         return Err(ExportError::Source {
             path: source.to_path_buf(),
@@ -164,9 +185,9 @@ pub async fn check_source(source: &Path) -> Result<Report, ExportError> {
 pub async fn export(
     job: &ExportJob<'_>,
     cancel: &Cancel,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<Exported, ExportError> {
-    let source = check_source(job.source).await?;
+    let source = check_source(job.source, job.source_format).await?;
     let virtual_size = source.virtual_size.unwrap_or(0);
     cancel.check()?;
     let main = job.dir.join(job.file_name);
@@ -208,7 +229,9 @@ pub async fn check_output(
         ExportFormat::Ovf => verify::package::ovf(path).await,
         ExportFormat::Ova => verify::package::ova(path).await,
         ExportFormat::Gce => verify::package::gce(path).await,
-        _ => verify::disk(path).await,
+        // kiln wrote it in this format: a raw copy of a text-like source
+        // declared raw is still raw
+        _ => verify::disk_as(path, disk::image_format(format)).await,
     };
     let mut report = checked.map_err(|e| ExportError::Verify {
         what: format!("the written {}", path.display()),

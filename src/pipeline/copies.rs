@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::aws::upload::{self, UploadRequest};
 use crate::aws::{AwsError, Clients};
 use crate::build::workspace::{sync_tree, WorkspaceError};
-use crate::build::IoError;
+use crate::util::io::IoError;
 
 /// Why a copy or an upload failed.
 #[derive(Debug, thiserror::Error)]

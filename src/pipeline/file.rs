@@ -9,13 +9,14 @@ use sha2::{Digest, Sha256};
 
 use super::retention::RetentionPolicy;
 use super::schedule::{parse_time_zone, Schedule};
-use crate::aws::flow::AmiSpec;
+use crate::ami::AmiSpec;
 use crate::export::format::ExportFormat;
 use crate::recipe::fields::{optional, Field, Keys, Obj};
 use crate::recipe::parent::is_http_url;
 use crate::recipe::{BuildSettings, Recipe};
-use crate::toe::diag::{record_yaml_issues, Diagnostic, Diagnostics};
-use crate::toe::yaml::{self, YamlIssueKind};
+use crate::util::diag::{record_yaml_issues, Diagnostic, Diagnostics};
+use crate::util::display::chain;
+use crate::util::yaml::{self, Pos, YamlIssueKind};
 
 const KEYS: &[&str] = &[
     "name",
@@ -97,6 +98,8 @@ pub struct Pipeline {
     pub description: Option<String>,
     /// The recipe.
     pub recipe: RecipeSource,
+    /// Where the `recipe` field is in the pipeline file.
+    pub recipe_pos: Pos,
     /// VM settings (override the recipe's `build:`).
     pub infrastructure: BuildSettings,
     /// Where images go.
@@ -115,13 +118,13 @@ pub struct Pipeline {
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// The file could not be read.
-    #[error("cannot read pipeline {}", path.display())]
+    #[error("cannot read pipeline {}", crate::util::display::Escaped(&path.display().to_string()))]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
         #[source]
-        source: std::io::Error,
+        source: crate::util::read::ReadError,
     },
     /// The file is invalid.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
@@ -130,7 +133,7 @@ pub enum PipelineError {
 
 /// Reads and parses the pipeline file at `path`.
 pub fn load(path: &Path) -> Result<Pipeline, PipelineError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Io {
+    let text = crate::util::read::read_document(path).map_err(|source| PipelineError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -139,6 +142,49 @@ pub fn load(path: &Path) -> Result<Pipeline, PipelineError> {
         _ => PathBuf::from("."),
     };
     parse(&path.display().to_string(), &text, &dir).map_err(PipelineError::Invalid)
+}
+
+/// Checks the recipe file a pipeline names (this reads files; [`parse`]
+/// does not): it must be a regular file other than the pipeline file itself,
+/// and a valid recipe. Problems of the file itself are reported at the
+/// pipeline's `recipe` field, the recipe's own problems in the recipe file.
+/// An inline recipe was checked by [`parse`].
+pub fn check_recipe_file(p: &Pipeline) -> Vec<Diagnostic> {
+    let RecipeSource::Path(path) = &p.recipe else {
+        return Vec::new();
+    };
+    let mut d = Diagnostics::new(&p.file);
+    let same_file = match (std::fs::metadata(&p.file), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            (a.dev(), a.ino()) == (b.dev(), b.ino())
+        }
+        _ => false,
+    };
+    if same_file {
+        d.error(
+            p.recipe_pos,
+            "recipe",
+            "recipe",
+            "`recipe` names this pipeline file itself",
+            Some("give the recipe's own file, or write the recipe inline under `recipe:`".into()),
+        );
+        return d.into_vec();
+    }
+    match crate::recipe::load(path) {
+        Ok(_) => Vec::new(),
+        Err(crate::recipe::RecipeError::Invalid(diags)) => diags,
+        Err(e) => {
+            d.error(
+                p.recipe_pos,
+                "recipe",
+                "recipe",
+                chain(&e),
+                Some("relative paths resolve against the pipeline file's folder".into()),
+            );
+            d.into_vec()
+        }
+    }
 }
 
 /// Parses a pipeline's text; `display` names the file in diagnostics and
@@ -176,6 +222,7 @@ fn read(top: &Obj<'_>, display: &str, dir: &Path, d: &mut Diagnostics) -> Option
         .require("name", d, "add `name: my-pipeline`")
         .and_then(|f| name(&f, d));
     let description = optional(top.get("description").map(|f| f.str(d).map(str::to_string)));
+    let recipe_pos = top.get("recipe").map_or(Pos::default(), |f| f.pos());
     let recipe = top
         .require(
             "recipe",
@@ -220,6 +267,7 @@ fn read(top: &Obj<'_>, display: &str, dir: &Path, d: &mut Diagnostics) -> Option
         name: name?,
         description: description?,
         recipe: recipe?,
+        recipe_pos,
         infrastructure: infrastructure?,
         distribution: distribution?,
         schedule: schedule?,

@@ -7,7 +7,6 @@
 //! notifications, retention).
 
 pub mod copies;
-pub mod digest;
 pub mod file;
 pub mod notify;
 pub mod retention;
@@ -16,8 +15,8 @@ pub mod schedule;
 mod summary;
 
 pub use file::{
-    load, parse, Notification, Pipeline, PipelineDistribution, PipelineError, RecipeSource,
-    StartCondition,
+    check_recipe_file, load, parse, Notification, Pipeline, PipelineDistribution, PipelineError,
+    RecipeSource, StartCondition,
 };
 pub use retention::RetentionPolicy;
 pub use schedule::{Due, Schedule, ScheduleError};

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use super::copies::{self, CopyError};
-use super::digest::{self, Inputs};
 use super::file::{Pipeline, RecipeSource, StartCondition};
 use super::notify::{self, BuildEvent};
 use super::retention::{self, Decision, Plan, RetentionPolicy};
 use crate::build::cache::Cache;
+use crate::build::inputs::{self, Inputs};
 use crate::build::lock::{FileLock, LockError};
 use crate::build::parent::{self, ParentError, ResolvedParent};
 use crate::build::progress::Reporter;
@@ -21,7 +21,7 @@ use crate::build::record;
 use crate::build::run::{Build, BuildError, BuildOptions, OnError};
 use crate::catalog::{self, Catalog, CatalogError};
 use crate::recipe::{self, Recipe, RecipeError, ResolvedComponent};
-use crate::toe::diag::Diagnostic;
+use crate::util::diag::Diagnostic;
 use crate::vm::accel::AccelChoice;
 
 /// How a run was started.
@@ -128,7 +128,7 @@ pub enum RunError {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: crate::build::digest::DigestError,
+        source: crate::util::io::IoError,
     },
     /// The catalog could not be read.
     #[error(transparent)]
@@ -155,6 +155,7 @@ impl RunError {
         match self {
             RunError::Recipe(_) | RunError::Invalid(_) => true,
             RunError::Build(e) => e.is_invalid_input(),
+            RunError::Parent(e) => e.is_invalid_input(),
             _ => false,
         }
     }
@@ -213,7 +214,7 @@ pub async fn current_inputs(
     let parent = parent::resolve(&recipe.parent, cache, catalog, progress)
         .await
         .map_err(RunError::Parent)?;
-    let recipe_sha256 = crate::build::digest::sha256_file(&recipe.file)
+    let recipe_sha256 = crate::util::digest::sha256_file(&recipe.file)
         .await
         .map_err(|source| RunError::RecipeDigest {
             path: recipe.file.clone(),
@@ -242,7 +243,7 @@ pub fn decide(
     let Some(last) = last else {
         return Ok(vec!["no successful build of this pipeline yet".into()]);
     };
-    let digest = digest::inputs_digest(inputs);
+    let digest = inputs::inputs_digest(inputs);
     if last.inputs_digest == digest {
         return Err(format!(
             "inputs unchanged since {} (inputs digest {})",
@@ -255,7 +256,7 @@ pub fn decide(
         .clone()
         .and_then(|v| serde_json::from_value(v).ok());
     let changes = old
-        .map(|old| digest::changes(&old, inputs))
+        .map(|old| inputs::changes(&old, inputs))
         .unwrap_or_default();
     Ok(if changes.is_empty() {
         vec![format!(
@@ -336,13 +337,7 @@ pub async fn run(p: &Pipeline, s: &RunSettings) -> Result<RunOutcome, RunError> 
 
 /// An error and its causes on one line.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    out
+    crate::util::display::chain(e)
 }
 
 async fn run_locked(
@@ -411,6 +406,7 @@ async fn run_locked(
         pipeline: Some(p.name.clone()),
         ami_sha256: p.distribution.ami_sha256.clone(),
         parent,
+        no_cache: false,
     };
     let built = Build::new(&recipe, &opts, &reporter).run(components).await;
     let built = match built {
@@ -475,7 +471,7 @@ async fn distribute_copies(
     }
     if let Some(prefix) = &p.distribution.s3_prefix {
         let clients = crate::aws::Clients::new(None).await;
-        let work = tempfile::tempdir().map_err(crate::build::IoError::at(
+        let work = tempfile::tempdir().map_err(crate::util::io::IoError::at(
             "cannot create a folder in",
             &std::env::temp_dir(),
         ))?;
@@ -549,7 +545,7 @@ mod tests {
     fn last(i: &Inputs) -> catalog::Image {
         catalog::Image {
             pipeline: Some("nightly".into()),
-            inputs_digest: digest::inputs_digest(i),
+            inputs_digest: inputs::inputs_digest(i),
             inputs: Some(serde_json::to_value(i).unwrap()),
             ..catalog::Image::sample(7, "web", "1.2.3", 4)
         }

@@ -40,6 +40,49 @@ pub enum ScheduleError {
     /// The time zone is unknown.
     #[error("`{0}` is not an IANA time zone (e.g. UTC, Europe/Paris, America/New_York)")]
     TimeZone(String),
+    /// The expression parses but no time matches it.
+    #[error("`{0}` never matches (an empty field, or a day that none of its months has)")]
+    Never(String),
+}
+
+/// True when no time can match `p`: a field with no value (`0 , * * *`
+/// parses), or days of the month that none of the months has with no day
+/// of the week to match instead. croner would search for such an
+/// expression up to the year 5000, hour by hour (seconds of CPU, on every
+/// scheduler tick).
+fn never_matches(p: &croner::CronPattern) -> bool {
+    let fields = [&p.seconds, &p.minutes, &p.hours, &p.months];
+    if fields
+        .iter()
+        .any(|c| c.values().is_empty() && !c.has_modifiers())
+    {
+        return true;
+    }
+    // `L`, `W` and `#` days exist in some month
+    if p.days.has_modifiers() || p.days_of_week.has_modifiers() {
+        return false;
+    }
+    let months = p.months.values();
+    let longest = |m: u16| match m {
+        2 => 29,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    let some_day = p
+        .days
+        .values()
+        .iter()
+        .any(|&d| months.iter().any(|&m| d <= longest(m)));
+    // every month has every weekday
+    let some_weekday = !p.days_of_week.values().is_empty();
+    match (p.is_dom_wildcard(), p.is_dow_wildcard()) {
+        (true, true) => false,
+        (true, false) => !some_weekday,
+        (false, true) => !some_day,
+        // both given: croner matches either, or both with `+`
+        (false, false) if p.matches_dom_and_dow() => !(some_day && some_weekday),
+        (false, false) => !(some_day || some_weekday),
+    }
 }
 
 /// What the scheduler should do now.
@@ -83,6 +126,9 @@ impl Schedule {
                 expression: expression.into(),
                 source,
             })?;
+        if never_matches(&cron.pattern) {
+            return Err(ScheduleError::Never(expression.into()));
+        }
         Ok(Schedule {
             expression: expression.into(),
             cron,
@@ -228,5 +274,38 @@ mod tests {
         assert!(e.to_string().contains("is not a cron expression"), "{e}");
         let e = Schedule::parse("0 2 * * *", Some("Mars/Olympus")).unwrap_err();
         assert!(e.to_string().contains("not an IANA time zone"), "{e}");
+    }
+
+    /// Found by tests/fuzz_text.rs: `0 , * * *` parses with no hour, and
+    /// croner then searched hour by hour up to the year 5000 on every call.
+    #[test]
+    fn schedules_that_never_match_are_refused_at_once() {
+        let started = std::time::Instant::now();
+        for never in [
+            "0 , * * *",
+            ", 3 * * *",
+            "0 3 , * *",
+            "0 3 * , *",
+            "0 0 30 2 *",
+            "0 0 31 4,6,9,11 *",
+            "0 0 31 2 ,",
+        ] {
+            let e = Schedule::parse(never, None).unwrap_err();
+            assert!(matches!(e, ScheduleError::Never(_)), "{never}: {e}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+        let now = t("2026-12-01T00:00:00Z");
+        for ok in [
+            "0 0 29 2 *",
+            "0 0 30 2 1",
+            "0 0 31 * *",
+            "0 0 L 2 *",
+            "0 0 * * 5#5",
+            "0 0 1W 2 *",
+            "*/5 * * * * *",
+        ] {
+            let s = Schedule::parse(ok, None).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(s.next_after(now).is_some(), "{ok}");
+        }
     }
 }

@@ -3,11 +3,9 @@
 //! [`AmiSpec`] `kiln ami import` builds from its flags.
 
 use super::fields::{optional, Field, Obj};
-use crate::aws::distribute::{self, ArnKind, RegionCopy, Sharing};
-use crate::aws::flow::AmiSpec;
-use crate::aws::import::{BootMode, DiskFormat};
-use crate::aws::AwsError;
-use crate::toe::diag::Diagnostics;
+use crate::ami::names::{self, ArnKind, InvalidSetting};
+use crate::ami::{AmiSpec, BootMode, DiskFormat, RegionCopy, Sharing};
+use crate::util::diag::Diagnostics;
 
 const KEYS: &[&str] = &[
     "bucket",
@@ -36,7 +34,7 @@ fn checked<T>(
     code: &'static str,
     hint: &str,
     value: T,
-    check: Result<(), AwsError>,
+    check: Result<(), InvalidSetting>,
 ) -> Option<T> {
     match check {
         Ok(()) => Some(value),
@@ -55,7 +53,7 @@ fn region(f: &Field<'_>, d: &mut Diagnostics) -> Option<String> {
         "invalid-region",
         "write the region's code, e.g. us-east-1",
         r.to_string(),
-        distribute::validate_region(r),
+        names::validate_region(r),
     )
 }
 
@@ -70,7 +68,7 @@ fn checked_list(
     d: &mut Diagnostics,
     code: &'static str,
     hint: &str,
-    check: impl Fn(&str) -> Result<(), AwsError>,
+    check: impl Fn(&str) -> Result<(), InvalidSetting>,
 ) -> Option<Vec<String>> {
     let Some(list) = obj.get(key) else {
         return Some(Vec::new());
@@ -153,7 +151,7 @@ pub(crate) fn parse(f: &Field<'_>, d: &mut Diagnostics) -> Option<AmiSpec> {
             "invalid-ami-name",
             "or leave `name` out: the AMI is named `<recipe name>-<version>`",
             text.to_string(),
-            distribute::validate_name(text),
+            names::validate_name(text),
         )
     }));
     let format = optional(obj.get("format").map(|f| {
@@ -187,7 +185,7 @@ pub(crate) fn parse(f: &Field<'_>, d: &mut Diagnostics) -> Option<AmiSpec> {
         d,
         "invalid-account",
         "an account id is 12 digits, e.g. 111122223333",
-        distribute::validate_account,
+        names::validate_account,
     );
     let orgs = checked_list(
         &obj,
@@ -195,7 +193,7 @@ pub(crate) fn parse(f: &Field<'_>, d: &mut Diagnostics) -> Option<AmiSpec> {
         d,
         "invalid-arn",
         "write the organization's full ARN",
-        |a| distribute::validate_arn(a, ArnKind::Organization),
+        |a| names::validate_arn(a, ArnKind::Organization),
     );
     let ous = checked_list(
         &obj,
@@ -203,7 +201,7 @@ pub(crate) fn parse(f: &Field<'_>, d: &mut Diagnostics) -> Option<AmiSpec> {
         d,
         "invalid-arn",
         "write the organizational unit's full ARN",
-        |a| distribute::validate_arn(a, ArnKind::OrganizationalUnit),
+        |a| names::validate_arn(a, ArnKind::OrganizationalUnit),
     );
     let tags = optional(obj.get("tags").map(|t| tags(&t, d)));
     let via_snapshot = bool_or(&obj, "viaSnapshot", d);

@@ -9,7 +9,7 @@ use regex::Regex;
 
 use super::model::ComponentSource;
 use crate::toe::builtin;
-use crate::toe::diag::did_you_mean;
+use crate::util::diag::did_you_mean;
 
 /// Image Builder's component ARN form (`…:component/NAME[/x.y.z[/BUILD]]`).
 static COMPONENT_ARN: LazyLock<Regex> = LazyLock::new(|| {

@@ -3,9 +3,9 @@
 //! imported as.
 
 use super::fields::{optional, Field};
-use crate::aws::flow::AmiSpec;
+use crate::ami::AmiSpec;
 use crate::export::format::{self, ExportFormat};
-use crate::toe::diag::{did_you_mean, Diagnostics};
+use crate::util::diag::{did_you_mean, Diagnostics};
 
 const KEYS: &[&str] = &["formats", "ami"];
 

@@ -1,8 +1,8 @@
 //! Typed reading of a recipe's YAML tree: each accessor checks the shape of
 //! one field and records a diagnostic naming the field when it is wrong.
 
-use crate::toe::diag::{did_you_mean, Diagnostics};
-use crate::toe::yaml::{Node, Pos};
+use crate::util::diag::{did_you_mean, Diagnostics};
+use crate::util::yaml::{Node, Pos};
 
 /// Whether keys a map does not know are errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,7 +284,7 @@ pub(crate) fn optional<T>(read: Option<Option<T>>) -> Option<Option<T>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::toe::yaml::parse;
+    use crate::util::yaml::parse;
 
     fn obj(node: &Node) -> Obj<'_> {
         Obj {

@@ -15,25 +15,25 @@ pub mod version;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    BootstrapSpec, BuildSettings, ComponentRef, ComponentSource, Distribution, ParentImage, Recipe,
-    RecipeForm, RecipeParameter, ResolvedComponent, Timeouts,
+    Accelerator, BootstrapSpec, BuildSettings, ComponentRef, ComponentSource, Distribution,
+    Network, ParentImage, Recipe, RecipeForm, RecipeParameter, ResolvedComponent, Timeouts,
 };
 pub use resolve::resolve_components;
 pub use version::{Version, VersionError, VersionFilter, VersionFilterError};
 
-use crate::toe::diag::Diagnostic;
+use crate::util::diag::Diagnostic;
 
 /// Why a recipe could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
     /// The recipe file could not be read.
-    #[error("cannot read recipe {}: {source}", path.display())]
+    #[error("cannot read recipe {}", crate::util::display::Escaped(&path.display().to_string()))]
     Io {
         /// The recipe file.
         path: PathBuf,
         /// The cause.
         #[source]
-        source: std::io::Error,
+        source: crate::util::read::ReadError,
     },
     /// The recipe, or a component it names, is invalid.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
@@ -60,7 +60,7 @@ fn folder_of(path: &Path) -> PathBuf {
 }
 
 fn read(path: &Path) -> Result<String, RecipeError> {
-    std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
+    crate::util::read::read_document(path).map_err(|source| RecipeError::Io {
         path: path.to_path_buf(),
         source,
     })

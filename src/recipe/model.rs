@@ -8,9 +8,7 @@ use std::path::PathBuf;
 pub use super::distribution::Distribution;
 use super::version::Version;
 use crate::toe::load::LoadedDocument;
-use crate::toe::yaml::Pos;
-use crate::vm::accel::AccelChoice;
-use crate::vm::net::Network;
+use crate::util::yaml::Pos;
 
 /// The working directory when a recipe gives none (as in Image Builder).
 pub const DEFAULT_WORKING_DIRECTORY: &str = "/tmp";
@@ -205,11 +203,55 @@ pub struct BuildSettings {
     /// Memory of the build and test VMs, in MiB.
     pub memory_mib: Option<u32>,
     /// Which accelerator to use.
-    pub accelerator: Option<AccelChoice>,
+    pub accelerator: Option<Accelerator>,
     /// What the build and test VMs' network reaches (`build.network`).
     pub network: Option<Network>,
     /// Stage timeouts.
     pub timeouts: Timeouts,
+    /// `build.cache.maxAgeHours`: component layers older than this are
+    /// not used (`None`: kiln's default, a week).
+    pub layer_max_age_hours: Option<u64>,
+    /// `build.tests.reboot`: run the reboot test (`None`: only when the
+    /// recipe lists `reboot-test-linux`).
+    pub reboot_test: Option<bool>,
+}
+
+/// The accelerator a recipe asks for (`build.accelerator`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accelerator {
+    /// KVM when a probe boot works, else TCG.
+    Auto,
+    /// KVM, or fail.
+    Kvm,
+    /// TCG (software emulation).
+    Tcg,
+}
+
+/// What a recipe lets its build and test VMs' network reach
+/// (`build.network`). Every mode keeps kiln's own SSH forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// Nothing.
+    None,
+    /// The internet and the LAN, never the host itself.
+    Outbound,
+    /// Outbound plus the host's loopback services.
+    Host,
+}
+
+impl Network {
+    /// Every mode, as written in recipes.
+    pub const NAMES: &'static [&'static str] = &["none", "outbound", "host"];
+
+    /// The mode named `name` (one of [`Network::NAMES`]).
+    pub fn from_name(name: &str) -> Option<Network> {
+        match name {
+            "none" => Some(Network::None),
+            "outbound" => Some(Network::Outbound),
+            "host" => Some(Network::Host),
+            _ => None,
+        }
+    }
 }
 
 /// Stage timeouts in seconds; `None` means kiln's default.

@@ -9,8 +9,8 @@ use regex::Regex;
 use super::fields::{optional, Field};
 use super::model::{BootstrapSpec, ParentImage};
 use super::version::{VersionFilter, VersionFilterError};
-use crate::toe::diag::{Diagnostic, Diagnostics};
-use crate::toe::yaml::Pos;
+use crate::util::diag::{Diagnostic, Diagnostics};
+use crate::util::yaml::Pos;
 
 /// Distributions kiln can bootstrap.
 pub const DISTROS: &[&str] = &["debian"];

@@ -12,15 +12,13 @@ use super::component_ref;
 use super::distribution::{self, Distribution};
 use super::fields::{optional, Field, Keys, Obj};
 use super::model::{
-    BuildSettings, ComponentRef, ParentImage, Recipe, RecipeForm, RecipeParameter, Timeouts,
-    DEFAULT_WORKING_DIRECTORY,
+    Accelerator, BuildSettings, ComponentRef, Network, ParentImage, Recipe, RecipeForm,
+    RecipeParameter, Timeouts, DEFAULT_WORKING_DIRECTORY,
 };
 use super::parent;
 use super::version::{Version, MAX_VERSION_PART};
-use crate::toe::diag::{did_you_mean, record_yaml_issues, Diagnostics};
-use crate::toe::yaml::{self, Pos, YamlIssueKind};
-use crate::vm::accel::AccelChoice;
-use crate::vm::net::Network;
+use crate::util::diag::{did_you_mean, record_yaml_issues, Diagnostics};
+use crate::util::yaml::{self, Pos, YamlIssueKind};
 
 const KILN_KEYS: &[&str] = &[
     "name",
@@ -46,7 +44,17 @@ const EBS_KEYS: &[&str] = &[
     "volumeSize",
     "volumeType",
 ];
-const BUILD_KEYS: &[&str] = &["cpus", "memoryMiB", "accelerator", "network", "timeouts"];
+const BUILD_KEYS: &[&str] = &[
+    "cpus",
+    "memoryMiB",
+    "accelerator",
+    "network",
+    "timeouts",
+    "cache",
+    "tests",
+];
+/// The longest a layer may be used: a year.
+const MAX_LAYER_AGE_HOURS: u64 = 24 * 366;
 const ACCELERATORS: &[&str] = &["auto", "kvm", "tcg"];
 
 /// Bounds of the numbers in `build:` and `blockDeviceMappings`.
@@ -503,9 +511,9 @@ impl Reader<'_> {
         let accelerator = obj.get("accelerator").map(|f| {
             f.one_of(d, ACCELERATORS, "accelerator", "the accelerator")
                 .map(|a| match a {
-                    "kvm" => AccelChoice::Kvm,
-                    "tcg" => AccelChoice::Tcg,
-                    _ => AccelChoice::Auto,
+                    "kvm" => Accelerator::Kvm,
+                    "tcg" => Accelerator::Tcg,
+                    _ => Accelerator::Auto,
                 })
         });
         let network = obj.get("network").map(|f| network(&f, d));
@@ -513,6 +521,19 @@ impl Reader<'_> {
             Some(t) => timeouts(&t, d),
             None => Some(Timeouts::default()),
         };
+        let cache_age = obj.get("cache").map(|c| {
+            let c = c.obj(d)?;
+            c.check_keys(&["maxAgeHours"], d);
+            optional(
+                c.get("maxAgeHours")
+                    .map(|h| h.uint(d, 0, MAX_LAYER_AGE_HOURS)),
+            )
+        });
+        let reboot_test = obj.get("tests").map(|t| {
+            let t = t.obj(d)?;
+            t.check_keys(&["reboot"], d);
+            optional(t.get("reboot").map(|r| r.boolean(d)))
+        });
         Some(BuildSettings {
             // both are bounded far below u32::MAX above
             cpus: optional(cpus)?.map(|n| n as u32),
@@ -520,6 +541,8 @@ impl Reader<'_> {
             accelerator: optional(accelerator)?,
             network: optional(network)?,
             timeouts: timeouts?,
+            layer_max_age_hours: optional(cache_age)?.flatten(),
+            reboot_test: optional(reboot_test)?.flatten(),
         })
     }
 }

@@ -8,10 +8,10 @@ use sha2::{Digest, Sha256};
 
 use super::model::{ComponentRef, ComponentSource, Recipe, ResolvedComponent};
 use crate::toe::actions::spec::OsPlatform;
-use crate::toe::diag::{did_you_mean, Diagnostic, Diagnostics};
 use crate::toe::document::Document;
 use crate::toe::load::{self, LoadError, LoadedDocument};
 use crate::toe::runner::resolve_parameters;
+use crate::util::diag::{did_you_mean, Diagnostic, Diagnostics};
 
 /// kiln builds Linux images: components are checked against Linux's actions.
 const OS: OsPlatform = OsPlatform::Linux;
@@ -79,7 +79,7 @@ fn load_document(
                 r.pos(),
                 "component-missing",
                 r.field.clone(),
-                e.to_string(),
+                crate::util::display::chain(&e),
                 hint,
             );
             None

@@ -143,9 +143,12 @@ impl ServeLog {
 
     /// Writes one line.
     pub fn line(&self, level: &str, message: &str) {
+        // file names and failure texts quoted in messages may hold
+        // control characters: shown escaped
         let line = format!(
-            "{} {level:<5} {message}",
-            Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+            "{} {level:<5} {}",
+            Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            crate::util::display::EscapedLines(message)
         );
         eprintln!("{line}");
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
@@ -242,7 +245,7 @@ impl Daemon {
                     invalid.insert(file, text.join("\n"));
                 }
                 Err(e) => {
-                    invalid.insert(file, e.to_string());
+                    invalid.insert(file, runner::error_chain(&e));
                 }
             }
         }

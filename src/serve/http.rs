@@ -31,23 +31,36 @@
 //! 16 KiB is 431 (414 when the request line alone is too long); a head not
 //! received within 10 s is 408. One request per connection
 //! (`Connection: close`).
+//!
+//! A request must name this server: its `Host` (and the authority of an
+//! absolute-form target) is `localhost:PORT` or a loopback address with
+//! the listening port, e.g. `127.0.0.1:PORT` or `[::1]:PORT`; any other
+//! name is 421 (a web page that DNS-rebinds its own name to 127.0.0.1
+//! cannot read the API), and an HTTP/1.1 request without `Host` is 400.
+//!
+//! Slow clients cannot keep others out: a connection that sends nothing
+//! within 2 s is closed, and when all 512 connection slots are taken a new
+//! connection closes the one that has waited longest for its request head
+//! (a prompt client's head arrives at once, so it is answered).
 
 mod catalog_api;
-mod request;
+pub mod request;
 mod route;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 pub use catalog_api::{build_json, image_json, CatalogApi, Pipelines};
-use request::{head_end, parse_head, RequestHead};
+pub use request::HostPolicy;
+use request::{check_host, head_end, parse_head, RequestHead};
 pub use route::{route, Api, BuildQuery, Response, ALLOWED_METHODS, DEFAULT_LIMIT, MAX_LIMIT};
 
 use crate::catalog::CatalogError;
@@ -178,14 +191,23 @@ pub type ErrorLog = Arc<dyn Fn(&str) + Send + Sync>;
 /// How the server behaves; [`Options::default`] is what [`serve`] uses.
 #[derive(Clone)]
 pub struct Options {
-    /// How long a client has to send its request head (408 after).
+    /// How long a new connection has to send its first byte; after that it
+    /// is closed without an answer (idle and pre-opened connections do not
+    /// keep a slot).
+    pub first_byte_timeout: Duration,
+    /// How long a client has to send its whole request head, counted from
+    /// the connection (408 after).
     pub read_timeout: Duration,
     /// How long a client has to take the response.
     pub write_timeout: Duration,
     /// The longest request head, request line and headers (431 above).
     pub max_head: usize,
-    /// The most connections handled at once (more wait to be accepted).
+    /// The most connections open at once. When all are taken, a new
+    /// connection closes the one that has waited longest for its request
+    /// head; when none is waiting (all are being answered), it waits.
     pub max_connections: usize,
+    /// Which `Host` names requests may carry.
+    pub hosts: HostPolicy,
     /// Where errors go (default: standard error, `kiln serve: …`).
     pub log: ErrorLog,
 }
@@ -193,10 +215,12 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            first_byte_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             max_head: 16 * 1024,
-            max_connections: 64,
+            max_connections: 512,
+            hosts: HostPolicy::Loopback,
             log: Arc::new(|line| eprintln!("kiln serve: {line}")),
         }
     }
@@ -206,6 +230,55 @@ impl Default for Options {
 /// completes; see [`serve_with`].
 pub async fn serve(listener: TcpListener, api: Arc<dyn Api>, shutdown: impl Future<Output = ()>) {
     serve_with(listener, api, Options::default(), shutdown).await
+}
+
+/// The connections still waiting for their request head, oldest first:
+/// those a new connection may close when every slot is taken.
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    closers: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+impl Waiting {
+    /// Registers a new connection; the receiver fires if it is evicted.
+    fn add(this: &Arc<Mutex<Waiting>>) -> (WaitingEntry, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let mut w = this.lock().unwrap_or_else(|e| e.into_inner());
+        let id = w.next;
+        w.next += 1;
+        w.closers.insert(id, tx);
+        let entry = WaitingEntry {
+            id,
+            waiting: this.clone(),
+        };
+        (entry, rx)
+    }
+
+    /// Tells the connection that has waited longest to close; false when
+    /// no connection is waiting for its head.
+    fn evict_oldest(this: &Mutex<Waiting>) -> bool {
+        let mut w = this.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((_, closer)) = w.closers.pop_first() {
+            if closer.send(()).is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A connection's place in [`Waiting`]; dropped once its head is read.
+struct WaitingEntry {
+    id: u64,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+impl Drop for WaitingEntry {
+    fn drop(&mut self) {
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        w.closers.remove(&self.id);
+    }
 }
 
 /// Serves `api` on `listener`, one task per connection, until `shutdown`
@@ -220,33 +293,20 @@ pub async fn serve_with(
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let waiting = Arc::new(Mutex::new(Waiting::default()));
+    // 0 if the address cannot be read: then no Host matches (fails closed)
+    let port = listener.local_addr().map_or(0, |a| a.port());
     let options = Arc::new(options);
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // never closed
-            },
-        };
         let accepted = tokio::select! {
             biased;
             () = &mut shutdown => break,
             a = listener.accept() => a,
         };
-        match accepted {
-            Ok((stream, _)) => {
-                let conn = Connection {
-                    api: api.clone(),
-                    options: options.clone(),
-                    stop: stop_rx.clone(),
-                    _permit: permit,
-                };
-                tasks.spawn(conn.run(stream));
-            }
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             Err(source) => {
                 // Out of file descriptors and the like: report, pause, go on.
                 (options.log)(&chain(&HttpError::Accept { source }));
@@ -254,8 +314,32 @@ pub async fn serve_with(
                     () = &mut shutdown => break,
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
+                continue;
             }
-        }
+        };
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                Waiting::evict_oldest(&waiting);
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break, // never closed
+                    },
+                }
+            }
+        };
+        let (entry, evicted) = Waiting::add(&waiting);
+        let conn = Connection {
+            api: api.clone(),
+            options: options.clone(),
+            port,
+            stop: stop_rx.clone(),
+            _permit: permit,
+        };
+        tasks.spawn(conn.run(stream, entry, evicted));
         while let Some(done) = tasks.try_join_next() {
             report_panic(&options, done);
         }
@@ -319,8 +403,21 @@ async fn read_head(
 struct Connection {
     api: Arc<dyn Api>,
     options: Arc<Options>,
+    /// The listening port, for the `Host` check.
+    port: u16,
     stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// How waiting for a request head ended.
+enum HeadWait {
+    /// Read, or failed as [`read_head`] says.
+    Done(Result<Vec<u8>, HeadError>),
+    /// Bytes came, but not the whole head in time.
+    TimedOut,
+    /// Nothing came in time, the server stops, or a newer connection
+    /// needed the slot: closed without an answer.
+    Dropped,
 }
 
 /// How long, and how much, the server reads after answering before it
@@ -330,15 +427,47 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
 
 impl Connection {
-    async fn run(mut self, mut stream: TcpStream) {
+    /// Waits for the request head: its first byte within
+    /// [`Options::first_byte_timeout`], all of it within
+    /// [`Options::read_timeout`] of the connection, unless the server
+    /// stops or `evicted` fires first.
+    async fn wait_head(
+        &mut self,
+        stream: &mut TcpStream,
+        evicted: oneshot::Receiver<()>,
+    ) -> HeadWait {
         let o = self.options.clone();
-        let read = tokio::time::timeout(o.read_timeout, read_head(&mut stream, o.max_head));
-        let outcome = tokio::select! {
-            r = read => r,
-            _ = self.stop.wait_for(|stop| *stop) => return,
+        let deadline = tokio::time::Instant::now() + o.read_timeout;
+        let read = async {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(o.first_byte_timeout, stream.peek(&mut first)).await {
+                Err(_) | Ok(Err(_)) | Ok(Ok(0)) => return HeadWait::Dropped,
+                Ok(Ok(_)) => {}
+            }
+            match tokio::time::timeout_at(deadline, read_head(stream, o.max_head)).await {
+                Ok(r) => HeadWait::Done(r),
+                Err(_) => HeadWait::TimedOut,
+            }
         };
+        tokio::select! {
+            r = read => r,
+            _ = self.stop.wait_for(|stop| *stop) => HeadWait::Dropped,
+            _ = evicted => HeadWait::Dropped,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut stream: TcpStream,
+        entry: WaitingEntry,
+        evicted: oneshot::Receiver<()>,
+    ) {
+        let o = self.options.clone();
+        let outcome = self.wait_head(&mut stream, evicted).await;
+        drop(entry);
         let (response, head_only) = match outcome {
-            Err(_) => (
+            HeadWait::Dropped => return,
+            HeadWait::TimedOut => (
                 Response::error(
                     408,
                     format!(
@@ -348,15 +477,15 @@ impl Connection {
                 ),
                 false,
             ),
-            Ok(Err(HeadError::Io | HeadError::Closed { partial: false })) => return,
-            Ok(Err(HeadError::Closed { partial: true })) => (
+            HeadWait::Done(Err(HeadError::Io | HeadError::Closed { partial: false })) => return,
+            HeadWait::Done(Err(HeadError::Closed { partial: true })) => (
                 Response::error(
                     400,
                     "the connection closed before the end of the request head",
                 ),
                 false,
             ),
-            Ok(Err(HeadError::TooLarge { line_done })) => (
+            HeadWait::Done(Err(HeadError::TooLarge { line_done })) => (
                 if line_done {
                     Response::error(
                         431,
@@ -370,13 +499,17 @@ impl Connection {
                 },
                 false,
             ),
-            Ok(Ok(head)) => match parse_head(&head) {
-                Err(r) => (r.into(), false),
-                Ok(req) => {
-                    let head_only = req.method == "HEAD";
-                    (self.answer(req).await, head_only)
+            HeadWait::Done(Ok(head)) => {
+                match parse_head(&head)
+                    .and_then(|req| check_host(&req, o.hosts, self.port).map(|()| req))
+                {
+                    Err(r) => (r.into(), false),
+                    Ok(req) => {
+                        let head_only = req.method == "HEAD";
+                        (self.answer(req).await, head_only)
+                    }
                 }
-            },
+            }
         };
         let date = chrono::Utc::now()
             .format("%a, %d %b %Y %H:%M:%S GMT")

@@ -1,5 +1,12 @@
 //! The local target: this host. Used by `kiln toe run`, and by tests of the
 //! engine that need no VM.
+//!
+//! A process it runs leads its own process group and never outlives kiln:
+//! it gets SIGKILL when kiln dies ([`crate::util::process::supervise`]), and a
+//! watchdog ([`Reaper`]) kills the rest of its group then. The process ends
+//! when it exits, not when everything it started has closed its output:
+//! after its exit the output is read for [`OUTPUT_DRAIN`] at most, then
+//! whatever is left of its group (`sleep 600 &`) is killed.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -9,31 +16,36 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{
-    DirEntry, ExecOutput, ExecRequest, FileKind, FileStat, OutputSink, RebootOutcome, Result,
-    Stream, Target, TargetError,
+    DirEntry, ExecOutput, ExecRequest, FileKind, FileStat, OutputSink, OutputTails, RebootOutcome,
+    Result, Stream, Target, TargetError, OUTPUT_DRAIN,
 };
-use crate::process::GroupGuard;
+use crate::util::process::{supervise, GroupGuard};
+use crate::util::reaper::Reaper;
 
 /// Runs actions on this host.
 #[derive(Clone, Debug, Default)]
 pub struct LocalTarget;
 
+/// Streams one of a child's outputs to `sink`, keeping its tail.
 async fn pump<R: AsyncRead + Unpin>(
     mut r: R,
     stream: Stream,
     sink: Option<OutputSink<'_>>,
-) -> std::io::Result<Vec<u8>> {
-    let mut all = Vec::new();
+    tails: &std::sync::Mutex<OutputTails>,
+) -> std::io::Result<()> {
     let mut buf = [0u8; 8192];
     loop {
         let n = r.read(&mut buf).await?;
         if n == 0 {
-            return Ok(all);
+            return Ok(());
         }
         if let Some(s) = sink {
             s(stream, &buf[..n]);
         }
-        all.extend_from_slice(&buf[..n]);
+        tails
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stream, &buf[..n]);
     }
 }
 
@@ -62,8 +74,8 @@ impl Target for LocalTarget {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .kill_on_drop(true);
+        supervise(&mut cmd, libc::SIGKILL);
         if let Some(dir) = req.cwd {
             cmd.current_dir(dir);
         }
@@ -71,24 +83,49 @@ impl Target for LocalTarget {
             program: req.program.to_string(),
             source,
         })?;
-        let mut killer = GroupGuard::new(child.id(), libc::SIGKILL);
+        // Whatever way this ends (done, error, dropped future, kiln killed),
+        // the group goes with it.
+        let _killer = GroupGuard::new(child.id(), libc::SIGKILL);
+        let _reaper = match child.id().map(Reaper::watch).transpose() {
+            Ok(r) => r,
+            Err(source) => {
+                return Err(TargetError::Spawn {
+                    program: "/bin/sh (kiln's process watchdog)".into(),
+                    source,
+                })
+            }
+        };
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
-        let (stdout, stderr) = tokio::try_join!(
-            pump(out, Stream::Stdout, req.on_output),
-            pump(err, Stream::Stderr, req.on_output)
-        )
-        .map_err(|e| TargetError::io("read output of", req.program, e))?;
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| TargetError::io("wait for", req.program, e))?;
-        killer.disarm();
-        Ok(ExecOutput {
-            code: status.code(),
-            stdout,
-            stderr,
-        })
+        let tails = std::sync::Mutex::new(OutputTails::default());
+        let read_failed = |e| TargetError::io("read output of", req.program, e);
+        let wait_failed = |e| TargetError::io("wait for", req.program, e);
+        let status = {
+            let pumps = async {
+                tokio::try_join!(
+                    pump(out, Stream::Stdout, req.on_output, &tails),
+                    pump(err, Stream::Stderr, req.on_output, &tails)
+                )
+            };
+            tokio::pin!(pumps);
+            tokio::select! {
+                read = &mut pumps => {
+                    read.map_err(read_failed)?;
+                    child.wait().await.map_err(wait_failed)?
+                }
+                status = child.wait() => {
+                    // the step's shell ended: what it left behind may hold
+                    // the pipes open; read a little more, then let go
+                    let status = status.map_err(wait_failed)?;
+                    if let Ok(read) = tokio::time::timeout(OUTPUT_DRAIN, &mut pumps).await {
+                        read.map_err(read_failed)?;
+                    }
+                    status
+                }
+            }
+        };
+        let tails = tails.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok(tails.finish(status.code()))
     }
 
     async fn read(&self, path: &str) -> Result<Vec<u8>> {
@@ -226,10 +263,12 @@ impl Target for LocalTarget {
     }
 
     async fn download(&self, path: &str, local: &Path) -> Result<()> {
-        tokio::fs::copy(path, local)
-            .await
-            .map(|_| ())
-            .map_err(|e| TargetError::io("copy", path, e))
+        use tokio::io::AsyncWriteExt;
+        let copy = |e| TargetError::io("copy", path, e);
+        let mut src = tokio::fs::File::open(path).await.map_err(copy)?;
+        let mut dst = super::open_host_copy(local).await.map_err(copy)?;
+        tokio::io::copy(&mut src, &mut dst).await.map_err(copy)?;
+        dst.flush().await.map_err(copy)
     }
 
     async fn reboot(&self, _delay_seconds: u64) -> Result<RebootOutcome> {

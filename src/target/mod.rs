@@ -64,6 +64,12 @@ impl TargetError {
 /// Result alias for target operations.
 pub type Result<T> = std::result::Result<T, TargetError>;
 
+/// How long the output of a process that has exited is still read, on
+/// every target: what it left running in the background may hold its
+/// output open, and must not hold the step (`sleep 600 &`). After that the
+/// rest of its process group is killed.
+pub const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Which output stream a chunk came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -90,15 +96,57 @@ pub struct ExecRequest<'a> {
     pub on_output: Option<OutputSink<'a>>,
 }
 
-/// A finished process.
+/// A finished process. Its output went to [`ExecRequest::on_output`] as it
+/// came; only its last bytes are kept here ([`crate::util::tail`]), so a
+/// process printing gigabytes costs no memory.
 #[derive(Clone, Debug)]
 pub struct ExecOutput {
     /// Exit code; `None` when killed by a signal.
     pub code: Option<i32>,
-    /// Everything written to standard output.
+    /// The last [`STDOUT_TAIL`](crate::util::tail::STDOUT_TAIL) bytes written to standard output.
     pub stdout: Vec<u8>,
-    /// Everything written to standard error.
+    /// How many bytes it wrote to standard output in all.
+    pub stdout_total: u64,
+    /// The last [`STDERR_TAIL`](crate::util::tail::STDERR_TAIL) bytes written to standard error.
     pub stderr: Vec<u8>,
+}
+
+/// The standard output and error of a running process, as kept in memory.
+#[derive(Debug)]
+pub struct OutputTails {
+    /// Standard output.
+    pub stdout: crate::util::tail::Tail,
+    /// Standard error.
+    pub stderr: crate::util::tail::Tail,
+}
+
+impl Default for OutputTails {
+    fn default() -> Self {
+        OutputTails {
+            stdout: crate::util::tail::Tail::new(crate::util::tail::STDOUT_TAIL),
+            stderr: crate::util::tail::Tail::new(crate::util::tail::STDERR_TAIL),
+        }
+    }
+}
+
+impl OutputTails {
+    /// Keeps a chunk of `stream`.
+    pub fn push(&mut self, stream: Stream, bytes: &[u8]) {
+        match stream {
+            Stream::Stdout => self.stdout.push(bytes),
+            Stream::Stderr => self.stderr.push(bytes),
+        }
+    }
+
+    /// The output of a process that ended with `code`.
+    pub fn finish(self, code: Option<i32>) -> ExecOutput {
+        ExecOutput {
+            code,
+            stdout_total: self.stdout.total(),
+            stdout: self.stdout.into_bytes(),
+            stderr: self.stderr.into_bytes(),
+        }
+    }
 }
 
 /// What a path is.
@@ -152,8 +200,9 @@ pub enum RebootOutcome {
 pub trait Target: Send + Sync {
     /// A short description for logs, e.g. `localhost`.
     fn describe(&self) -> String;
-    /// Runs a process to completion. Dropping the future kills the process
-    /// and everything it started.
+    /// Runs a process to completion: until it exits, and its output is read
+    /// to the end or for [`OUTPUT_DRAIN`] after it exited. Dropping the
+    /// future kills the process and everything it started.
     async fn exec(&self, req: ExecRequest<'_>) -> Result<ExecOutput>;
     /// Runs a program with arguments and captures its output (no extra
     /// environment, the target's default folder, nothing streamed).
@@ -207,10 +256,33 @@ pub trait Target: Send + Sync {
     }
     /// Copies a file from this host into the target.
     async fn upload(&self, local: &Path, path: &str) -> Result<()>;
-    /// Copies a file from the target to this host.
+    /// Copies a file from the target to this host. The host copy is
+    /// private (mode 0600): the target's permission bits, setuid and setgid
+    /// included, are never carried over, since a target's files are not
+    /// trusted.
     async fn download(&self, path: &str, local: &Path) -> Result<()>;
     /// Reboots the target after `delay_seconds`.
     async fn reboot(&self, delay_seconds: u64) -> Result<RebootOutcome>;
+}
+
+/// Mode of the host copy [`Target::download`] makes.
+pub const HOST_COPY_MODE: u32 = 0o600;
+
+/// Opens (creating or truncating) `local` for a [`Target::download`]: mode
+/// [`HOST_COPY_MODE`] whether or not it existed, so the copy is never more
+/// open than its owner, and never setuid.
+pub(crate) async fn open_host_copy(local: &Path) -> std::io::Result<tokio::fs::File> {
+    use std::os::unix::fs::PermissionsExt;
+    let f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(HOST_COPY_MODE)
+        .open(local)
+        .await?;
+    f.set_permissions(std::fs::Permissions::from_mode(HOST_COPY_MODE))
+        .await?;
+    Ok(f)
 }
 
 /// Runs `program` with `args` on `target`; a non-zero exit becomes a

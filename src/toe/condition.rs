@@ -1,8 +1,8 @@
 //! Conditions: the step-level `if` and the `Assert` action share one
 //! expression language of comparison and logical operators.
 
-use super::diag::{did_you_mean, Diagnostics};
-use super::yaml::{Node, Pos};
+use crate::util::diag::{did_you_mean, Diagnostics};
+use crate::util::yaml::{Node, Pos};
 
 /// Comparison operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -72,8 +72,9 @@ impl Console {
         }
     }
 
-    /// Writes one line.
+    /// Writes one line of kiln's own (names and messages in it have their
+    /// control characters escaped; step output goes through [`Console::write`]).
     pub fn line(&self, text: &str) {
-        self.write(&format!("{text}\n"));
+        self.write(&format!("{}\n", crate::util::display::EscapedLines(text)));
     }
 }

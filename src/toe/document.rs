@@ -3,9 +3,9 @@
 
 use super::actions::spec::{self, Kind, OsPlatform, Shape};
 use super::condition::{self, IfClause};
-use super::diag::{did_you_mean, record_yaml_issues, Diagnostic, Diagnostics};
 use super::looping::{self, Loop};
-use super::yaml::{self, Node, Pos, YamlIssueKind};
+use crate::util::diag::{did_you_mean, record_yaml_issues, Diagnostic, Diagnostics};
+use crate::util::yaml::{self, Node, Pos, YamlIssueKind};
 
 /// Step timeout when none is given.
 pub const DEFAULT_TIMEOUT_SECONDS: i64 = 7200;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::actions::spec::OsPlatform;
 use super::builtin;
-use super::diag::{Diagnostic, Diagnostics};
 use super::document::{self, Document};
+use crate::util::diag::{Diagnostic, Diagnostics};
 
 /// ExecuteDocument may nest this many levels below the top document.
 pub const MAX_DOCUMENT_DEPTH: usize = 3;
@@ -27,13 +27,13 @@ pub struct LoadedDocument {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read document {path}: {source}")]
+    #[error("cannot read document {}", crate::util::display::Escaped(path))]
     Io {
         /// The path.
         path: String,
         /// The cause.
         #[source]
-        source: std::io::Error,
+        source: crate::util::read::ReadError,
     },
     /// The reference names nothing kiln knows.
     #[error("unknown component `{0}`")]
@@ -97,7 +97,7 @@ pub fn load(
         Some(base) if Path::new(reference).is_relative() => base.join(reference),
         _ => PathBuf::from(reference),
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+    let text = crate::util::read::read_document(&path).map_err(|source| LoadError::Io {
         path: path.display().to_string(),
         source,
     })?;

@@ -2,7 +2,6 @@
 //! the JSON reports (written atomically), and reading one step's output back
 //! out of `console.log`.
 
-use std::io::Write;
 use std::path::Path;
 
 use super::runner::DocumentRun;
@@ -19,15 +18,9 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
-    /// A report could not be encoded.
-    #[error("cannot encode {path}")]
-    Json {
-        /// The path.
-        path: String,
-        /// The cause.
-        #[source]
-        source: serde_json::Error,
-    },
+    /// A report could not be written.
+    #[error(transparent)]
+    Write(crate::util::io::IoError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -47,15 +40,7 @@ pub fn folder_name(execution_id: &str) -> String {
 
 /// Writes `value` as pretty JSON to `path`: a temporary name, fsync, rename.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), LogError> {
-    let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| LogError::Json {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(&bytes).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    crate::util::atomic::write_json(path, value).map_err(LogError::Write)
 }
 
 /// Writes a copy of each document into `folder`: `document.yaml` for one,

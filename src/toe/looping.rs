@@ -1,7 +1,7 @@
 //! Step loops: `for` ranges, `forEach` lists and delimited strings.
 
-use super::diag::{did_you_mean, Diagnostics};
-use super::yaml::{Node, Pos};
+use crate::util::diag::{did_you_mean, Diagnostics};
+use crate::util::yaml::{Node, Pos};
 
 /// Delimiters a `forEach.list` may be split on.
 pub const DELIMITERS: &[char] = &['.', ',', ';', ':', '\n', '\t', ' ', '-', '_'];
@@ -57,7 +57,11 @@ pub fn range_values(start: i64, end: i64, update_by: i64) -> Vec<String> {
     let mut v = start;
     while (update_by > 0 && v <= end) || (update_by < 0 && v >= end) {
         out.push(v.to_string());
-        v += update_by;
+        // past i64's range is past `end`
+        match v.checked_add(update_by) {
+            Some(next) => v = next,
+            None => break,
+        }
     }
     out
 }
@@ -342,6 +346,11 @@ mod tests {
         assert_eq!(range_values(1, 5, 2), ["1", "3", "5"]);
         assert_eq!(range_values(3, 1, -1), ["3", "2", "1"]);
         assert_eq!(range_values(2, 2, 5), ["2"]);
+        // an end at the edge of i64 overflowed (a panic in debug builds,
+        // an endless loop in release ones)
+        assert_eq!(range_values(i64::MAX - 1, i64::MAX, 1).len(), 2);
+        assert_eq!(range_values(i64::MIN + 1, i64::MIN, -1).len(), 2);
+        assert_eq!(range_values(i64::MAX - 3, i64::MAX, 5).len(), 1);
         assert_eq!(split_values("a;b;;c", ';'), ["a", "b", "", "c"]);
     }
 }

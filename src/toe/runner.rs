@@ -19,8 +19,8 @@ use super::load::{self, LoadedDocument, MAX_DOCUMENT_DEPTH};
 use super::looping::{self, LoopKind};
 use super::report::{now, DocumentReport, PhaseReport, RunReport, Status, StepReport};
 use super::scope::{json_text, record_key, Scope};
-use super::yaml::Node;
 use crate::target::{RebootOutcome, Target};
+use crate::util::yaml::Node;
 
 /// A document to run with its final parameter values.
 #[derive(Clone, Debug)]
@@ -768,7 +768,7 @@ impl Engine<'_> {
         scope: &Scope<'_>,
         chain_log: &mut Vec<(String, String)>,
     ) -> Result<actions::ActionOutcome, String> {
-        let mut d = super::diag::Diagnostics::new("");
+        let mut d = crate::util::diag::Diagnostics::new("");
         let cond = super::condition::parse_cond(node, "inputs", &mut d, 1, false)
             .ok_or("invalid Assert inputs")?;
         if super::evaluate::eval(self.target, &cond, scope, chain_log).await? {
@@ -794,7 +794,10 @@ impl Engine<'_> {
         }
         let loaded = match load::load(&reference, parent.loaded.base_dir.as_deref(), self.os) {
             Ok(l) => l,
-            Err(e) => return (Err(format!("ExecuteDocument `{reference}`: {e}")), None),
+            Err(e) => {
+                let e = crate::util::display::chain(&e);
+                return (Err(format!("ExecuteDocument `{reference}`: {e}")), None);
+            }
         };
         let mut chain: Vec<String> = ancestors.to_vec();
         chain.push(parent.loaded.id.clone());

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::expr::{self, LoopField, Reference, Resolved, Side};
 use super::runner::{DocumentRun, StepRecord};
-use super::yaml::{Node, Value};
+use crate::util::yaml::{Node, Value};
 
 /// A step's view of everything its expressions can name.
 pub(crate) struct Scope<'s> {

@@ -109,7 +109,8 @@ impl SavedRun {
     /// Reads the state in `dir`, if there is one.
     pub fn load(dir: &Path) -> std::io::Result<Option<SavedRun>> {
         let path = Self::path(dir);
-        match std::fs::read(&path) {
+        // it holds every document's text: a few times the limit of one
+        match crate::util::read::read_bounded(&path, 4 * crate::util::read::MAX_DOCUMENT_BYTES) {
             Ok(bytes) => {
                 let saved: SavedRun = serde_json::from_slice(&bytes).map_err(|e| {
                     std::io::Error::other(format!("{}: not a kiln run state: {e}", path.display()))
@@ -123,8 +124,12 @@ impl SavedRun {
                 }
                 Ok(Some(saved))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(std::io::Error::other(format!(
+                "{}: {}",
+                crate::util::display::Escaped(&path.display().to_string()),
+                crate::util::display::chain(&e)
+            ))),
         }
     }
 

@@ -2,10 +2,10 @@
 //! expression refers to something declared or to a step that has run.
 
 use super::actions::spec;
-use super::diag::{did_you_mean, Diagnostics};
 use super::document::{Document, Phase, Step};
 use super::expr::{self, Reference, Side};
-use super::yaml::{Node, Pos, Value};
+use crate::util::diag::{did_you_mean, Diagnostics};
+use crate::util::yaml::{Node, Pos, Value};
 
 /// The output fields an action produces, for checking chained references.
 pub fn outputs_of(action: &str) -> &'static [&'static str] {
@@ -31,7 +31,7 @@ pub fn outputs_of(action: &str) -> &'static [&'static str] {
 /// Runs the document-wide checks, adding to `d`. Positions come from the
 /// document's text, which is read again for them.
 pub fn check_document(doc: &Document, d: &mut Diagnostics) {
-    let root = super::yaml::parse_checked(&doc.text).0;
+    let root = crate::util::yaml::parse_checked(&doc.text).0;
     check_document_nodes(doc, root.as_ref(), d);
 }
 

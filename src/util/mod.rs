@@ -2,3 +2,17 @@
 //! atomic publishing, digests, redaction, positioned YAML and diagnostics,
 //! supervised subprocesses, bounded reads). Nothing here imports another
 //! module of the crate.
+
+pub mod atomic;
+pub mod cancel;
+pub mod diag;
+pub mod digest;
+pub mod display;
+pub mod flock;
+pub mod host_key;
+pub mod io;
+pub mod process;
+pub mod read;
+pub mod reaper;
+pub mod tail;
+pub mod yaml;

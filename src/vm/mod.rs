@@ -4,12 +4,12 @@
 //! cloud-init NoCloud seed (a native ISO 9660 writer).
 
 pub mod accel;
-pub mod img;
 pub mod iso9660;
 pub mod net;
 pub mod qemu;
 pub mod qmp;
 pub mod seed;
+pub mod snapshot;
 
 /// Errors of the VM layer.
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::VmError;
-use crate::process::GroupGuard;
+use crate::util::process::GroupGuard;
 
 /// The passt binary (looked up in `PATH`).
 pub const PASST: &str = "passt";
@@ -33,8 +33,7 @@ pub const MAX_FRAME: usize = 1 << 17;
 const LOG_TAIL: usize = 4096;
 
 /// What a guest's network reaches. Every mode keeps kiln's own SSH forward.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Network {
     /// Nothing: QEMU user networking with `restrict=on` (DHCP from QEMU,
     /// no DNS, no route out); only kiln's SSH forward comes in.
@@ -49,25 +48,12 @@ pub enum Network {
 }
 
 impl Network {
-    /// Every mode, as written in recipes and on the command line.
-    pub const NAMES: &'static [&'static str] = &["none", "outbound", "host"];
-
     /// The name as written in recipes and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Network::None => "none",
             Network::Outbound => "outbound",
             Network::Host => "host",
-        }
-    }
-
-    /// The mode named `name` (one of [`Network::NAMES`]).
-    pub fn from_name(name: &str) -> Option<Network> {
-        match name {
-            "none" => Some(Network::None),
-            "outbound" => Some(Network::Outbound),
-            "host" => Some(Network::Host),
-            _ => None,
         }
     }
 }
@@ -279,7 +265,7 @@ impl Outbound {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        crate::process::supervise(&mut cmd, libc::SIGKILL);
+        crate::util::process::supervise(&mut cmd, libc::SIGKILL);
         inherit_fd(&mut cmd, passt_end.as_raw_fd());
         let mut passt = cmd.spawn().map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => VmError::Unusable(
@@ -517,11 +503,7 @@ mod tests {
     }
 
     #[test]
-    fn network_names() {
-        for name in Network::NAMES {
-            assert_eq!(Network::from_name(name).unwrap().name(), *name);
-        }
-        assert_eq!(Network::from_name("Host"), None);
+    fn outbound_is_the_default() {
         assert_eq!(Network::default(), Network::Outbound);
     }
 }

@@ -104,6 +104,32 @@ pub struct VmConfig {
     pub kernel: Option<DirectKernel>,
     /// Whether a guest reboot ends QEMU instead (`-no-reboot`).
     pub exit_on_reboot: bool,
+    /// A state file (see [`super::snapshot`]) to start from instead of
+    /// booting; the drives must hold the disks as they were saved.
+    pub incoming: Option<PathBuf>,
+}
+
+/// A value inside a QEMU option string (`-drive`, `-chardev`, `-qmp`):
+/// commas doubled, so a comma in a path cannot start another option.
+pub fn opt_value(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+/// A path inside a QEMU option string: absolute (so no file name is taken
+/// for a protocol such as `nbd:` or `json:`) and escaped ([`opt_value`]).
+fn opt_path(path: &Path) -> String {
+    opt_value(&crate::disk::img::tool_path(path).display().to_string())
+}
+
+/// The `-drive` options that open `path` as a plain host file (the `file`
+/// protocol driver named explicitly, never guessed from the name) of
+/// `format`.
+pub fn drive_file(path: &Path, format: &str) -> String {
+    format!(
+        "file.driver=file,file.filename={},format={}",
+        opt_path(path),
+        opt_value(format)
+    )
 }
 
 /// How the guest's network card is backed, once kiln prepared it.
@@ -180,39 +206,29 @@ pub fn arguments(cfg: &VmConfig, nic: Nic) -> Vec<String> {
     push(&["-nodefaults", "-display", "none"]);
     push(&[
         "-chardev",
-        &format!("file,id=serial0,path={}", cfg.serial_log.display()),
+        &format!("file,id=serial0,path={}", opt_path(&cfg.serial_log)),
         "-serial",
         "chardev:serial0",
     ]);
     push(&[
         "-qmp",
-        &format!("unix:{},server=on,wait=off", cfg.qmp_socket.display()),
+        &format!("unix:{},server=on,wait=off", opt_path(&cfg.qmp_socket)),
     ]);
     if let Firmware::Uefi { code, vars } = &cfg.firmware {
         push(&[
             "-drive",
-            &format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                code.display()
-            ),
+            &format!("if=pflash,unit=0,readonly=on,{}", drive_file(code, "raw")),
         ]);
         push(&[
             "-drive",
-            &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            &format!("if=pflash,unit=1,{}", drive_file(vars, "raw")),
         ]);
     }
     for d in &cfg.drives {
+        let file = drive_file(&d.path, &d.format);
         let spec = match d.media {
-            Media::Disk => format!(
-                "file={},format={},if=virtio,discard=unmap,detect-zeroes=unmap",
-                d.path.display(),
-                d.format
-            ),
-            Media::Cdrom => format!(
-                "file={},format={},media=cdrom,readonly=on",
-                d.path.display(),
-                d.format
-            ),
+            Media::Disk => format!("{file},if=virtio,discard=unmap,detect-zeroes=unmap"),
+            Media::Cdrom => format!("{file},media=cdrom,readonly=on"),
         };
         push(&["-drive", &spec]);
     }
@@ -221,16 +237,26 @@ pub fn arguments(cfg: &VmConfig, nic: Nic) -> Vec<String> {
     if let Some(k) = &cfg.kernel {
         push(&[
             "-kernel",
-            &k.kernel.display().to_string(),
+            &crate::disk::img::tool_path(&k.kernel).display().to_string(),
             "-append",
             &k.append,
         ]);
         if let Some(initrd) = &k.initrd {
-            push(&["-initrd", &initrd.display().to_string()]);
+            push(&[
+                "-initrd",
+                &crate::disk::img::tool_path(initrd).display().to_string(),
+            ]);
         }
     }
     if cfg.exit_on_reboot {
         push(&["-no-reboot"]);
+    }
+    // a new generation id at every start: a restored Linux guest reseeds
+    // its random pool (the device is also in every saved state, so a state
+    // always finds it)
+    push(&["-device", "vmgenid,guid=auto"]);
+    if let Some(state) = &cfg.incoming {
+        push(&["-incoming", &super::snapshot::restore_uri(state)]);
     }
     a
 }
@@ -261,12 +287,30 @@ fn io_err(what: &'static str, path: &Path, source: std::io::Error) -> VmError {
 }
 
 /// The last `n` lines of a serial console log.
+/// Only the last [`CONSOLE_TAIL_BYTES`] of the log are read: the guest
+/// decides how much it prints.
 pub fn console_tail(serial_log: &Path, n: usize) -> String {
-    let bytes = std::fs::read(serial_log).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(serial_log) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let from = len.saturating_sub(CONSOLE_TAIL_BYTES);
+        if f.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = f.take(CONSOLE_TAIL_BYTES).read_to_end(&mut bytes);
+        }
+        if from > 0 {
+            // the first line read is probably cut: drop it
+            let cut = bytes.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
+            bytes.drain(..cut);
+        }
+    }
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// The most bytes [`console_tail`] reads from the end of a serial log.
+pub const CONSOLE_TAIL_BYTES: u64 = 64 << 10;
 
 impl Vm {
     /// Starts QEMU (after passt, for an `outbound` network with an SSH
@@ -291,7 +335,7 @@ impl Vm {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        crate::process::supervise(&mut cmd, libc::SIGKILL);
+        crate::util::process::supervise(&mut cmd, libc::SIGKILL);
         if let Some(fd) = stream_fd {
             net::inherit_fd(&mut cmd, fd);
         }
@@ -413,7 +457,7 @@ impl Vm {
 
     /// Kills QEMU's whole process group and reaps it.
     pub async fn kill(&mut self) {
-        crate::process::signal_group(self.pid, libc::SIGKILL);
+        crate::util::process::signal_group(self.pid, libc::SIGKILL);
         let _ = self.child.wait().await;
     }
 
@@ -426,7 +470,7 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            crate::process::signal_group(self.pid, libc::SIGKILL);
+            crate::util::process::signal_group(self.pid, libc::SIGKILL);
         }
     }
 }
@@ -460,6 +504,7 @@ mod tests {
             qmp_socket: "/d/qmp.sock".into(),
             kernel: None,
             exit_on_reboot: false,
+            incoming: None,
         }
     }
 
@@ -469,11 +514,15 @@ mod tests {
         let a = arguments(&cfg, Nic::of(&cfg, None)).join(" ");
         assert!(a.contains("-accel tcg -cpu max -smp 2 -m 1024"), "{a}");
         assert!(
-            a.contains("-drive file=/d/disk.qcow2,format=qcow2,if=virtio,discard=unmap"),
+            a.contains(
+                "-drive file.driver=file,file.filename=/d/disk.qcow2,format=qcow2,if=virtio,discard=unmap"
+            ),
             "{a}"
         );
         assert!(
-            a.contains("-drive file=/d/seed.iso,format=raw,media=cdrom,readonly=on"),
+            a.contains(
+                "-drive file.driver=file,file.filename=/d/seed.iso,format=raw,media=cdrom,readonly=on"
+            ),
             "{a}"
         );
         assert!(
@@ -519,5 +568,86 @@ mod tests {
             cfg.network = network;
             assert_eq!(card(&cfg, Some(9)), "-nic none");
         }
+    }
+
+    #[test]
+    fn a_restored_vm_has_the_card_it_was_saved_with() {
+        // a saved state loads only into the same devices: restoring adds
+        // `-incoming` and changes nothing else, the network card included
+        for network in [Network::None, Network::Outbound, Network::Host] {
+            let mut cfg = config();
+            cfg.network = network;
+            let booted = arguments(&cfg, Nic::of(&cfg, Some(9)));
+            cfg.incoming = Some("/c/state.zst".into());
+            let mut restored = arguments(&cfg, Nic::of(&cfg, Some(9)));
+            let at = restored.iter().position(|a| a == "-incoming").unwrap();
+            restored.drain(at..at + 2);
+            assert_eq!(restored, booted, "{network:?}");
+        }
+    }
+
+    #[test]
+    fn console_tail_reads_only_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        // a guest that printed 16 GiB (sparse here): the end only is read
+        let f = std::fs::File::create(&log).unwrap();
+        f.set_len(16 << 30).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"\nlogin: \nlast line", 16 << 30).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(console_tail(&log, 2), "login: \nlast line");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // one line longer than the window: what is left of it is dropped
+        assert_eq!(console_tail(&log, 5), "login: \nlast line");
+        assert_eq!(console_tail(&dir.path().join("none"), 3), "");
+        std::fs::write(&log, "a\nb\nc\n").unwrap();
+        assert_eq!(console_tail(&log, 2), "b\nc");
+    }
+
+    #[test]
+    fn paths_are_files_and_commas_are_doubled() {
+        let cfg = VmConfig {
+            name: "t".into(),
+            accel: Accel::Tcg,
+            cpus: 1,
+            memory_mib: 256,
+            firmware: Firmware::Uefi {
+                code: "/f/CODE,x.fd".into(),
+                vars: "/f/VARS.fd".into(),
+            },
+            drives: vec![Drive {
+                path: "nbd:127.0.0.1:1,if=none".into(),
+                format: "raw".into(),
+                media: Media::Disk,
+            }],
+            ssh_port: None,
+            network: Network::None,
+            serial_log: "/d/a,b/serial.log".into(),
+            qmp_socket: "/d/a,b/qmp.sock".into(),
+            kernel: None,
+            exit_on_reboot: true,
+            incoming: Some("/c/a,b/state.zst".into()),
+        };
+        let args = arguments(&cfg, Nic::of(&cfg, None));
+        let drive = args
+            .iter()
+            .find(|a| a.contains("if=virtio"))
+            .expect("the disk");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            drive,
+            &format!(
+                "file.driver=file,file.filename={}/nbd:127.0.0.1:1,,if=none,format=raw,if=virtio,discard=unmap,detect-zeroes=unmap",
+                cwd.display().to_string().replace(',', ",,")
+            )
+        );
+        let a = args.join(" ");
+        assert!(
+            a.contains("if=pflash,unit=0,readonly=on,file.driver=file,file.filename=/f/CODE,,x.fd,format=raw"),
+            "{a}"
+        );
+        assert!(a.contains("path=/d/a,,b/serial.log"), "{a}");
+        assert!(a.contains("-qmp unix:/d/a,,b/qmp.sock,server=on"), "{a}");
     }
 }

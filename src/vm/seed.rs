@@ -45,23 +45,7 @@ pub enum SeedError {
     },
 }
 
-/// An ed25519 SSH host key for the guest.
-#[derive(Clone)]
-pub struct HostKeyPair {
-    /// The private key in OpenSSH PEM form (a secret).
-    pub private_openssh: String,
-    /// The public key as an OpenSSH line (`ssh-ed25519 AAAA… comment`).
-    pub public_line: String,
-}
-
-impl std::fmt::Debug for HostKeyPair {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostKeyPair")
-            .field("private_openssh", &"<redacted>")
-            .field("public_line", &self.public_line)
-            .finish()
-    }
-}
+use crate::util::host_key::HostKeyPair;
 
 /// What the seed tells cloud-init.
 #[derive(Clone, Debug)]

@@ -21,7 +21,11 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator for this seed (0 is replaced by a constant).
     pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
 
     /// The next 64 random bits.
@@ -145,11 +149,9 @@ where
     F: FnMut(&[u8]),
 {
     assert!(!seeds.is_empty(), "{target}: no seeds");
-    let seed = target
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-        });
+    let seed = target.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     let mut rng = Rng::new(seed);
     let inputs = seeds
         .iter()

@@ -19,6 +19,17 @@ pub enum Reply {
     Redirect(u16, String),
     /// This status with a short text body.
     Status(u16),
+    /// 200 with `body`, sent `chunk` bytes at a time with `pause` between
+    /// chunks (a slow peer: a download that is still running when a test
+    /// looks).
+    Slow {
+        /// The body.
+        body: Vec<u8>,
+        /// Bytes per write.
+        chunk: usize,
+        /// The wait between writes.
+        pause: std::time::Duration,
+    },
     /// `status` for the first `failures` requests, then 200 with `body`.
     FailThen {
         /// How many requests fail.
@@ -147,6 +158,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
     let target = parts.next().unwrap_or("/");
     let path = target.split('?').next().unwrap_or("/").to_string();
 
+    let mut slow = None;
     let (status, headers, body) = {
         let mut st = state.lock().unwrap();
         let count = {
@@ -156,6 +168,10 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
         };
         match st.routes.get(&path).cloned() {
             Some(Reply::Body(b)) => (200, vec![], b),
+            Some(Reply::Slow { body, chunk, pause }) => {
+                slow = Some((chunk.max(1), pause));
+                (200, vec![], body)
+            }
             Some(Reply::Redirect(code, to)) => (
                 code,
                 vec![("Location".to_string(), to.clone())],
@@ -188,7 +204,16 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
     out.push_str("\r\n");
     stream.write_all(out.as_bytes()).await?;
     if method != "HEAD" {
-        stream.write_all(&body).await?;
+        match slow {
+            Some((chunk, pause)) => {
+                for part in body.chunks(chunk) {
+                    stream.write_all(part).await?;
+                    stream.flush().await?;
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            None => stream.write_all(&body).await?,
+        }
     }
     stream.flush().await?;
     stream.shutdown().await

@@ -27,8 +27,8 @@ use self::sources::SourcesError;
 use super::cache::Cache;
 use super::lock::{FileLock, LockError};
 use super::parent::BootstrapSpec;
-use super::Progress;
-use crate::build::IoError;
+use crate::util::io::IoError;
+use crate::util::io::ProgressFn;
 
 /// The builder script (see `vm-fixtures/debian-bootstrap/NOTES.md`).
 pub const SCRIPT: &str = include_str!("debian.sh");
@@ -105,7 +105,7 @@ pub fn inputs_for(spec: &BootstrapSpec, etc_apt: &Path) -> Result<BootstrapInput
 pub async fn ensure(
     spec: &BootstrapSpec,
     cache: &Cache,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<BootstrapImage, BootstrapError> {
     let inputs = inputs_for(spec, Path::new("/etc/apt"))?;
     let digest = inputs.digest();
@@ -207,7 +207,7 @@ async fn build(
     root: &Path,
     path: OsString,
     lock: &FileLock,
-    progress: Progress<'_>,
+    progress: ProgressFn<'_>,
 ) -> Result<BootstrapImage, BootstrapError> {
     let digest = inputs.digest();
     let tmp = root.join(format!(".tmp-{digest}-{}", std::process::id()));

@@ -7,9 +7,9 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::build::IoError;
-use crate::build::Progress;
-use crate::process::{supervise, GroupGuard};
+use crate::util::io::IoError;
+use crate::util::io::ProgressFn;
+use crate::util::process::{supervise, GroupGuard};
 
 /// Host variables the script keeps (proxies reach the mirror through them).
 const PASS_THROUGH: &[&str] = &[
@@ -107,7 +107,7 @@ impl<'a> LogFollower<'a> {
     }
 
     /// Passes the progress lines completed since the last call on.
-    fn poll(&mut self, progress: Progress<'_>) -> Result<(), IoError> {
+    fn poll(&mut self, progress: ProgressFn<'_>) -> Result<(), IoError> {
         use std::io::Read;
         self.file
             .read_to_end(&mut self.partial)
@@ -130,7 +130,7 @@ impl<'a> LogFollower<'a> {
 /// lines are read back from there and passed to `progress`. Dropping the
 /// future sends SIGTERM to the script's process group; kiln dying sends
 /// SIGTERM to the script, whose trap stops the rest.
-pub async fn run(r: &ScriptRun<'_>, progress: Progress<'_>) -> Result<(), ScriptError> {
+pub async fn run(r: &ScriptRun<'_>, progress: ProgressFn<'_>) -> Result<(), ScriptError> {
     let script_path = r.out_dir.join(r.name);
     std::fs::write(&script_path, r.script).map_err(IoError::at("write", &script_path))?;
     let log = std::fs::File::create(r.log).map_err(IoError::at("create", r.log))?;

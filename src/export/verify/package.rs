@@ -10,15 +10,22 @@ use std::path::{Path, PathBuf};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+use super::tarball::{Kind, TarReader};
 use super::{disk, Report, VerifyError};
-use crate::build::IoError;
 use crate::export::ova::{self, ManifestEntry};
 use crate::export::ovf::{self, VMDK_STREAM_FORMAT};
+use crate::util::cancel::Cancel;
+use crate::util::io::IoError;
 
 /// The largest descriptor or manifest read into memory.
-const MAX_TEXT: u64 = 16 << 20;
+pub const MAX_TEXT: u64 = 16 << 20;
 /// GCE wants a disk of whole GiB.
 const GIB: u64 = 1 << 30;
+/// The most bytes one byte of deflate data inflates to (a 258-byte match
+/// costs at least 2 bits): what a gzip file of a given size can hold.
+pub const MAX_INFLATE_RATIO: u64 = 1032;
+/// Member names a problem lists at most.
+const NAMES_SHOWN: usize = 16;
 
 /// A package member as found: its size, digests and, for disks, where its
 /// bytes are on this host.
@@ -236,35 +243,50 @@ fn read_text(r: impl Read, name: &str) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("{name}: not UTF-8 text"))
 }
 
+/// The bytes of the file at `path`, or `None` when it holds more than
+/// `limit` (only `limit + 1` bytes are read).
+fn read_limited(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, IoError> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(IoError::at("read", path))?;
+    Ok((bytes.len() as u64 <= limit).then_some(bytes))
+}
+
 /// Checks an OVF descriptor and the files beside it: the descriptor's
 /// rules, every referenced file present with its size, the `.mf` digests,
 /// and each disk with `qemu-img`.
 pub async fn ovf(path: &Path) -> Result<Report, VerifyError> {
     let mut report = Report::new(path, "ovf");
-    let dir = crate::export::publish::parent_dir(path).to_path_buf();
+    let dir = crate::util::atomic::parent_dir(path).to_path_buf();
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let bytes = std::fs::read(path).map_err(IoError::at("read", path))?;
-    let Ok(descriptor) = String::from_utf8(bytes.clone()) else {
+    let Some(bytes) = read_limited(path, MAX_TEXT)? else {
+        report.problem(format!(
+            "the descriptor is larger than {MAX_TEXT} bytes: not an OVF descriptor kiln reads"
+        ));
+        return Ok(report);
+    };
+    let Ok(descriptor) = String::from_utf8(bytes) else {
         report.problem("the descriptor is not UTF-8 text");
         return Ok(report);
     };
     let mf_name = format!("{}.mf", name.strip_suffix(".ovf").unwrap_or(&name));
     let mf_path = dir.join(&mf_name);
     let manifest = if mf_path.is_file() {
-        let text = std::fs::read(&mf_path).map_err(IoError::at("read", &mf_path))?;
-        Some(
-            String::from_utf8(text)
+        Some(match read_limited(&mf_path, MAX_TEXT)? {
+            None => Err(format!("larger than {MAX_TEXT} bytes")),
+            Some(text) => String::from_utf8(text)
                 .map_err(|_| "not UTF-8 text".to_string())
                 .and_then(|t| ova::parse_manifest(&t)),
-        )
+        })
     } else {
         None
     };
     let mut members = HashMap::new();
-    let mut own = hash_copy(&bytes[..], None, sha1_wanted(&manifest, &name))
+    let mut own = hash_copy(descriptor.as_bytes(), None, sha1_wanted(&manifest, &name))
         .map_err(IoError::at("hash", path))?;
     own.local = Some(path.to_path_buf());
     members.insert(name.clone(), own);
@@ -279,8 +301,12 @@ pub async fn ovf(path: &Path) -> Result<Report, VerifyError> {
             }
             let want_sha1 = sha1_wanted(&manifest, &f.href);
             let owned = local.clone();
+            // stops reading when this future is dropped (Ctrl-C, SIGTERM)
+            let cancel = Cancel::new();
+            let _stop = cancel.on_drop();
             let mut m = tokio::task::spawn_blocking(move || {
-                std::fs::File::open(&owned).and_then(|file| hash_copy(file, None, want_sha1))
+                std::fs::File::open(&owned)
+                    .and_then(|file| hash_copy(cancel.reader(file), None, want_sha1))
             })
             .await
             .map_err(|e| IoError::at("hash", &local)(io::Error::other(e)))?
@@ -301,35 +327,30 @@ pub async fn ovf(path: &Path) -> Result<Report, VerifyError> {
 }
 
 /// What streaming through an OVA found.
-#[derive(Default)]
-struct OvaScan {
+#[derive(Debug, Default)]
+pub struct OvaScan {
     descriptor: Option<(String, String)>,
     manifest: Option<(String, Result<Vec<ManifestEntry>, String>)>,
     members: HashMap<String, Member>,
-    problems: Vec<String>,
+    /// What is wrong with the tar's layout or members, one line each.
+    pub problems: Vec<String>,
 }
 
-/// Streams through the tar at `path`: layout rules, text members kept,
-/// digests of every member, disk members (the descriptor's DiskSection
-/// files) copied into `scratch`.
-fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
-    let file = std::fs::File::open(path).map_err(IoError::at("open", path))?;
-    let len = file.metadata().map_err(IoError::at("stat", path))?.len();
+/// Streams through an OVA's tar read from `r`: layout rules, text members
+/// kept (at most [`MAX_TEXT`] bytes each), digests of every member, disk
+/// members (the descriptor's DiskSection files) copied into `scratch`
+/// when given. Reads from `r` only (parsing apart from the file's I/O).
+pub fn scan_ova_stream(r: impl Read, scratch: Option<&Path>) -> OvaScan {
     let mut scan = OvaScan::default();
     let mut disk_files = Vec::new();
     let mut file_order: Vec<String> = Vec::new();
     let mut tar_order: Vec<String> = Vec::new();
-    let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, file));
-    let entries = match archive.entries() {
-        Ok(e) => e,
-        Err(e) => {
-            scan.problems.push(format!("not a readable tar: {e}"));
-            return Ok(scan);
-        }
-    };
-    for (index, entry) in entries.enumerate() {
-        let mut entry = match entry {
-            Ok(e) => e,
+    let mut tar = TarReader::new(r);
+    let mut index = 0usize;
+    loop {
+        let member = match tar.next_member() {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
             Err(e) => {
                 scan.problems.push(format!(
                     "the tar is truncated or damaged after {}: {e}",
@@ -341,11 +362,13 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
                 break;
             }
         };
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let kind = entry.header().entry_type();
-        if !kind.is_file() {
+        let this = index;
+        index += 1;
+        let name = member.name;
+        if member.kind != Kind::File {
             scan.problems.push(format!(
-                "member `{name}` is not a regular file ({kind:?}); an OVA holds only files, no folders"
+                "member `{name}` is not a regular file ({:?}); an OVA holds only files, no folders",
+                member.kind
             ));
             continue;
         }
@@ -354,7 +377,7 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
                 "member `{name}` is in a folder; OVA members are top-level"
             ));
         }
-        if index == 0 {
+        if this == 0 {
             if !name.ends_with(".ovf") {
                 scan.problems.push(format!(
                     "the first member is `{name}`; the .ovf descriptor must come first (ovftool and Workstation require it)"
@@ -363,13 +386,13 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
         } else if name.ends_with(".ovf") {
             scan.problems.push(format!(
                 "`{name}` is member {}; the .ovf descriptor must be the first member",
-                index + 1
+                this + 1
             ));
         }
-        if name.ends_with(".mf") && index != 1 {
+        if name.ends_with(".mf") && this != 1 {
             scan.problems.push(format!(
                 "the manifest `{name}` is member {}; it must come right after the .ovf",
-                index + 1
+                this + 1
             ));
         }
         let is_text = name.ends_with(".ovf") || name.ends_with(".mf");
@@ -377,14 +400,14 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
         let is_disk = disk_files.contains(&name);
         let result = if is_text {
             let mut bytes = Vec::new();
-            match (&mut entry).take(MAX_TEXT + 1).read_to_end(&mut bytes) {
+            match (&mut tar).take(MAX_TEXT + 1).read_to_end(&mut bytes) {
                 Ok(_) => {
                     let m = hash_copy(&bytes[..], None, want_sha1);
                     let text = read_text(&bytes[..], &name);
                     if name.ends_with(".ovf") && scan.descriptor.is_none() {
-                        match &text {
+                        match text {
                             Ok(t) => {
-                                if let Ok(c) = ovf::check(t) {
+                                if let Ok(c) = ovf::check(&t) {
                                     disk_files = c
                                         .disks
                                         .iter()
@@ -397,9 +420,9 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
                                         .collect();
                                     file_order = c.files.iter().map(|f| f.href.clone()).collect();
                                 }
-                                scan.descriptor = Some((name.clone(), t.clone()));
+                                scan.descriptor = Some((name.clone(), t));
                             }
-                            Err(e) => scan.problems.push(e.clone()),
+                            Err(e) => scan.problems.push(e),
                         }
                     } else if name.ends_with(".mf") && scan.manifest.is_none() {
                         scan.manifest =
@@ -409,10 +432,10 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
                 }
                 Err(e) => Err(e),
             }
-        } else if is_disk {
-            let local = scratch.join(format!("disk-{index}"));
+        } else if let (true, Some(scratch)) = (is_disk, scratch) {
+            let local = scratch.join(format!("disk-{this}"));
             let copied = std::fs::File::create(&local).and_then(|mut out| {
-                let m = hash_copy(&mut entry, Some(&mut out), want_sha1)?;
+                let m = hash_copy(&mut tar, Some(&mut out), want_sha1)?;
                 out.flush()?;
                 Ok(m)
             });
@@ -421,7 +444,7 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
                 m
             })
         } else {
-            hash_copy(&mut entry, None, want_sha1)
+            hash_copy(&mut tar, None, want_sha1)
         };
         match result {
             Ok(m) => {
@@ -450,6 +473,19 @@ fn scan_ova(path: &Path, scratch: &Path) -> Result<OvaScan, IoError> {
             "the files are in the order {in_tar:?}; OVF wants the References order {in_refs:?}"
         ));
     }
+    scan
+}
+
+/// Streams through the OVA at `path` ([`scan_ova_stream`], disks copied
+/// into `scratch`, stopping when `cancel` is set) and checks the end of
+/// the archive.
+fn scan_ova(path: &Path, scratch: &Path, cancel: &Cancel) -> Result<OvaScan, IoError> {
+    let file = std::fs::File::open(path).map_err(IoError::at("open", path))?;
+    let len = file.metadata().map_err(IoError::at("stat", path))?.len();
+    let mut scan = scan_ova_stream(
+        io::BufReader::with_capacity(1 << 20, cancel.reader(file)),
+        Some(scratch),
+    );
     // the end of the archive: two zero blocks, a whole number of blocks
     let mut f = std::fs::File::open(path).map_err(IoError::at("open", path))?;
     if len % 512 != 0 {
@@ -483,7 +519,10 @@ pub async fn ova(path: &Path) -> Result<Report, VerifyError> {
             &std::env::temp_dir(),
         ))?;
     let (owned, dir) = (path.to_path_buf(), scratch.path().to_path_buf());
-    let scan = tokio::task::spawn_blocking(move || scan_ova(&owned, &dir))
+    // stops reading when this future is dropped (Ctrl-C, SIGTERM)
+    let cancel = Cancel::new();
+    let _stop = cancel.on_drop();
+    let scan = tokio::task::spawn_blocking(move || scan_ova(&owned, &dir, &cancel))
         .await
         .map_err(|e| IoError::at("read", path)(io::Error::other(e)))??;
     report.outcome(
@@ -502,70 +541,98 @@ pub async fn ova(path: &Path) -> Result<Report, VerifyError> {
 
 /// Checks a GCE image tarball: the gzip stream is whole (its CRC and
 /// length hold), the tar inside holds exactly `disk.raw`, a regular (or
-/// GNU sparse) file of a whole number of GiB.
+/// GNU sparse) file of a whole number of GiB. What the headers claim is
+/// checked before any data is read (see [`check_gce`]); the work stops
+/// when the returned future is dropped (Ctrl-C, SIGTERM).
 pub async fn gce(path: &Path) -> Result<Report, VerifyError> {
     let owned = path.to_path_buf();
-    tokio::task::spawn_blocking(move || gce_blocking(&owned))
+    let cancel = Cancel::new();
+    let _stop = cancel.on_drop();
+    tokio::task::spawn_blocking(move || gce_blocking(&owned, &cancel))
         .await
         .map_err(|e| IoError::at("read", path)(io::Error::other(e)))?
 }
 
-fn gce_blocking(path: &Path) -> Result<Report, VerifyError> {
+fn gce_blocking(path: &Path, cancel: &Cancel) -> Result<Report, VerifyError> {
     let mut report = Report::new(path, "gce (tar.gz)");
     let file = std::fs::File::open(path).map_err(IoError::at("open", path))?;
+    let len = file.metadata().map_err(IoError::at("stat", path))?.len();
+    check_gce(cancel.reader(file), len, &mut report);
+    Ok(report)
+}
+
+/// Checks the GCE tarball read from `r` (a file of `file_len` bytes) into
+/// `report`. Claims are checked before reading: no member may store more
+/// data than a gzip of `file_len` bytes can inflate to
+/// ([`MAX_INFLATE_RATIO`]); a sparse `disk.raw`'s map must add up and its
+/// holes are counted, never read; a sparse `disk.raw` with no data at all
+/// is an empty disk. So the work is bounded by the file's own bytes.
+pub fn check_gce(r: impl Read, file_len: u64, report: &mut Report) {
     // a series of gzip members is one stream (RFC 1952; kiln's writer
     // compresses 1 MiB members in parallel)
-    let gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, file));
-    let mut archive = tar::Archive::new(gz);
+    let gz = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, r));
+    let mut tar = TarReader::new(gz);
+    let most = file_len
+        .saturating_mul(MAX_INFLATE_RATIO)
+        .saturating_add(1 << 20);
     let mut names = Vec::new();
+    let mut count = 0usize;
     let mut problems = Vec::new();
     let mut disk_size = None;
-    match archive.entries() {
-        Err(e) => problems.push(format!("not a readable gzip'd tar: {e}")),
-        Ok(entries) => {
-            for entry in entries {
-                let mut entry = match entry {
-                    Ok(e) => e,
-                    Err(e) => {
-                        problems.push(format!("the gzip'd tar is truncated or damaged: {e}"));
-                        break;
-                    }
-                };
-                let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                let kind = entry.header().entry_type();
-                names.push(name.clone());
-                if name != "disk.raw" {
-                    continue;
-                }
-                if !(kind.is_file() || kind.is_gnu_sparse()) {
-                    problems.push(format!("disk.raw is not a regular file ({kind:?})"));
-                    continue;
-                }
-                match io::copy(&mut entry, &mut io::sink()) {
-                    Ok(n) => disk_size = Some(n),
-                    Err(e) => {
-                        problems.push(format!(
-                            "disk.raw cannot be read whole (truncated or damaged): {e}"
-                        ));
-                        break;
-                    }
-                }
+    // about disk.raw itself, not the archive's structure
+    let mut disk_problems = Vec::new();
+    loop {
+        let m = match tar.next_member() {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                problems.push(format!("the gzip'd tar is truncated or damaged: {e}"));
+                break;
             }
+        };
+        count += 1;
+        if names.len() < NAMES_SHOWN {
+            names.push(m.name.clone());
         }
+        if m.size > most {
+            problems.push(format!(
+                "member `{}` claims {} bytes of data; a gzip file of {file_len} bytes holds at most {most}: forged or truncated",
+                m.name, m.size
+            ));
+            break;
+        }
+        if m.name != "disk.raw" {
+            continue;
+        }
+        if !matches!(m.kind, Kind::File | Kind::Sparse) {
+            problems.push(format!("disk.raw is not a regular file ({:?})", m.kind));
+            continue;
+        }
+        if m.kind == Kind::Sparse && m.size == 0 {
+            disk_problems.push(format!(
+                "disk.raw holds no data: a sparse file of {} bytes, all holes (an empty disk)",
+                m.real_size
+            ));
+        }
+        // the data is skipped by the next call: read through the gzip
+        // stream (so its CRCs are checked), holes are not produced
+        disk_size = Some(m.real_size);
     }
     if problems.is_empty() {
         // the rest of the gzip stream: its CRC and length are checked at its end
-        match archive.into_inner().read_to_end(&mut Vec::new()) {
+        match io::copy(&mut tar.into_inner(), &mut io::sink()) {
             Ok(_) => report.passed("gzip stream whole (every member's CRC32 and length match)"),
             Err(e) => problems.push(format!("the gzip stream is damaged: {e}")),
         }
     }
-    if names != ["disk.raw"] && problems.is_empty() {
+    if (count != 1 || names != ["disk.raw"]) && problems.is_empty() {
         problems.push(format!(
-            "the tar holds {names:?}; Google Compute Engine needs exactly one member, disk.raw"
+            "the tar holds {count} member(s) {names:?}{}; Google Compute Engine needs exactly one member, disk.raw",
+            if count > names.len() { " …" } else { "" }
         ));
     }
     report.outcome("the tar holds exactly disk.raw", problems);
+    report.problems.extend(disk_problems);
     if let Some(size) = disk_size {
         report.virtual_size = Some(size);
         if size == 0 || size % GIB != 0 {
@@ -576,7 +643,6 @@ fn gce_blocking(path: &Path) -> Result<Report, VerifyError> {
             report.passed(format!("disk.raw is {} GiB", size / GIB));
         }
     }
-    Ok(report)
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub struct RequestHead {
     pub method: String,
     /// The request target as sent, e.g. `/v1/images?name=web`.
     pub target: String,
+    /// The `Host` header's value, if sent (at most one is accepted).
+    pub host: Option<String>,
 }
 
 /// Where the request head in `buf` ends: the index just after the empty
@@ -93,6 +95,7 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead, Rejection> {
         _ => return Err(Rejection::bad("the request line has no HTTP version")),
     };
     let mut hosts = 0usize;
+    let mut host = None;
     let mut count = 0usize;
     for line in lines.take_while(|l| !l.is_empty()) {
         count += 1;
@@ -119,6 +122,7 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead, Rejection> {
         }
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            host = Some(String::from_utf8_lossy(value).into_owned());
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             return Err(Rejection::bad(
                 "this API is read-only and takes no request body (Transfer-Encoding sent)",
@@ -127,7 +131,7 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead, Rejection> {
             check_no_body(value)?;
         }
     }
-    if http11 && hosts != 1 {
+    if (http11 && hosts != 1) || hosts > 1 {
         return Err(Rejection::bad(
             "an HTTP/1.1 request needs exactly one Host header",
         ));
@@ -136,7 +140,75 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead, Rejection> {
     Ok(RequestHead {
         method: String::from_utf8_lossy(method).into_owned(),
         target: String::from_utf8_lossy(target).into_owned(),
+        host,
     })
+}
+
+/// Which `Host` a request may name (the defence against DNS rebinding: a
+/// web page whose name was re-pointed at 127.0.0.1 can reach a loopback
+/// port, but its requests still carry its own name).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostPolicy {
+    /// Only loopback names with the listening port: `localhost:PORT` and
+    /// loopback address literals such as `127.0.0.1:PORT` and `[::1]:PORT`
+    /// (the port may be left out only when it is 80). The default.
+    #[default]
+    Loopback,
+    /// Any host (for an authenticating proxy in front that checks it).
+    Any,
+}
+
+/// Checks the request's `Host` header, and the authority of an
+/// absolute-form target (`GET http://host/path`), against `policy` for a
+/// server listening on `port`. An HTTP/1.0 request without `Host` passes
+/// (browsers always send one). Refused with 421 Misdirected Request.
+pub fn check_host(head: &RequestHead, policy: HostPolicy, port: u16) -> Result<(), Rejection> {
+    if policy == HostPolicy::Any {
+        return Ok(());
+    }
+    let authority = ["http://", "https://"].iter().find_map(|scheme| {
+        let start = head.target.get(..scheme.len())?;
+        start
+            .eq_ignore_ascii_case(scheme)
+            .then(|| &head.target[scheme.len()..])
+            .map(|rest| rest.split(['/', '?']).next().unwrap_or(rest))
+    });
+    for name in head.host.as_deref().into_iter().chain(authority) {
+        if !is_loopback_authority(name, port) {
+            return Err(Rejection {
+                status: 421,
+                message: format!(
+                    "this API answers only to localhost:{port}, 127.0.0.1:{port} or [::1]:{port}; the request names another host"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `host[:port]` names a loopback host with `port` (no port means 80).
+fn is_loopback_authority(authority: &str, port: u16) -> bool {
+    let (host, given) = match authority.rsplit_once(':') {
+        // a bracketed IPv6 literal without a port: its colons are inside
+        Some((h, _)) if authority.ends_with(']') && h.contains('[') => (authority, None),
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let port_ok = match given {
+        None => port == 80,
+        Some(p) => !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse() == Ok(port),
+    };
+    let host_ok = if host.eq_ignore_ascii_case("localhost") {
+        true
+    } else if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| std::net::IpAddr::V6(ip).to_canonical().is_loopback())
+    } else {
+        // only the dotted-quad form: `127.1` or `0x7f.0.0.1` are not addresses here
+        host.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    };
+    host_ok && port_ok
 }
 
 /// A `Content-Length` value (possibly a list, `0, 0`) must be all zeros.
@@ -279,6 +351,92 @@ mod tests {
             "A: b\r\n".repeat(MAX_HEADERS)
         );
         assert_eq!(status(&many), 431);
+    }
+
+    #[test]
+    fn only_loopback_hosts_with_the_port() {
+        let check = |target: &str, host: Option<&str>| {
+            let head = RequestHead {
+                method: "GET".into(),
+                target: target.into(),
+                host: host.map(str::to_string),
+            };
+            check_host(&head, HostPolicy::Loopback, 8737).map_err(|r| r.status)
+        };
+        for ok in [
+            "127.0.0.1:8737",
+            "localhost:8737",
+            "LocalHost:8737",
+            "[::1]:8737",
+            "127.3.4.5:8737",
+            "[::ffff:127.0.0.1]:8737",
+        ] {
+            assert_eq!(check("/health", Some(ok)), Ok(()), "{ok}");
+        }
+        for bad in [
+            "attacker.example:8737",
+            "attacker.example",
+            "localhost",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "127.0.0.1:18737",
+            "127.0.0.1:+8737",
+            "127.0.0.1:",
+            "localhost.:8737",
+            "localhost.attacker.example:8737",
+            "127.1:8737",
+            "0x7f.0.0.1:8737",
+            "[::1]",
+            "[::2]:8737",
+            "10.0.0.1:8737",
+            "",
+        ] {
+            assert_eq!(check("/health", Some(bad)), Err(421), "{bad}");
+        }
+        // HTTP/1.0 without Host passes; an absolute-form target is checked too
+        assert_eq!(check("/health", None), Ok(()));
+        assert_eq!(
+            check("http://localhost:8737/health", Some("127.0.0.1:8737")),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                "http://attacker.example:8737/health",
+                Some("127.0.0.1:8737")
+            ),
+            Err(421)
+        );
+        assert_eq!(check("HTTP://evil:8737", None), Err(421));
+        // port 80 may be left out
+        let on80 = |host: &str| {
+            let head = RequestHead {
+                method: "GET".into(),
+                target: "/".into(),
+                host: Some(host.into()),
+            };
+            check_host(&head, HostPolicy::Loopback, 80).is_ok()
+        };
+        assert!(on80("localhost") && on80("[::1]") && on80("127.0.0.1:80"));
+        assert!(!on80("example.com"));
+        // anything goes for a proxy that checks it
+        let head = RequestHead {
+            method: "GET".into(),
+            target: "/".into(),
+            host: Some("attacker.example".into()),
+        };
+        assert!(check_host(&head, HostPolicy::Any, 8737).is_ok());
+    }
+
+    #[test]
+    fn the_host_header_is_kept_and_may_not_repeat() {
+        let h = parse_head(b"GET / HTTP/1.1\r\nHost:  localhost:1  \r\n\r\n").unwrap();
+        assert_eq!(h.host.as_deref(), Some("localhost:1"));
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 
     #[test]

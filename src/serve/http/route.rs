@@ -81,6 +81,7 @@ impl Response {
             405 => "Method Not Allowed",
             408 => "Request Timeout",
             414 => "URI Too Long",
+            421 => "Misdirected Request",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
             503 => "Service Unavailable",

@@ -25,6 +25,14 @@
 //! Everything after `kiln-exec` is the program's. When the future is
 //! dropped after step 1, a background task runs `kill -KILL -- -PGID` as root
 //! over a new channel.
+//!
+//! The server closes the channel only when every process holding the
+//! program's output has closed it, so a program that leaves `sleep 600 &`
+//! behind would hold the caller. Once the exit status has come, the output
+//! is read for [`OUTPUT_DRAIN`] at most; then the group is killed (which
+//! closes the channel) and the result returned. Unlike on the local target,
+//! background processes that released the output keep running in the guest
+//! (killing every group after every command would cost a `sudo` each).
 
 use std::sync::Arc;
 
@@ -33,7 +41,14 @@ use russh::{Channel, ChannelMsg, ChannelWriteHalf};
 
 use super::quote::{self, NulInWord};
 use super::session::Connection;
-use crate::target::{ExecOutput, ExecRequest, OutputSink, Result, Stream, TargetError};
+use crate::target::{
+    ExecOutput, ExecRequest, OutputSink, OutputTails, Result, Stream, TargetError, OUTPUT_DRAIN,
+};
+use crate::util::tail::{Tail, STDERR_TAIL, STDOUT_TAIL};
+
+/// How long the channel may stay open after the leftovers of a finished
+/// program were killed, before kiln stops waiting for it.
+const CLOSE_AFTER_KILL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The wrapper script (POSIX sh). `$1` is the working folder (empty for
 /// the default), the rest is the program and its arguments.
@@ -121,6 +136,9 @@ enum Phase {
     Failed,
 }
 
+/// The longest control line the wrapper writes (a longer one is malformed).
+pub const MAX_CONTROL_LINE: usize = 4096;
+
 /// Splits the wrapper's control lines from the program's output.
 #[derive(Debug, Default)]
 pub struct ControlParser {
@@ -136,8 +154,11 @@ impl ControlParser {
 
     /// Feeds a chunk of standard output; returns what it means, in order.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<Control> {
-        if self.phase == Phase::Running {
-            return vec![Control::Output(chunk.to_vec())];
+        match self.phase {
+            Phase::Running => return vec![Control::Output(chunk.to_vec())],
+            // the command is refused: what follows is not kept
+            Phase::Failed => return Vec::new(),
+            _ => {}
         }
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
@@ -155,6 +176,17 @@ impl ControlParser {
         }
         if self.phase == Phase::Running && !self.buf.is_empty() {
             events.push(Control::Output(std::mem::take(&mut self.buf)));
+        }
+        // a line without its end that is already too long is not the wrapper's
+        if !matches!(self.phase, Phase::Running | Phase::Failed)
+            && self.buf.len() > MAX_CONTROL_LINE
+        {
+            let head = String::from_utf8_lossy(&self.buf[..64]).into_owned();
+            self.buf = Vec::new();
+            self.phase = Phase::Failed;
+            events.push(Control::Malformed(format!(
+                "{head}… (over {MAX_CONTROL_LINE} bytes)"
+            )));
         }
         events
     }
@@ -247,9 +279,9 @@ impl Drop for KillGuard {
 pub struct RawOutput {
     /// Exit status; `None` when killed by a signal or when the channel closed first.
     pub code: Option<u32>,
-    /// Standard output.
+    /// The last bytes of standard output.
     pub stdout: Vec<u8>,
-    /// Standard error.
+    /// The last bytes of standard error.
     pub stderr: Vec<u8>,
 }
 
@@ -277,17 +309,22 @@ async fn open_exec(conn: &Connection, command: &str) -> Result<Channel<Msg>> {
 /// collects its output; no wrapper, no kill on drop.
 pub(crate) async fn run_raw(conn: &Connection, command: &str) -> Result<RawOutput> {
     let mut ch = open_exec(conn, command).await?;
-    let mut out = RawOutput::default();
+    let mut code = None;
+    let (mut stdout, mut stderr) = (Tail::new(STDOUT_TAIL), Tail::new(STDERR_TAIL));
     while let Some(msg) = ch.wait().await {
         match msg {
-            ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-            ChannelMsg::ExtendedData { data, .. } => out.stderr.extend_from_slice(&data),
-            ChannelMsg::ExitStatus { exit_status } => out.code = Some(exit_status),
+            ChannelMsg::Data { data } => stdout.push(&data),
+            ChannelMsg::ExtendedData { data, .. } => stderr.push(&data),
+            ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
             ChannelMsg::Close => break,
             _ => {}
         }
     }
-    Ok(out)
+    Ok(RawOutput {
+        code,
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
+    })
 }
 
 /// Starts `command` and returns once the server accepted it, without
@@ -331,13 +368,12 @@ async fn kill_group(conn: &Connection, pgid: i32) -> std::result::Result<(), Str
     }
 }
 
-/// Output collected so far, streamed to the sink as it arrives.
+/// Output streamed to the sink as it arrives; its tails are kept.
 struct Collector<'a> {
     sink: Option<OutputSink<'a>>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+    tails: OutputTails,
     /// Standard error before the program started (sudo's, the wrapper's).
-    preamble: Vec<u8>,
+    preamble: Tail,
 }
 
 impl Collector<'_> {
@@ -345,10 +381,7 @@ impl Collector<'_> {
         if let Some(sink) = self.sink {
             sink(stream, bytes);
         }
-        match stream {
-            Stream::Stdout => self.stdout.extend_from_slice(bytes),
-            Stream::Stderr => self.stderr.extend_from_slice(bytes),
-        }
+        self.tails.push(stream, bytes);
     }
 }
 
@@ -387,13 +420,38 @@ pub(crate) async fn run(conn: Arc<Connection>, req: ExecRequest<'_>) -> Result<E
     let mut parser = ControlParser::default();
     let mut out = Collector {
         sink: req.on_output,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        preamble: Vec::new(),
+        tails: OutputTails::default(),
+        preamble: Tail::new(STDERR_TAIL),
     };
     let mut failure: Option<Control> = None;
     let mut ending = None;
-    while let Some(msg) = rx.wait().await {
+    // set once the exit status came: how long the output may still flow
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut killed_leftovers = false;
+    loop {
+        let next = match drain_until {
+            None => rx.wait().await,
+            Some(at) => match tokio::time::timeout_at(at, rx.wait()).await {
+                Ok(next) => next,
+                Err(_) if killed_leftovers => break,
+                Err(_) => {
+                    // the program is done; what it left running holds its output
+                    killed_leftovers = true;
+                    drain_until = Some(tokio::time::Instant::now() + CLOSE_AFTER_KILL);
+                    if let Progress::Running(pgid) = guard.progress {
+                        if let Err(e) = kill_group(&conn, pgid).await {
+                            eprintln!(
+                                "kiln: warning: could not stop what `{program}` left running on {}: {e}",
+                                conn.describe
+                            );
+                            break;
+                        }
+                    }
+                    continue;
+                }
+            },
+        };
+        let Some(msg) = next else { break };
         match msg {
             ChannelMsg::Data { data } => {
                 for event in parser.feed(&data) {
@@ -409,7 +467,8 @@ pub(crate) async fn run(conn: Arc<Connection>, req: ExecRequest<'_>) -> Result<E
                                 .map_err(|e| lost(&conn, "cannot start the command", e))?;
                         }
                         Control::Started => {
-                            let early = std::mem::take(&mut out.preamble);
+                            let early = std::mem::replace(&mut out.preamble, Tail::new(0));
+                            let early = early.into_bytes();
                             if !early.is_empty() {
                                 out.push(Stream::Stderr, &early);
                             }
@@ -424,10 +483,14 @@ pub(crate) async fn run(conn: Arc<Connection>, req: ExecRequest<'_>) -> Result<E
             ChannelMsg::ExtendedData { data, .. } if parser.started() => {
                 out.push(Stream::Stderr, &data)
             }
-            ChannelMsg::ExtendedData { data, .. } => out.preamble.extend_from_slice(&data),
-            ChannelMsg::ExitStatus { exit_status } => ending = Some(Ending::Code(exit_status)),
+            ChannelMsg::ExtendedData { data, .. } => out.preamble.push(&data),
+            ChannelMsg::ExitStatus { exit_status } => {
+                ending = Some(Ending::Code(exit_status));
+                drain_until.get_or_insert(tokio::time::Instant::now() + OUTPUT_DRAIN);
+            }
             ChannelMsg::ExitSignal { signal_name, .. } => {
-                ending = Some(Ending::Signal(format!("{signal_name:?}")))
+                ending = Some(Ending::Signal(format!("{signal_name:?}")));
+                drain_until.get_or_insert(tokio::time::Instant::now() + OUTPUT_DRAIN);
             }
             ChannelMsg::Close => break,
             _ => {}
@@ -435,7 +498,8 @@ pub(crate) async fn run(conn: Arc<Connection>, req: ExecRequest<'_>) -> Result<E
     }
     guard.progress = Progress::Finished;
 
-    let preamble = String::from_utf8_lossy(&out.preamble).trim().to_string();
+    let preamble = out.preamble.into_bytes();
+    let preamble = String::from_utf8_lossy(&preamble).trim().to_string();
     match (failure, parser.started(), ending) {
         (Some(Control::SpawnFailed(what)), _, _) => {
             let message = match what.as_str() {
@@ -454,14 +518,10 @@ pub(crate) async fn run(conn: Arc<Connection>, req: ExecRequest<'_>) -> Result<E
         (Some(other), _, _) => Err(spawn_err(std::io::Error::other(format!(
             "unexpected output from kiln's command wrapper: {other:?}; {preamble}"
         )))),
-        (None, true, Some(end)) => Ok(ExecOutput {
-            code: match end {
-                Ending::Code(c) => Some(c as i32),
-                Ending::Signal(_) => None,
-            },
-            stdout: out.stdout,
-            stderr: out.stderr,
-        }),
+        (None, true, Some(end)) => Ok(out.tails.finish(match end {
+            Ending::Code(c) => Some(c as i32),
+            Ending::Signal(_) => None,
+        })),
         (None, _, None) => Err(lost(
             &conn,
             &format!("{program} did not report an exit status"),
@@ -541,6 +601,20 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn parser_refuses_an_endless_control_line() {
+        let mut p = ControlParser::default();
+        let mut events = Vec::new();
+        for _ in 0..100 {
+            events.extend(p.feed(&[b'x'; 1000]));
+        }
+        assert!(
+            matches!(events.as_slice(), [Control::Malformed(m)] if m.contains("over 4096 bytes")),
+            "{events:?}"
+        );
+        assert!(p.buf.capacity() < 2 * MAX_CONTROL_LINE);
     }
 
     /// The wrapper, run by this host's /bin/sh without sudo/setsid: the

@@ -342,8 +342,9 @@ pub(crate) async fn upload(conn: &Connection, local: &Path, path: &str) -> Resul
     chmod(conn, path, mode).await
 }
 
-/// Copies a file of the guest to this host; the copy gets its permission
-/// bits.
+/// Copies a file of the guest to this host, as a private copy (see
+/// [`crate::target::Target::download`]: the guest's mode bits are not
+/// carried over).
 pub(crate) async fn download(conn: &Connection, path: &str, local: &Path) -> Result<()> {
     let local_name = local.display().to_string();
     let sftp = conn.sftp().await?;
@@ -351,20 +352,10 @@ pub(crate) async fn download(conn: &Connection, path: &str, local: &Path) -> Res
         .open(path)
         .await
         .map_err(|e| sftp::error(conn, "copy", path, e))?;
-    let mode = src
-        .metadata()
-        .await
-        .map_err(|e| sftp::error(conn, "copy", path, e))?
-        .permissions
-        .unwrap_or(0o644)
-        & 0o7777;
-    let dst = tokio::fs::File::create(local)
+    let dst = crate::target::open_host_copy(local)
         .await
         .map_err(|e| TargetError::io("copy", &local_name, e))?;
-    pump(src, dst, "copy", path).await?;
-    tokio::fs::set_permissions(local, std::fs::Permissions::from_mode(mode))
-        .await
-        .map_err(|e| TargetError::io("copy", &local_name, e))
+    pump(src, dst, "copy", path).await
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey};
 pub use russh::keys::PublicKey;
 
 use super::SshError;
-use crate::vm::seed::HostKeyPair;
+use crate::util::host_key::HostKeyPair;
 
 /// An ed25519 key pair.
 #[derive(Clone)]

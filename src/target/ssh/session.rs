@@ -362,7 +362,8 @@ mod tests {
     }
 
     fn free_port() -> u16 {
-        crate::vm::qemu::free_port().unwrap()
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
     }
 
     /// An SSH server in this process (russh's own) with host key `host`

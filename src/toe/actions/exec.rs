@@ -1,6 +1,9 @@
 //! ExecuteBash and ExecuteBinary. A script's commands are joined into one
 //! file run by bash, with no implicit `set -e`: only its exit status counts.
 //! Exit 194 asks for a reboot after which the same step runs again.
+//! The output streams to the console as it comes; the step's `stdout`
+//! output is the last [`STDOUT_TAIL`](crate::util::tail::STDOUT_TAIL)
+//! bytes of it (AWSTOE documents no limit; kiln needs one).
 
 use crate::target::{ExecRequest, Stream};
 
@@ -56,6 +59,13 @@ pub async fn run_process(
             on_output: Some(&sink),
         })
         .await?;
+    if out.stdout_total > out.stdout.len() as u64 {
+        ctx.log(&format!(
+            "{program} printed {} bytes; the step's `stdout` output keeps the last {} (all of it is above)",
+            out.stdout_total,
+            out.stdout.len()
+        ));
+    }
     match out.code {
         Some(0) => Ok(ActionOutcome {
             outputs: [(
@@ -80,13 +90,22 @@ pub async fn run_process(
     }
 }
 
+/// The longest stderr line a failure message quotes (its end is kept).
+const MAX_QUOTED_LINE: usize = 300;
+
+/// The last three non-empty lines of `stderr`, for a failure message; a
+/// longer line keeps its last [`MAX_QUOTED_LINE`] characters.
 fn stderr_tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let last: Vec<&str> = text
+    let last: Vec<String> = text
         .lines()
         .rev()
         .filter(|l| !l.trim().is_empty())
         .take(3)
+        .map(|l| match l.char_indices().rev().nth(MAX_QUOTED_LINE - 1) {
+            Some((i, _)) if i > 0 => format!("…{}", &l[i..]),
+            _ => l.to_string(),
+        })
         .collect();
     if last.is_empty() {
         String::new()

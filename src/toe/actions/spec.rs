@@ -436,7 +436,7 @@ impl ActionSpec {
 }
 
 /// The operating system a document is validated or run for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OsPlatform {
     /// Linux.
     Linux,

@@ -2,14 +2,15 @@
 //! on this host and copied into the target, so a guest needs no network and
 //! no credentials.
 //!
-//! Every transfer goes through a host-side temporary file: downloads are
+//! Every transfer goes through a host-side temporary file (mode 0600 in a
+//! private folder, see `HostTemp`): downloads are
 //! streamed into it (hashed on the way for WebDownload) and then copied into
 //! the target with [`Target::upload`](crate::target::Target::upload); uploads
 //! copy the file out of the target with
 //! [`Target::download`](crate::target::Target::download) first. Target paths
 //! are only ever touched through the [`Target`](crate::target::Target).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -20,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
 use crate::target::FileKind;
+use crate::util::display::Escaped;
 
 use super::{fail, paths, ActionContext, ActionError, ActionOutcome, Inputs};
 
@@ -29,6 +31,11 @@ pub const WEB_ATTEMPTS: u32 = 5;
 pub const WEB_BACKOFF: Duration = Duration::from_millis(200);
 /// The most objects an S3Download prefix (`…/*`) may fetch.
 pub const MAX_PREFIX_OBJECTS: usize = 1000;
+/// The most pages of an S3 listing kiln reads (folder markers, which are
+/// not fetched, can fill pages too).
+pub const MAX_LIST_PAGES: usize = 100;
+/// The most characters of an S3 peer's error code or message kiln quotes.
+const MAX_PEER_TEXT: usize = 300;
 /// Files larger than this are uploaded to S3 in parts of this size.
 pub const DEFAULT_PART_SIZE: u64 = 64 * 1024 * 1024;
 
@@ -139,19 +146,52 @@ fn host_io(what: &str, e: std::io::Error) -> ActionError {
     ActionError::Failed(format!("{what}: {e}"))
 }
 
-fn new_temp() -> Result<tempfile::NamedTempFile, ActionError> {
-    tempfile::Builder::new()
+/// A host-side temporary file of one transfer: `data`, mode 0600, alone in
+/// a private folder (mode 0700) of the system's temp dir; both are removed
+/// when it is dropped. Bytes from a guest, S3 or a web server never get more
+/// than owner access on this host (no setuid, setgid or sticky bit).
+struct HostTemp {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HostTemp {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Mode of a [`HostTemp`] file.
+const TEMP_FILE_MODE: u32 = 0o600;
+/// Mode of a [`HostTemp`] folder.
+const TEMP_DIR_MODE: u32 = 0o700;
+
+fn new_temp() -> Result<HostTemp, ActionError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |e| host_io("cannot create a temporary file on this host", e);
+    let dir = tempfile::Builder::new()
         .prefix("kiln-transfer-")
-        .tempfile()
-        .map_err(|e| host_io("cannot create a temporary file on this host", e))
+        .permissions(std::fs::Permissions::from_mode(TEMP_DIR_MODE))
+        .tempdir()
+        .map_err(failed)?;
+    let path = dir.path().join("data");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(TEMP_FILE_MODE)
+        .open(&path)
+        .map_err(failed)?;
+    Ok(HostTemp { path, _dir: dir })
 }
 
 /// Opens a host-side temp file for async writing.
-fn temp_writer(tmp: &tempfile::NamedTempFile) -> Result<tokio::fs::File, ActionError> {
-    let f = tmp
-        .reopen()
-        .map_err(|e| host_io("cannot open a temporary file on this host", e))?;
-    Ok(tokio::fs::File::from_std(f))
+async fn temp_writer(tmp: &HostTemp) -> Result<tokio::fs::File, ActionError> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(tmp.path())
+        .await
+        .map_err(|e| host_io("cannot open a temporary file on this host", e))
 }
 
 /// The folder part of a target path (`.` for a bare name, `/` for `/x`).
@@ -248,11 +288,20 @@ where
             "object `{}` does not exist in bucket `{}`",
             uri.key, uri.bucket
         ),
-        (Some(code), Some(msg)) => format!("{code}: {msg}"),
-        (Some(code), None) => code.to_string(),
-        _ => DisplayErrorContext(err).to_string(),
+        (Some(code), Some(msg)) => format!("{}: {}", peer_text(code), peer_text(msg)),
+        (Some(code), None) => peer_text(code),
+        // the SDK's text may quote the peer's whole answer
+        _ => peer_text(&DisplayErrorContext(err).to_string()),
     };
     ActionError::Failed(format!("{what} {uri}: {detail}"))
+}
+
+/// Text from an S3 peer, for a message: at most [`MAX_PEER_TEXT`]
+/// characters, control characters escaped.
+fn peer_text(text: &str) -> String {
+    let cut: String = text.chars().take(MAX_PEER_TEXT).collect();
+    let more = if cut.len() < text.len() { "…" } else { "" };
+    format!("{}{more}", Escaped(&cut))
 }
 
 fn owner_of(inputs: &Inputs) -> Option<String> {
@@ -306,10 +355,18 @@ async fn s3_download(
                 return fail(format!("no objects found under {listed}"));
             }
             for key in keys {
-                let rel = &key[prefix.len()..];
+                // the listing comes from the peer: a key outside the prefix
+                // (or a prefix cut inside a character) is its error
+                let Some(rel) = key.strip_prefix(prefix.as_str()) else {
+                    return fail(format!(
+                        "the listing of {listed} returned object key `{}`, which is not under that prefix",
+                        Escaped(&key)
+                    ));
+                };
                 if !safe_relative(rel) {
                     return fail(format!(
-                        "object key `{key}` in bucket `{}` cannot be saved below `{dest_dir}`",
+                        "object key `{}` in bucket `{}` cannot be saved below `{dest_dir}`",
+                        Escaped(&key),
                         uri.bucket
                     ));
                 }
@@ -365,7 +422,8 @@ async fn list_keys(
 ) -> Result<Vec<String>, ActionError> {
     let mut keys = Vec::new();
     let mut token: Option<String> = None;
-    loop {
+    let mut tokens = std::collections::HashSet::new();
+    for _ in 0..MAX_LIST_PAGES {
         let mut req = client
             .list_objects_v2()
             .bucket(&prefix.bucket)
@@ -384,17 +442,27 @@ async fn list_keys(
                     keys.push(key.to_string());
                 }
             }
-        }
-        if keys.len() > MAX_PREFIX_OBJECTS {
-            return fail(format!(
-                "{prefix}* holds more than {MAX_PREFIX_OBJECTS} objects; S3Download fetches at most {MAX_PREFIX_OBJECTS}"
-            ));
+            if keys.len() > MAX_PREFIX_OBJECTS {
+                return fail(format!(
+                    "{prefix}* holds more than {MAX_PREFIX_OBJECTS} objects; S3Download fetches at most {MAX_PREFIX_OBJECTS}"
+                ));
+            }
         }
         match page.next_continuation_token() {
-            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+            Some(t) if page.is_truncated() == Some(true) => {
+                if !tokens.insert(t.to_string()) {
+                    return fail(format!(
+                        "the listing of {prefix}* repeats a continuation token; the S3 endpoint is not answering like S3"
+                    ));
+                }
+                token = Some(t.to_string());
+            }
             _ => return Ok(keys),
         }
     }
+    fail(format!(
+        "the listing of {prefix}* did not end after {MAX_LIST_PAGES} pages"
+    ))
 }
 
 /// Streams one object into a host temp file, then into the target.
@@ -414,7 +482,7 @@ async fn download_object(
         .await
         .map_err(|e| s3_error("cannot download", object, &e))?;
     let tmp = new_temp()?;
-    let mut file = temp_writer(&tmp)?;
+    let mut file = temp_writer(&tmp).await?;
     let mut body = resp.body;
     let mut size = 0u64;
     while let Some(chunk) = body
@@ -953,7 +1021,7 @@ async fn fetch_once(
     url: &reqwest::Url,
     shown: &str,
     algorithm: Option<Algorithm>,
-) -> Result<(tempfile::NamedTempFile, u64, Option<String>), AttemptError> {
+) -> Result<(HostTemp, u64, Option<String>), AttemptError> {
     let hard = |message: String| AttemptError {
         message,
         retry: false,
@@ -981,7 +1049,7 @@ async fn fetch_once(
         });
     }
     let tmp = new_temp().map_err(|e| hard(e.to_string()))?;
-    let mut file = temp_writer(&tmp).map_err(|e| hard(e.to_string()))?;
+    let mut file = temp_writer(&tmp).await.map_err(|e| hard(e.to_string()))?;
     let mut hasher = algorithm.map(Algorithm::hasher);
     let mut size = 0u64;
     loop {

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::yaml::{Pos, YamlIssue, YamlIssueKind};
+use crate::util::display::Escaped;
 
 /// One problem found in a document.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -22,18 +23,24 @@ pub struct Diagnostic {
     pub hint: Option<String>,
 }
 
+/// One line per part; the file name, message, field and hint quote what
+/// the file holds, so their control characters are shown escaped.
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "{}:{}:{}: error[{}]: {}",
-            self.file, self.pos.line, self.pos.column, self.code, self.message
+            Escaped(&self.file),
+            self.pos.line,
+            self.pos.column,
+            self.code,
+            Escaped(&self.message)
         )?;
         if !self.field.is_empty() {
-            write!(f, "\n  field: {}", self.field)?;
+            write!(f, "\n  field: {}", Escaped(&self.field))?;
         }
         if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
+            write!(f, "\n  hint: {}", Escaped(hint))?;
         }
         Ok(())
     }
@@ -144,6 +151,7 @@ pub fn record_yaml_issues(
             ),
             YamlIssueKind::ComplexKey => ("yaml-syntax", issue.message, issue.hint),
             YamlIssueKind::DuplicateKey => ("duplicate-key", issue.message, issue.hint),
+            YamlIssueKind::Limit => ("yaml-limit", issue.message, issue.hint),
             YamlIssueKind::MultipleDocuments | YamlIssueKind::Empty => {
                 let (message, hint) = shape(issue);
                 (shape_code, message, hint)

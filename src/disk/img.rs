@@ -65,6 +65,35 @@ pub enum ImgError {
     /// An unknown format name.
     #[error("unknown disk image format `{0}` (known: raw, qcow2, vmdk, vhdx, vpc)")]
     UnknownFormat(String),
+    /// An image kiln did not make would pull in other host files (a
+    /// backing file, an external data file, VMDK extents in other files).
+    #[error(
+        "{}: refused: {reason} (kiln reads only self-contained images: no backing file, data file or extent in another file)",
+        path.display()
+    )]
+    Refused {
+        /// The image.
+        path: PathBuf,
+        /// What it refers to, and why that is refused.
+        reason: String,
+    },
+    /// `qemu-img` did not finish in time (a hostile image, a FIFO named
+    /// by it, a hung storage).
+    #[error("`{command}` did not finish within {} s; it was stopped", timeout.as_secs())]
+    Timeout {
+        /// The command line.
+        command: String,
+        /// The limit.
+        timeout: std::time::Duration,
+    },
+}
+
+impl ImgError {
+    /// Whether the image is at fault (refused, unreadable as its format),
+    /// not the host: the caller exits with code 2.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, ImgError::Refused { .. } | ImgError::Timeout { .. })
+    }
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImgError + 'a {
@@ -146,9 +175,9 @@ pub fn detect_format_from(head: &[u8], tail: &[u8]) -> Format {
     }
 }
 
-/// The format of the image at `path` by its magic bytes (see
-/// [`detect_format_from`]).
-pub fn detect_format(path: &Path) -> Result<Format, ImgError> {
+/// The first and last [`DETECT_BYTES`] of the file (no tail when it is
+/// shorter than that).
+fn read_ends(path: &Path) -> Result<(Vec<u8>, Vec<u8>), ImgError> {
     let mut f = std::fs::File::open(path).map_err(io_err("open", path))?;
     let len = f.metadata().map_err(io_err("stat", path))?.len();
     let mut head = Vec::with_capacity(DETECT_BYTES);
@@ -160,9 +189,106 @@ pub fn detect_format(path: &Path) -> Result<Format, ImgError> {
     if len >= DETECT_BYTES as u64 {
         f.seek(SeekFrom::Start(len - DETECT_BYTES as u64))
             .map_err(io_err("seek in", path))?;
-        f.read_to_end(&mut tail).map_err(io_err("read", path))?;
+        (&mut f)
+            .take(DETECT_BYTES as u64)
+            .read_to_end(&mut tail)
+            .map_err(io_err("read", path))?;
     }
+    Ok((head, tail))
+}
+
+/// The format of the image at `path` by its magic bytes (see
+/// [`detect_format_from`]).
+pub fn detect_format(path: &Path) -> Result<Format, ImgError> {
+    let (head, tail) = read_ends(path)?;
     Ok(detect_format_from(&head, &tail))
+}
+
+/// `path` as qemu's tools and QEMU must get it: absolute, so that no file
+/// name is taken for a protocol (`nbd:…`, `json:{…}`, `file:…` are only
+/// recognised before the first `/`).
+pub fn tool_path(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// What in an image's first [`DETECT_BYTES`] bytes (`head`, of an image
+/// of `format`) says it reads other files, before any tool opens it: a
+/// qcow2 backing file or external data file, a VMDK descriptor file (its
+/// data is in other files) or a sparse VMDK header whose embedded
+/// descriptor lists the extents (capacity 0).
+pub fn header_problem(format: Format, head: &[u8]) -> Option<String> {
+    let be32 = |at: usize| {
+        head.get(at..at + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+    };
+    let be64 = |at: usize| {
+        head.get(at..at + 8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    };
+    match format {
+        Format::Qcow2 => {
+            // qemu-img refuses other versions itself (with a better message)
+            let version = be32(4)?;
+            if !(2..=3).contains(&version) {
+                return None;
+            }
+            if be64(8).is_some_and(|o| o != 0) {
+                return Some("the qcow2 names a backing file: part of its data would come from another host file".into());
+            }
+            // version 3: incompatible feature bit 2 is an external data file
+            if version == 3 && be64(72).is_some_and(|f| f & 4 != 0) {
+                return Some(
+                    "the qcow2 keeps its data in an external data file (another host file)".into(),
+                );
+            }
+            None
+        }
+        Format::Vmdk if head.starts_with(b"# Disk DescriptorFile") => Some(
+            "a VMDK descriptor file: its data is in the extent files it names (other host files)"
+                .into(),
+        ),
+        Format::Vmdk if head.starts_with(b"KDMV") => {
+            let capacity = head
+                .get(12..20)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            (capacity == Some(0)).then(|| {
+                "a sparse VMDK of capacity 0: its embedded descriptor lists the extents (other host files)"
+                    .into()
+            })
+        }
+        _ => None,
+    }
+}
+
+/// What `info` (of an image qemu-img opened without its backing chain)
+/// says the image reads besides its own file: a backing file, an external
+/// data file, VMDK extents in other files. Empty for a self-contained image.
+pub fn info_problems(info: &ImageInfo) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(b) = &info.backing_file {
+        problems.push(format!("it has a backing file ({})", b.display()));
+    }
+    if let Some(d) = &info.data_file {
+        problems.push(format!("it keeps its data in an external data file ({d})"));
+    }
+    let mut others: Vec<&str> = info
+        .extents
+        .iter()
+        .map(String::as_str)
+        .filter(|e| *e != info.filename)
+        .collect();
+    others.dedup();
+    if !others.is_empty() {
+        problems.push(format!(
+            "its data is in other files (VMDK extents {})",
+            others
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    problems
 }
 
 /// What `qemu-img info` says about an image.
@@ -180,12 +306,21 @@ pub struct ImageInfo {
     pub backing_format: Option<String>,
     /// The VMDK create type (`streamOptimized`, `monolithicSparse`, …).
     pub vmdk_create_type: Option<String>,
+    /// The file name qemu-img opened (as it was given).
+    pub filename: String,
+    /// A qcow2's external data file, when it has one.
+    pub data_file: Option<String>,
+    /// The files a VMDK's extents are in (the image itself for a sparse or
+    /// streamOptimized VMDK).
+    pub extents: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct RawInfo {
     format: String,
+    #[serde(default)]
+    filename: String,
     virtual_size: u64,
     #[serde(default)]
     actual_size: u64,
@@ -204,11 +339,28 @@ struct FormatSpecific {
 #[serde(rename_all = "kebab-case")]
 struct FormatData {
     create_type: Option<String>,
+    data_file: Option<String>,
+    #[serde(default)]
+    extents: Vec<RawExtent>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawExtent {
+    filename: String,
 }
 
 /// Parses the output of `qemu-img info --output=json` (one image, not a chain).
 pub fn parse_info(json: &str) -> Result<ImageInfo, serde_json::Error> {
     let raw: RawInfo = serde_json::from_str(json)?;
+    let data = raw.format_specific.and_then(|f| f.data);
+    let (vmdk_create_type, data_file, extents) = match data {
+        Some(d) => (
+            d.create_type,
+            d.data_file,
+            d.extents.into_iter().map(|e| e.filename).collect(),
+        ),
+        None => (None, None, Vec::new()),
+    };
     Ok(ImageInfo {
         format: raw.format,
         virtual_size: raw.virtual_size,
@@ -218,10 +370,10 @@ pub fn parse_info(json: &str) -> Result<ImageInfo, serde_json::Error> {
             .or(raw.backing_filename)
             .map(PathBuf::from),
         backing_format: raw.backing_filename_format,
-        vmdk_create_type: raw
-            .format_specific
-            .and_then(|f| f.data)
-            .and_then(|d| d.create_type),
+        vmdk_create_type,
+        filename: raw.filename,
+        data_file,
+        extents,
     })
 }
 
@@ -362,15 +514,37 @@ fn command_line(args: &[OsString]) -> String {
         .join(" ")
 }
 
+/// How long `qemu-img info` may take: it reads headers and tables only.
+pub const INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Runs `qemu-img ARGS`; exit codes in `ok_codes` count as success (besides 0).
 async fn run(args: &[OsString], ok_codes: &[i32]) -> Result<Output, ImgError> {
+    run_within(args, ok_codes, None).await
+}
+
+/// [`run`], stopped (killed, with its process group) after `timeout`.
+async fn run_within(
+    args: &[OsString],
+    ok_codes: &[i32],
+    timeout: Option<std::time::Duration>,
+) -> Result<Output, ImgError> {
     let mut cmd = tokio::process::Command::new(QEMU_IMG);
     cmd.args(args)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     // dies with kiln, even when kiln is killed
-    crate::process::supervise(&mut cmd, libc::SIGKILL);
-    let out = cmd.output().await.map_err(|source| ImgError::Spawn {
+    crate::util::process::supervise(&mut cmd, libc::SIGKILL);
+    let output = cmd.output();
+    let out = match timeout {
+        None => output.await,
+        Some(t) => tokio::time::timeout(t, output)
+            .await
+            .map_err(|_| ImgError::Timeout {
+                command: command_line(args),
+                timeout: t,
+            })?,
+    }
+    .map_err(|source| ImgError::Spawn {
         command: command_line(args),
         source,
     })?;
@@ -400,16 +574,53 @@ fn parse_output<T>(
 /// The format is the one [`detect_format`] finds, not qemu-img's guess
 /// (which takes a fixed VHD for raw).
 pub async fn info(path: &Path) -> Result<ImageInfo, ImgError> {
+    info_as(path, detect_format(path)?).await
+}
+
+/// `qemu-img info` of `path` read as `format`, within [`INFO_TIMEOUT`].
+/// qemu-img opens the image without its backing chain.
+async fn info_as(path: &Path, format: Format) -> Result<ImageInfo, ImgError> {
     let args: Vec<OsString> = vec![
         "info".into(),
         "--output=json".into(),
         "--force-share".into(),
         "-f".into(),
-        detect_format(path)?.qemu_name().into(),
-        path.into(),
+        format.qemu_name().into(),
+        tool_path(path).into(),
     ];
-    let out = run(&args, &[]).await?;
+    let out = run_within(&args, &[], Some(INFO_TIMEOUT)).await?;
     parse_output(&args, &out, parse_info)
+}
+
+/// `qemu-img info` of an image kiln did not make (a parent, an export or
+/// import source, a file to verify): refused with [`ImgError::Refused`]
+/// when it would read other host files (see [`header_problem`], checked
+/// before qemu-img opens it, and [`info_problems`]). Only an image that
+/// passes may be handed to `check`, `map`, `convert`, qemu-nbd or QEMU,
+/// which open backing files and extents.
+pub async fn info_untrusted(path: &Path) -> Result<ImageInfo, ImgError> {
+    let refused = |reason: String| ImgError::Refused {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // a FIFO or a device would block or never end
+    if !std::fs::metadata(path)
+        .map_err(io_err("stat", path))?
+        .is_file()
+    {
+        return Err(refused("not a regular file".into()));
+    }
+    let (head, tail) = read_ends(path)?;
+    let format = detect_format_from(&head, &tail);
+    if let Some(p) = header_problem(format, &head) {
+        return Err(refused(p));
+    }
+    let info = info_as(path, format).await?;
+    let problems = info_problems(&info);
+    if !problems.is_empty() {
+        return Err(refused(problems.join("; ")));
+    }
+    Ok(info)
 }
 
 /// Whether `qemu-img check` can check images of this format (raw and VHD
@@ -435,7 +646,7 @@ pub async fn check(path: &Path) -> Result<CheckReport, ImgError> {
         "--output=json".into(),
         "-f".into(),
         format.qemu_name().into(),
-        path.into(),
+        tool_path(path).into(),
     ];
     // 2: corruptions found, 3: leaks found; both still print the report
     let out = run(&args, &[2, 3]).await?;
@@ -460,7 +671,7 @@ pub async fn create_overlay(
         backing.into(),
         "-F".into(),
         backing_format.into(),
-        overlay.into(),
+        tool_path(overlay).into(),
     ];
     if let Some(size) = size {
         args.push(size.to_string().into());
@@ -489,7 +700,7 @@ pub async fn resize(path: &Path, bytes: u64) -> Result<(), ImgError> {
         "-q".into(),
         "-f".into(),
         current.format.into(),
-        path.into(),
+        tool_path(path).into(),
         bytes.to_string().into(),
     ];
     run(&args, &[]).await.map(|_| ())
@@ -519,8 +730,18 @@ pub async fn convert(
         uuid::Uuid::new_v4().simple()
     ));
     let tmp = tempfile::TempPath::try_from_path(&tmp_path).map_err(io_err("resolve", &tmp_path))?;
-    let commands =
-        convert_commands(src, src_fmt, opts, &tmp).map_err(|message| ImgError::Invalid {
+    // never let qemu-img guess the format: the one kiln detected is used
+    // everywhere else
+    let detected;
+    let src_fmt = match src_fmt {
+        Some(f) => f,
+        None => {
+            detected = detect_format(src)?;
+            detected.qemu_name()
+        }
+    };
+    let commands = convert_commands(&tool_path(src), Some(src_fmt), opts, &tool_path(&tmp))
+        .map_err(|message| ImgError::Invalid {
             path: dst.to_path_buf(),
             message,
         })?;
@@ -552,8 +773,8 @@ pub async fn compare(a: &Path, b: &Path) -> Result<bool, ImgError> {
         detect_format(a)?.qemu_name().into(),
         "-F".into(),
         detect_format(b)?.qemu_name().into(),
-        a.into(),
-        b.into(),
+        tool_path(a).into(),
+        tool_path(b).into(),
     ];
     // exit 0: identical, 1: different, anything else: an error
     let out = run(&args, &[1]).await?;
@@ -630,13 +851,102 @@ mod tests {
                 backing_file: Some("/t/base.qcow2".into()),
                 backing_format: Some("qcow2".into()),
                 vmdk_create_type: None,
+                filename: "/t/o.qcow2".into(),
+                data_file: None,
+                extents: Vec::new(),
             }
+        );
+        assert_eq!(
+            info_problems(&parse_info(overlay).unwrap()),
+            ["it has a backing file (/t/base.qcow2)"]
         );
         let raw = r#"{"virtual-size": 1048576, "filename": "d.img", "format": "raw", "actual-size": 4096}"#;
         let info = parse_info(raw).unwrap();
         assert_eq!((info.format.as_str(), info.virtual_size), ("raw", 1 << 20));
         assert_eq!(info.backing_file, None);
         assert!(parse_info(r#"{"format": "raw"}"#).is_err());
+    }
+
+    #[test]
+    fn other_files_in_info() {
+        let sparse = r#"{"virtual-size": 1048576, "filename": "/t/s.vmdk", "format": "vmdk",
+            "format-specific": {"type": "vmdk", "data": {"create-type": "monolithicSparse",
+            "extents": [{"virtual-size": 1048576, "filename": "/t/s.vmdk", "format": ""}]}}}"#;
+        let info = parse_info(sparse).unwrap();
+        assert_eq!(info.extents, ["/t/s.vmdk"]);
+        assert!(info_problems(&info).is_empty());
+        let flat = sparse.replace(
+            r#"[{"virtual-size""#,
+            r#"[{"filename": "secret", "format": "FLAT"}, {"virtual-size""#,
+        );
+        let p = info_problems(&parse_info(&flat).unwrap());
+        assert_eq!(p, ["its data is in other files (VMDK extents `secret`)"]);
+        let data_file = r#"{"virtual-size": 1048576, "filename": "d.qcow2", "format": "qcow2",
+            "format-specific": {"type": "qcow2", "data": {"data-file": "/etc/shadow"}}}"#;
+        let p = info_problems(&parse_info(data_file).unwrap());
+        assert_eq!(
+            p,
+            ["it keeps its data in an external data file (/etc/shadow)"]
+        );
+    }
+
+    #[test]
+    fn other_files_in_headers() {
+        let mut q = sector(b"QFI\xfb\0\0\0\x03");
+        assert_eq!(header_problem(Format::Qcow2, &q), None);
+        q[72 + 7] = 4; // incompatible feature: external data file
+        assert!(header_problem(Format::Qcow2, &q)
+            .unwrap()
+            .contains("external data file"));
+        q[79] = 0;
+        q[15] = 0x80; // backing_file_offset
+        assert!(header_problem(Format::Qcow2, &q)
+            .unwrap()
+            .contains("backing file"));
+        // a version-2 header has no feature bits
+        let mut v2 = sector(b"QFI\xfb\0\0\0\x02");
+        v2[79] = 4;
+        assert_eq!(header_problem(Format::Qcow2, &v2), None);
+        let desc = b"# Disk DescriptorFile\nRW 8 FLAT \"x\" 0\n";
+        assert!(header_problem(Format::Vmdk, desc)
+            .unwrap()
+            .contains("descriptor"));
+        let mut kdmv = sector(b"KDMV\x01\0\0\0");
+        assert!(header_problem(Format::Vmdk, &kdmv)
+            .unwrap()
+            .contains("capacity 0"));
+        kdmv[13] = 8;
+        assert_eq!(header_problem(Format::Vmdk, &kdmv), None);
+        // short or other formats: qemu-img decides
+        assert_eq!(header_problem(Format::Qcow2, b"QFI\xfb"), None);
+        assert_eq!(header_problem(Format::Raw, desc), None);
+    }
+
+    #[tokio::test]
+    async fn untrusted_images_must_be_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("image.fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // opening it would block until a writer came
+        let e = tokio::time::timeout(std::time::Duration::from_secs(5), info_untrusted(&fifo))
+            .await
+            .expect("no open of the FIFO")
+            .unwrap_err();
+        assert!(
+            matches!(&e, ImgError::Refused { reason, .. } if reason == "not a regular file"),
+            "{e}"
+        );
+        assert!(e.is_invalid_input());
+    }
+
+    #[test]
+    fn paths_for_tools_are_absolute() {
+        let p = tool_path(Path::new("nbd:127.0.0.1:1"));
+        assert!(p.is_absolute(), "{}", p.display());
+        assert!(p.ends_with("nbd:127.0.0.1:1"));
+        assert_eq!(tool_path(Path::new("/a/b")), Path::new("/a/b"));
     }
 
     #[test]

@@ -47,6 +47,34 @@ impl Cancel {
     }
 }
 
+impl Cancel {
+    /// `inner`, failing every read once the flag is set (an
+    /// `io::Error` whose inner error is [`Cancelled`]): blocking readers
+    /// of untrusted streams stop within one read of a signal.
+    pub fn reader<R>(&self, inner: R) -> CancelRead<R> {
+        CancelRead {
+            inner,
+            cancel: self.clone(),
+        }
+    }
+}
+
+/// A reader that stops when its [`Cancel`] is set (see [`Cancel::reader`]).
+#[derive(Debug)]
+pub struct CancelRead<R> {
+    inner: R,
+    cancel: Cancel,
+}
+
+impl<R: std::io::Read> std::io::Read for CancelRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(std::io::Error::other(Cancelled));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// Cancels its flag when dropped (see [`Cancel::on_drop`]).
 #[derive(Debug)]
 pub struct CancelOnDrop(Cancel);
@@ -72,5 +100,17 @@ mod tests {
         let c = Cancel::new();
         drop(c.on_drop());
         assert!(c.is_cancelled());
+    }
+
+    #[test]
+    fn readers_stop() {
+        use std::io::Read;
+        let c = Cancel::new();
+        let mut r = c.reader(std::io::repeat(7));
+        let mut buf = [0u8; 4];
+        assert_eq!(r.read(&mut buf).unwrap(), 4);
+        c.cancel();
+        let e = r.read(&mut buf).unwrap_err();
+        assert!(e.get_ref().is_some_and(|i| i.is::<Cancelled>()), "{e}");
     }
 }

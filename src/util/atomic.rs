@@ -1,13 +1,14 @@
 //! Atomic publishing of written files: each output is written under a
 //! hidden temporary name in its destination folder, flushed to disk, then
-//! renamed into place; a file that is dropped unpublished is removed.
+//! renamed into place (and the folder flushed); a file that is dropped
+//! unpublished is removed. A reader sees the old file or the whole new one.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::build::IoError;
+use crate::util::io::IoError;
 
 /// The permissions of a published file (before the umask of the folder's
 /// creator: published files are meant to be read by others).
@@ -88,6 +89,33 @@ pub fn sync_dir(dir: &Path) -> Result<(), IoError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(IoError::at("flush", dir))
+}
+
+/// Writes `bytes` to `path` atomically (hidden temporary name beside it,
+/// fsync, rename, folder fsync), with the temporary file's mode 0600: for
+/// kiln's own records and reports, not for published outputs (see
+/// [`PendingFile`]).
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    use std::io::Write;
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kiln-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(IoError::at("create a temporary file in", dir))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(IoError::at("write", tmp.path()))?;
+    tmp.persist(path)
+        .map_err(|e| IoError::at("rename the written file to", path)(e.error))?;
+    sync_dir(dir)
+}
+
+/// Writes `value` as pretty JSON to `path` atomically, as [`write_file`].
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), IoError> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| IoError::at("encode", path)(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    write_file(path, &bytes)
 }
 
 #[cfg(test)]
