@@ -144,6 +144,10 @@ pub struct MachineInfo {
     pub memory_mib: u32,
     /// The image's virtual disk size in bytes.
     pub disk_bytes: u64,
+    /// What the build and test VMs' network reached: `none`, `outbound`
+    /// or `host` (empty in manifests written before the setting existed).
+    #[serde(default)]
+    pub network: String,
     /// Effective timeouts, seconds.
     pub timeouts: TimeoutInfo,
 }
