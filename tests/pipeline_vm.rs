@@ -54,6 +54,10 @@ phases:
         action: ExecuteBash
         inputs:
           commands: ["echo 'hello VERSION' > /etc/kiln-hello"]
+      - name: ClockIsNow
+        action: ExecuteBash
+        inputs:
+          commands: ["test \"$(date +%s)\" -ge NOT_BEFORE || { date; echo 'the guest clock is behind the host'; exit 1; }"]
       - name: EchoSecret
         action: ExecuteBash
         inputs:
@@ -92,12 +96,15 @@ fn recipe(base: &Path) -> String {
 }
 
 /// The component, writing `version`, downloading from `url` (with the URL
-/// password and token added).
+/// password and token added). Its build phase fails when the guest's clock
+/// is behind the host's when the file was written: a VM restored from a
+/// state saved in an earlier build runs with the clock set from the host.
 fn write_component(dir: &Path, version: &str, url: &str) {
     let url = url.replacen("http://", &format!("http://kiln:{URL_PASSWORD}@"), 1)
         + &format!("?token={QUERY_TOKEN}");
     let text = COMPONENT
         .replace("VERSION", version)
+        .replace("NOT_BEFORE", &Utc::now().timestamp().to_string())
         .replace("DOWNLOAD_URL", &url);
     std::fs::write(dir.join("hello.yml"), text).unwrap();
 }
@@ -427,6 +434,22 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
         "pipeline tiny-weekly: built: ",
         Duration::from_secs(60),
     );
+
+    // build 1 saved its booted build VM; builds 2 and 3 (at once) restored
+    // it instead of booting, and their clock check passed
+    for (dir, build) in [(&out1, versions[0]), (&out_b, versions[1])] {
+        let n = build.rsplit('/').next().unwrap();
+        let log =
+            std::fs::read_to_string(dir.join("tiny/1.0.0").join(n).join("logs/kiln.log")).unwrap();
+        assert!(log.contains("restored the booted parent"), "{log}");
+        // the manifest says what the build VM was restored from, and when
+        // that state was saved
+        let m = manifest(&dir.join("tiny/1.0.0").join(n));
+        assert_eq!(m["restoredFrom"][0]["kind"], "booted", "{m}");
+        assert!(
+            m["restoredFrom"][0]["savedAt"].as_str().unwrap() < m["startedAt"].as_str().unwrap()
+        );
+    }
 
     // retention: keepLast 1 removed build 1 of tiny-nightly (and its folder)
     let nightly_build = versions[0].rsplit('/').next().unwrap();

@@ -50,10 +50,26 @@ pub struct Manifest {
     /// The AMI in every region (`distribution.ami`), empty when none.
     #[serde(default)]
     pub amis: Vec<AmiInfo>,
+    /// The saved build VMs this build started from instead of booting
+    /// (see `build::layers`), empty after a cold boot.
+    #[serde(default)]
+    pub restored_from: Vec<RestoredLayer>,
     /// RFC 3339 start time.
     pub started_at: String,
     /// RFC 3339 end time.
     pub finished_at: String,
+}
+
+/// A saved build VM a build was restored from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredLayer {
+    /// What it held (`booted`: the parent, booted, before any component).
+    pub kind: super::layers::LayerKind,
+    /// Its key in the cache.
+    pub key: String,
+    /// When it was saved (RFC 3339): what it holds is as of then.
+    pub saved_at: String,
 }
 
 /// An AMI the build was imported as.
@@ -354,6 +370,8 @@ pub struct Facts<'a> {
     pub tests: TestResults,
     /// The AMIs made.
     pub amis: Vec<AmiInfo>,
+    /// The saved build VMs the build was restored from.
+    pub restored_from: Vec<RestoredLayer>,
     /// When the build started (RFC 3339).
     pub started_at: String,
 }
@@ -403,6 +421,7 @@ impl Manifest {
             tests: f.tests,
             artifacts: Vec::new(),
             amis: f.amis,
+            restored_from: f.restored_from,
             started_at: f.started_at,
             finished_at: String::new(),
         }

@@ -540,6 +540,7 @@ impl<'a> Build<'a> {
             machine: m.info(),
             tests,
             amis,
+            restored_from: self.restored_from(),
             started_at,
         });
         publish.done("stages done; writing digests and the manifest");
@@ -810,6 +811,18 @@ impl<'a> Build<'a> {
             Err(e) => g.warn(&format!("the {} was not saved: {e}", draft.what())),
         }
         Ok(())
+    }
+
+    /// The layers this build was restored from, for the manifest.
+    fn restored_from(&self) -> Vec<manifest::RestoredLayer> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.iter()
+            .map(|l| manifest::RestoredLayer {
+                kind: l.meta.kind.clone(),
+                key: l.meta.key.clone(),
+                saved_at: l.meta.created_at.clone(),
+            })
+            .collect()
     }
 
     /// Keeps `layer` locked until the build ends: the build's disk chain
