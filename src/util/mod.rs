@@ -15,4 +15,5 @@ pub mod process;
 pub mod read;
 pub mod reaper;
 pub mod tail;
+pub mod task;
 pub mod yaml;
