@@ -448,7 +448,7 @@ async fn boot_export(
         memory_mib: 1024,
         boot_timeout: Duration::from_secs(1200),
         vm_dir: work,
-        log_dir: work,
+        log_dir: work.to_path_buf(),
         socket_dir: work,
         qemu: "qemu-system-x86_64",
         build_id: "exports",

@@ -100,8 +100,12 @@ build:
   memoryMiB: 2048
   accelerator: tcg
   timeouts: {bootSeconds: 600, buildSeconds: 3600, testSeconds: 1800, shutdownSeconds: 300}
+  cache: {maxAgeHours: 24}
+  tests: {reboot: true}
 "#;
     let r = parse(text).unwrap();
+    assert_eq!(r.build.layer_max_age_hours, Some(24));
+    assert_eq!(r.build.reboot_test, Some(true));
     assert_eq!(r.file, PathBuf::from(FILE));
     assert_eq!(r.dir, PathBuf::from("/recipes"));
     assert_eq!(r.form, RecipeForm::Kiln);
@@ -585,6 +589,15 @@ fn invalid_build_settings_and_volumes() {
                 (7, 27, "build.timeouts.bootSeconds", "invalid-number", "`bootSeconds` must be a whole number from 1 to 604800, found `0`"),
                 (7, 44, "build.timeouts.buildSeconds", "invalid-number", "found `-5`"),
                 (7, 48, "build.timeouts.testSecs", "unknown-key", "unknown key `testSecs` in `build.timeouts`"),
+            ],
+        ),
+        (
+            "cache and tests",
+            format!("{HEAD}build:\n  cache: {{maxAgeHours: -1, maxSize: 3}}\n  tests: {{reboot: yes please}}\n"),
+            vec![
+                (7, 24, "build.cache.maxAgeHours", "invalid-number", "found `-1`"),
+                (7, 28, "build.cache.maxSize", "unknown-key", "unknown key `maxSize` in `build.cache`"),
+                (8, 19, "build.tests.reboot", "wrong-type", "must be true or false, found `yes please`"),
             ],
         ),
         (

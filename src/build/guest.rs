@@ -22,6 +22,10 @@ use crate::vm::VmError;
 /// The login user kiln creates in its VMs (removed by the seal).
 pub const BUILD_USER: &str = "kiln-build";
 
+/// The version of what kiln's seed sets up in a VM (user, keys, host
+/// name): part of a saved VM's key, so a change makes old ones unused.
+pub const SEED_FORMAT: u32 = 1;
+
 /// Errors of a guest.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
@@ -67,7 +71,7 @@ pub enum GuestError {
         vm: String,
         /// The cause.
         #[source]
-        source: SshError,
+        source: Box<SshError>,
     },
     /// cloud-init did not finish well.
     #[error("cloud-init on the {vm} VM ended `{status}`:\n{detail}")]
@@ -122,7 +126,7 @@ pub struct GuestSpec<'a> {
     /// Folder for keys and the seed (never published).
     pub vm_dir: &'a Path,
     /// Folder for the serial console log (published with the image).
-    pub log_dir: &'a Path,
+    pub log_dir: PathBuf,
     /// Folder for the QMP socket.
     pub socket_dir: &'a Path,
     /// The QEMU binary.
@@ -409,7 +413,7 @@ impl Guest {
                 },
                 (None, source) => GuestError::Ssh {
                     vm: name.into(),
-                    source,
+                    source: Box::new(source),
                 },
             }
         })
@@ -437,12 +441,15 @@ impl Guest {
     /// disk), a copy of `overlay` (the frozen disk) and the VM's state go
     /// into the layer with the seed and keys, and the VM runs on with a
     /// new SSH session. The layer is not committed here.
+    ///
+    /// The outer error means the guest is lost (it did not run on); the
+    /// inner one that only the layer could not be written.
     pub async fn save(
         &mut self,
         overlay: &Path,
         layer: &LayerWriter,
         timeout: Duration,
-    ) -> Result<Saved, GuestError> {
+    ) -> Result<Result<Saved, GuestError>, GuestError> {
         // the page cache is most of a booted guest's memory, and worth nothing
         self.shell("sync; echo 3 > /proc/sys/vm/drop_caches")
             .await?;
@@ -452,7 +459,7 @@ impl Guest {
         // the build goes on whether or not the layer could be written
         self.vm.resume().await?;
         self.connect_again().await?;
-        saved
+        Ok(saved)
     }
 
     async fn freeze_into(
@@ -551,7 +558,7 @@ impl Guest {
 fn ssh_error(vm: &str) -> impl Fn(SshError) -> GuestError + Copy + '_ {
     move |source| GuestError::Ssh {
         vm: vm.to_string(),
-        source,
+        source: Box::new(source),
     }
 }
 

@@ -200,6 +200,54 @@ pub fn component_key(
     sha256_hex(json.to_string().as_bytes())
 }
 
+/// What a build knows of a layer it is about to save.
+#[derive(Debug)]
+pub struct LayerDraft<'a> {
+    /// Its key.
+    pub key: &'a str,
+    /// What it holds.
+    pub kind: LayerKind,
+    /// The component it ends with.
+    pub component: Option<LayerComponent>,
+    /// The layer below (`None`: the parent).
+    pub below: Option<&'a str>,
+    /// The saved disk's backing file.
+    pub backing: &'a Path,
+    /// The parent image's sha256.
+    pub parent_sha256: &'a str,
+}
+
+impl LayerDraft<'_> {
+    /// The description of the layer once `saved` is written into `writer`.
+    pub fn meta(&self, saved: &crate::vm::snapshot::Saved, writer: &LayerWriter) -> LayerMeta {
+        let now = chrono::Utc::now().to_rfc3339();
+        let size = |name: &str| std::fs::metadata(writer.file(name)).map_or(0, |m| m.len());
+        LayerMeta {
+            format: LAYER_FORMAT,
+            key: self.key.to_string(),
+            kind: self.kind.clone(),
+            component: self.component.clone(),
+            below: self.below.map(String::from),
+            backing: std::fs::canonicalize(self.backing).unwrap_or(self.backing.to_path_buf()),
+            parent_sha256: self.parent_sha256.to_string(),
+            created_at: now.clone(),
+            last_used_at: now,
+            state_bytes: saved.file_bytes,
+            disk_bytes: size(DISK_FILE),
+            guest_ram_bytes: saved.guest_ram_bytes,
+            save_seconds: saved.seconds,
+        }
+    }
+
+    /// What it holds, for people.
+    pub fn what(&self) -> String {
+        match &self.component {
+            Some(c) => format!("build VM after component {} ({})", c.index, c.name),
+            None => "booted parent".to_string(),
+        }
+    }
+}
+
 /// A layer found in the cache, held with a shared lock until dropped.
 #[derive(Debug)]
 pub struct Layer {

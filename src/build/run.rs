@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::cache::Cache;
 use super::distribute;
-use super::guest::{Guest, GuestError, GuestSpec, BUILD_USER};
+use super::guest::{Guest, GuestError, GuestSpec, BUILD_USER, SEED_FORMAT};
+use super::layers::{self, BootedInputs, Layer, LayerDraft, LayerKind, LayerStore, Miss};
 use super::manifest::{self, Manifest};
 use super::parent::{self, ResolvedParent};
 use super::phases::{PhaseError, PhaseResult, PhaseRun};
@@ -72,6 +73,9 @@ pub struct BuildOptions {
     /// The recipe's parent, when the caller resolved it already (a pipeline
     /// run does, to decide whether to build): used as is.
     pub parent: Option<ResolvedParent>,
+    /// Boot cold and run every component, ignoring saved build VMs (the
+    /// ones this build saves replace them).
+    pub no_cache: bool,
 }
 
 /// Errors of a build.
@@ -265,6 +269,11 @@ fn machine(
     })
 }
 
+/// What the manifest records when the recipe did not ask for kiln's reboot
+/// test (as in Image Builder, a reboot test is something a recipe asks for).
+const NO_REBOOT_TEST: &str =
+    "not requested (set build.tests.reboot: true, or list the reboot-test-linux component)";
+
 fn doc_runs(components: &[ResolvedComponent], test_stage: bool) -> Vec<DocumentRun> {
     components
         .iter()
@@ -290,6 +299,8 @@ pub struct Build<'a> {
     reporter: &'a Reporter,
     id: String,
     stages: StageLog,
+    /// The layers this build's disks are backed by, locked until it ends.
+    held: std::sync::Mutex<Vec<Layer>>,
 }
 
 impl<'a> Build<'a> {
@@ -302,6 +313,7 @@ impl<'a> Build<'a> {
             reporter,
             id,
             stages: StageLog::default(),
+            held: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -585,21 +597,9 @@ impl<'a> Build<'a> {
         ws: &Workspace,
         components: &[ResolvedComponent],
     ) -> Result<(Guest, PathBuf), BuildError> {
-        let g = self.stage(
-            Stage::Build,
-            "booting the build VM from an overlay on the parent",
-        );
+        let g = self.stage(Stage::Build, "starting the build VM on the parent");
         let overlay = ws.vm().join("build.qcow2");
-        let guest = self
-            .boot_vm(
-                Stage::Build,
-                (&parent.path, parent.format.qemu_name()),
-                &overlay,
-                Some(m.disk_bytes),
-                m,
-                ws,
-            )
-            .await?;
+        let guest = self.booted_guest(&g, parent, m, ws, &overlay).await?;
         g.info(&format!(
             "SSH up after {:.0} s; cloud-init {}",
             guest.boot_to_ssh, guest.cloud_init
@@ -618,6 +618,186 @@ impl<'a> Build<'a> {
         let (_, guest) = self.check(result, guest, Stage::Build).await?;
         g.done("build and validate phases passed");
         Ok((guest, overlay))
+    }
+
+    /// The build VM with the parent booted: restored in seconds from the
+    /// saved booted parent when one is valid for this parent and machine,
+    /// else booted cold and saved for the next build. A saved VM that does
+    /// not restore is replaced; saving never fails the build.
+    async fn booted_guest(
+        &self,
+        g: &StageGuard<'_>,
+        parent: &ResolvedParent,
+        m: &Machine,
+        ws: &Workspace,
+        overlay: &Path,
+    ) -> Result<Guest, BuildError> {
+        let store = LayerStore::new(self.opts.cache.layers());
+        let key = match self.booted_key(parent, m).await {
+            Ok(k) => Some(k),
+            Err(e) => {
+                g.warn(&format!("saved build VMs are not used: {e}"));
+                None
+            }
+        };
+        if let (Some(key), false) = (&key, self.opts.no_cache) {
+            match store.open(key, None, chrono::Utc::now()) {
+                Ok(Ok(layer)) => {
+                    match self.restore_vm(Stage::Build, &layer, overlay, m, ws).await {
+                        Ok(guest) => {
+                            g.info(&format!(
+                            "restored the booted parent (saved {}, layer {}) instead of booting",
+                            layer.meta.created_at,
+                            &key[..12]
+                        ));
+                            self.hold(layer);
+                            return Ok(guest);
+                        }
+                        Err(e) => {
+                            g.warn(&format!(
+                            "the saved booted parent did not restore ({}); booting cold, it is saved again",
+                            first_line(&crate::util::display::chain(&e))
+                        ));
+                            drop(layer);
+                            let _ = store.remove(key);
+                            let _ = std::fs::remove_file(overlay);
+                        }
+                    }
+                }
+                Ok(Err(Miss::Absent)) => {
+                    g.info("no saved booted parent for this parent and machine: booting cold")
+                }
+                Ok(Err(miss)) => g.info(&format!(
+                    "saved booted parent not used: {miss}; booting cold"
+                )),
+                Err(e) => g.warn(&format!("saved build VMs are not used: {e}")),
+            }
+        }
+        let mut guest = self
+            .boot_vm(
+                Stage::Build,
+                (&parent.path, parent.format.qemu_name()),
+                overlay,
+                Some(m.disk_bytes),
+                m,
+                ws,
+            )
+            .await?;
+        if let Some(key) = key {
+            let meta = LayerDraft {
+                key: &key,
+                kind: LayerKind::Booted,
+                component: None,
+                below: None,
+                backing: &parent.path,
+                parent_sha256: &parent.sha256,
+            };
+            self.save_layer(g, &store, meta, &mut guest, overlay, m)
+                .await?;
+        }
+        Ok(guest)
+    }
+
+    /// The key of the booted parent's layer for this parent and machine.
+    async fn booted_key(&self, parent: &ResolvedParent, m: &Machine) -> Result<String, BuildError> {
+        let qemu_version = crate::vm::snapshot::qemu_version(&self.opts.qemu)
+            .await
+            .map_err(BuildError::Accel)?;
+        Ok(layers::booted_key(&BootedInputs {
+            parent_sha256: parent.sha256.clone(),
+            parent_path: std::fs::canonicalize(&parent.path).unwrap_or(parent.path.clone()),
+            cpus: m.cpus,
+            memory_mib: m.memory_mib,
+            machine: "q35".into(),
+            accel: m.selected.accel.name().into(),
+            disk_bytes: m.disk_bytes,
+            network: "user".into(),
+            qemu_version,
+            seed_format: SEED_FORMAT,
+        }))
+    }
+
+    /// Saves the running `guest` as the layer `draft` describes, unless
+    /// another kiln is writing it. A layer that cannot be written is a
+    /// warning; a guest lost while saving is the build's error.
+    async fn save_layer(
+        &self,
+        g: &StageGuard<'_>,
+        store: &LayerStore,
+        draft: LayerDraft<'_>,
+        guest: &mut Guest,
+        overlay: &Path,
+        m: &Machine,
+    ) -> Result<(), BuildError> {
+        let writer = match store.writer(draft.key) {
+            Ok(Some(w)) => w,
+            Ok(None) => {
+                g.info("another kiln is saving or using this build VM: not saved");
+                return Ok(());
+            }
+            Err(e) => {
+                g.warn(&format!("the build VM is not saved: {e}"));
+                return Ok(());
+            }
+        };
+        let guest_lost = |source| BuildError::Guest {
+            stage: Stage::Build,
+            source: Box::new(source),
+        };
+        let saved = guest
+            .save(overlay, &writer, m.boot)
+            .await
+            .map_err(guest_lost)?;
+        let committed = saved
+            .map_err(|e| crate::util::display::chain(&e))
+            .and_then(|s| {
+                let meta = draft.meta(&s, &writer);
+                writer
+                    .commit(&meta)
+                    .map(|_| s)
+                    .map_err(|e| crate::util::display::chain(&e))
+            });
+        match committed {
+            Ok(s) => g.info(&format!(
+                "saved the {} for the next builds in {:.1} s ({:.0} MiB state for {:.0} MiB of RAM)",
+                draft.what(),
+                s.seconds,
+                s.file_bytes as f64 / f64::from(1 << 20),
+                s.guest_ram_bytes as f64 / f64::from(1 << 20),
+            )),
+            Err(e) => g.warn(&format!("the {} was not saved: {e}", draft.what())),
+        }
+        Ok(())
+    }
+
+    /// Keeps `layer` locked until the build ends: the build's disk chain
+    /// reads it.
+    fn hold(&self, layer: Layer) {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(layer);
+    }
+
+    /// A VM from a saved layer: a new overlay on the layer's disk, the
+    /// saved state loaded, fresh credentials. Timeout: the boot timeout.
+    async fn restore_vm(
+        &self,
+        stage: Stage,
+        layer: &Layer,
+        overlay: &Path,
+        m: &Machine,
+        ws: &Workspace,
+    ) -> Result<Guest, BuildError> {
+        img::create_overlay(&layer.file(layers::DISK_FILE), "qcow2", overlay, None)
+            .await
+            .map_err(|source| BuildError::Image { stage, source })?;
+        Guest::restore(self.guest_spec(stage, overlay, m, ws), layer)
+            .await
+            .map_err(|source| BuildError::Guest {
+                stage,
+                source: Box::new(source),
+            })
     }
 
     /// Image Builder's cleanup and kiln's new-machine identity (the seal
@@ -687,8 +867,9 @@ impl<'a> Build<'a> {
     }
 
     /// VM #2, fresh from the new image with a new identity: the boot test,
-    /// every component's test phase within the test timeout, the reboot
-    /// test. The VM and its overlay are gone when this returns.
+    /// every component's test phase within the test timeout, and the reboot
+    /// test when the recipe asks for it (`build.tests.reboot`). The VM and
+    /// its overlay are gone when this returns.
     async fn test_stage(
         &self,
         image: &Path,
@@ -710,9 +891,14 @@ impl<'a> Build<'a> {
             .phases(&guest, &test_docs, &["test"], ws, m.test, components)
             .await;
         let (tested, guest) = self.check(result, guest, Stage::Test).await?;
-        let reboot = self.reboot_test(&guest, m.boot).await;
-        let (reboot_text, guest) = self.check(reboot, guest, Stage::Test).await?;
-        g.info(&format!("reboot test passed: {reboot_text}"));
+        let (reboot_text, guest) = if self.recipe.build.reboot_test == Some(true) {
+            let reboot = self.reboot_test(&guest, m.boot).await;
+            let (text, guest) = self.check(reboot, guest, Stage::Test).await?;
+            g.info(&format!("reboot test passed: {text}"));
+            (text, guest)
+        } else {
+            (NO_REBOOT_TEST.to_string(), guest)
+        };
         let tests = manifest::TestResults {
             boot_to_ssh_seconds: (guest.boot_to_ssh * 10.0).round() / 10.0,
             cloud_init_status: guest.cloud_init.clone(),
@@ -721,7 +907,7 @@ impl<'a> Build<'a> {
         };
         drop(guest);
         let _ = std::fs::remove_file(&test_disk);
-        g.done("boot, component and reboot tests passed");
+        g.done("boot and component tests passed");
         Ok(tests)
     }
 
@@ -883,24 +1069,35 @@ impl<'a> Build<'a> {
         img::create_overlay(backing, format, overlay, size)
             .await
             .map_err(|source| BuildError::Image { stage, source })?;
-        Guest::boot(GuestSpec {
+        Guest::boot(self.guest_spec(stage, overlay, m, ws))
+            .await
+            .map_err(|source| BuildError::Guest {
+                stage,
+                source: Box::new(source),
+            })
+    }
+
+    /// How a VM of `stage` runs on `disk`.
+    fn guest_spec<'s>(
+        &'s self,
+        stage: Stage,
+        disk: &'s Path,
+        m: &Machine,
+        ws: &'s Workspace,
+    ) -> GuestSpec<'s> {
+        GuestSpec {
             name: stage.name(),
-            disk: overlay,
+            disk,
             accel: m.selected.accel,
             cpus: m.cpus,
             memory_mib: m.memory_mib,
             boot_timeout: m.boot,
             vm_dir: ws.vm(),
-            log_dir: &ws.logs(),
+            log_dir: ws.logs(),
             socket_dir: ws.sockets(),
             qemu: &self.opts.qemu,
             build_id: &self.id,
-        })
-        .await
-        .map_err(|source| BuildError::Guest {
-            stage,
-            source: Box::new(source),
-        })
+        }
     }
 
     async fn phases(
@@ -1000,4 +1197,9 @@ impl<'a> Build<'a> {
         }
         Err(e)
     }
+}
+
+/// The first line of a text.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
 }

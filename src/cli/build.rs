@@ -47,6 +47,9 @@ pub struct BuildArgs {
     /// Export formats, comma-separated (overrides the recipe's distribution.formats): vmdk, vmdk-sparse, vhdx, vhd, raw, qcow2, qcow2-zlib, gce, ovf, ova (see `kiln export --help`).
     #[arg(long, value_delimiter = ',', value_parser = super::export::parse_format)]
     pub format: Option<Vec<ExportFormat>>,
+    /// Boot the build VM cold and run every component: saved build VMs are not used (the ones this build saves replace them).
+    #[arg(long)]
+    pub no_cache: bool,
     /// Where QEMU, the cache and the catalog are.
     #[command(flatten)]
     pub host: super::host::HostArgs,
@@ -83,6 +86,7 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
         pipeline: None,
         ami_sha256: None,
         parent: None,
+        no_cache: args.no_cache,
     };
     let reporter = Reporter::new(args.json, Build::secrets(&components));
     match Build::new(&recipe, &opts, &reporter).run(components).await {

@@ -404,6 +404,7 @@ async fn run_locked(
         pipeline: Some(p.name.clone()),
         ami_sha256: p.distribution.ami_sha256.clone(),
         parent,
+        no_cache: false,
     };
     let built = Build::new(&recipe, &opts, &reporter).run(components).await;
     let built = match built {

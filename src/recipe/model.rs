@@ -206,6 +206,13 @@ pub struct BuildSettings {
     pub accelerator: Option<Accelerator>,
     /// Stage timeouts.
     pub timeouts: Timeouts,
+    /// `build.cache.maxAgeHours`: component layers older than this are
+    /// not used (`None`: kiln's default, a week).
+    pub layer_max_age_hours: Option<u64>,
+    /// `build.tests.reboot`: after the test phases, reboot the test VM and
+    /// check it comes back (new boot id, cloud-init done). Off unless
+    /// `true`; the `reboot-test-linux` component is the other way to ask.
+    pub reboot_test: Option<bool>,
 }
 
 /// The accelerator a recipe asks for (`build.accelerator`).

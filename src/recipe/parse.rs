@@ -44,7 +44,16 @@ const EBS_KEYS: &[&str] = &[
     "volumeSize",
     "volumeType",
 ];
-const BUILD_KEYS: &[&str] = &["cpus", "memoryMiB", "accelerator", "timeouts"];
+const BUILD_KEYS: &[&str] = &[
+    "cpus",
+    "memoryMiB",
+    "accelerator",
+    "timeouts",
+    "cache",
+    "tests",
+];
+/// The longest a layer may be used: a year.
+const MAX_LAYER_AGE_HOURS: u64 = 24 * 366;
 const ACCELERATORS: &[&str] = &["auto", "kvm", "tcg"];
 
 /// Bounds of the numbers in `build:` and `blockDeviceMappings`.
@@ -510,12 +519,27 @@ impl Reader<'_> {
             Some(t) => timeouts(&t, d),
             None => Some(Timeouts::default()),
         };
+        let cache_age = obj.get("cache").map(|c| {
+            let c = c.obj(d)?;
+            c.check_keys(&["maxAgeHours"], d);
+            optional(
+                c.get("maxAgeHours")
+                    .map(|h| h.uint(d, 0, MAX_LAYER_AGE_HOURS)),
+            )
+        });
+        let reboot_test = obj.get("tests").map(|t| {
+            let t = t.obj(d)?;
+            t.check_keys(&["reboot"], d);
+            optional(t.get("reboot").map(|r| r.boolean(d)))
+        });
         Some(BuildSettings {
             // both are bounded far below u32::MAX above
             cpus: optional(cpus)?.map(|n| n as u32),
             memory_mib: optional(memory)?.map(|n| n as u32),
             accelerator: optional(accelerator)?,
             timeouts: timeouts?,
+            layer_max_age_hours: optional(cache_age)?.flatten(),
+            reboot_test: optional(reboot_test)?.flatten(),
         })
     }
 }

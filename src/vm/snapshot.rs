@@ -61,6 +61,30 @@ pub struct Saved {
     pub seconds: f64,
 }
 
+/// The first line of `qemu --version`: a saved state is valid only for the
+/// QEMU version that wrote it.
+pub async fn qemu_version(binary: &str) -> Result<String, VmError> {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("--version")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    crate::util::process::supervise(&mut cmd, libc::SIGKILL);
+    let out = cmd.output().await.map_err(|source| VmError::Spawn {
+        binary: binary.to_string(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().next() {
+        Some(line) if out.status.success() && !line.trim().is_empty() => {
+            Ok(line.trim().to_string())
+        }
+        _ => Err(VmError::Unusable(format!(
+            "`{binary} --version` printed no version ({})",
+            out.status
+        ))),
+    }
+}
+
 impl Vm {
     /// Pauses the guest's CPUs (QEMU flushes the disks).
     pub async fn pause(&mut self) -> Result<(), VmError> {
