@@ -438,7 +438,9 @@ impl Task {
             .stdin(stdin)
             .stdout(self.stdout.take().unwrap_or_else(Stdio::piped))
             .stderr(self.stderr.take().unwrap_or_else(Stdio::piped))
-            .kill_on_drop(true);
+            // a gentler stop signal must reach the child first (its trap
+            // cleans up): the group guard sends it; no SIGKILL on drop then
+            .kill_on_drop(self.signal == libc::SIGKILL);
         supervise(&mut self.cmd, self.signal);
         for fd in self.keep_fds.clone() {
             // SAFETY: only fcntl (async-signal-safe) between fork and exec,
@@ -641,10 +643,18 @@ impl Running {
     }
 
     /// Signals the child's whole group with the task's stop signal and
-    /// reaps the child (bounded).
+    /// reaps the child (bounded). A child stopped with a gentler signal
+    /// gets [`REAP_TIMEOUT`] to clean up before it is killed.
     pub async fn stop(&mut self) {
         if let Some(pgid) = self.pgid {
             signal_group(pgid as i32, self.ctx.signal);
+        }
+        if self.ctx.signal != libc::SIGKILL
+            && tokio::time::timeout(REAP_TIMEOUT, self.child.wait())
+                .await
+                .is_ok()
+        {
+            return;
         }
         let _ = self.child.start_kill();
         // the child is killed: the wait ends unless the kernel holds it (D state)
@@ -998,6 +1008,31 @@ mod tests {
         assert!(running.try_wait().unwrap().is_none());
         drop(running);
         assert!(group_gone(pgid).await, "the group of {pgid} survived");
+    }
+
+    #[tokio::test]
+    async fn a_gentle_stop_signal_lets_the_trap_clean_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ready, cleaned) = (dir.path().join("ready"), dir.path().join("cleaned"));
+        let script = format!(
+            "trap 'echo done > {}; exit 0' TERM; sleep 300 & touch {}; wait",
+            cleaned.display(),
+            ready.display()
+        );
+        let running = Task::new("cleaning up", "sh")
+            .args(["-c", &script])
+            .stop_signal(libc::SIGTERM)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "the script did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pgid = running.id().unwrap() as i32;
+        drop(running);
+        assert!(group_gone(pgid).await, "the group of {pgid} survived");
+        assert_eq!(std::fs::read_to_string(&cleaned).unwrap(), "done\n");
     }
 
     #[test]
