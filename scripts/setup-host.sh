@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kiln and its tests use, when they are missing:
-# QEMU (system emulator and qemu-img), the tools of the Debian bootstrap
+# QEMU (system emulator and qemu-img), passt (the build VMs' outbound
+# network), the tools of the Debian bootstrap
 # (src/build/bootstrap/debian.sh: mmdebstrap, uidmap for rootless builds,
 # sfdisk, mkfs.vfat, mtools, mke2fs, python3), and the tools tests use to check
 # kiln's outputs independently (isoinfo, xorriso, ssh, debugfs).
@@ -11,6 +12,8 @@ set -euo pipefail
 need=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 { command -v qemu-img && command -v qemu-nbd; } >/dev/null 2>&1 || need+=(qemu-utils)
+# the build VMs' default network (build.network: outbound)
+command -v passt >/dev/null 2>&1 || need+=(passt)
 # the bootstrap's tools (some live in sbin, which a user's PATH may lack)
 have() { PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }
 have mmdebstrap || need+=(mmdebstrap)

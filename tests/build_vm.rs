@@ -196,6 +196,9 @@ fn example_recipe_end_to_end() {
     assert_eq!(manifest["image"]["version"], "1.0.0");
     assert_eq!(manifest["image"]["build"], 1);
     assert_eq!(manifest["recipe"]["sha256"], sha256(&recipe));
+    // the recipe sets no network: the default, which keeps the host's
+    // loopback out of the guests' reach (tests/target_ssh.rs checks it)
+    assert_eq!(manifest["machine"]["network"], "outbound");
     let parent_path = PathBuf::from(manifest["parent"]["path"].as_str().unwrap());
     assert_eq!(manifest["parent"]["sha256"], sha256(&parent_path));
     let comps = manifest["components"].as_array().unwrap();
@@ -446,6 +449,7 @@ async fn boot_export(
         accel,
         cpus: 1,
         memory_mib: 1024,
+        network: kiln::vm::net::Network::default(),
         boot_timeout: Duration::from_secs(1200),
         vm_dir: work,
         log_dir: work.to_path_buf(),
@@ -604,7 +608,7 @@ fn sigterm_and_sigkill_during_the_build_stage_leave_no_qemu_and_publish_nothing(
         );
         let mut stdout = Lines::new(run.child.stdout.take().unwrap());
         let _stderr = Lines::new(run.child.stderr.take().unwrap());
-        stdout.wait_for("booting the build VM", Duration::from_secs(10 * 60));
+        stdout.wait_for("starting the build VM", Duration::from_secs(10 * 60));
         // QEMU is up (its command line names the output folder)
         let deadline = Instant::now() + Duration::from_secs(60);
         while qemu_processes(out.to_str().unwrap()).is_empty() {

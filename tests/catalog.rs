@@ -414,6 +414,60 @@ fn inputs_events_schedule_state_and_recent_builds() {
     assert_eq!(c.schedule_last("weekly").unwrap(), None);
 }
 
+/// What a build records (its failure text with a step's stderr tail, its
+/// parent's origin, its inputs and test results) reaches the SQLite file
+/// with every secret masked: a registered secret value, a URL password, a
+/// query token; `kiln images show` prints the masked text.
+#[test]
+fn secrets_never_reach_the_catalog_file() {
+    const SECRET: &str = "cat-Secret-Rb62kw";
+    const URL_PASSWORD: &str = "urlpw-Hd38s";
+    const QUERY_TOKEN: &str = "qtok-Vz51m";
+    kiln::util::redact::register([SECRET]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let mut c = Catalog::open(&path).unwrap();
+    let url = format!("https://kiln:{URL_PASSWORD}@mirror.example/base.qcow2?token={QUERY_TOKEN}");
+    let failed = c
+        .begin_build(&NewBuild {
+            inputs: Some(serde_json::json!({"recipeSha256": "r", "note": SECRET})),
+            parent: Some(Parent {
+                image_id: None,
+                sha256: "ab".repeat(32),
+                origin: url.clone(),
+            }),
+            ..new("web", "1.0.0")
+        })
+        .unwrap();
+    c.fail_build(
+        failed.id,
+        &format!("build stage: step build/Use failed: bash exited with status 3: + echo {SECRET} | curl {url}"),
+        None,
+    )
+    .unwrap();
+    let ok = c.begin_build(&new("web", "1.0.1")).unwrap();
+    c.finish_build(
+        ok.id,
+        &FinishedBuild {
+            test_results: Some(serde_json::json!({"components": [{"failure": SECRET}]})),
+            ..support::catalog::published("/out/web/1.0.1/1", 1)
+        },
+    )
+    .unwrap();
+    let shown = c.get(failed.id).unwrap();
+    assert_eq!(
+        shown.failure.as_deref(),
+        Some("build stage: step build/Use failed: bash exited with status 3: + echo *** | curl https://kiln:***@mirror.example/base.qcow2?token=***")
+    );
+    drop(c);
+    let needles = [SECRET, URL_PASSWORD, QUERY_TOKEN];
+    support::leak::assert_tree_clean(dir.path(), &needles);
+    let (code, out, err) = kiln(&path, &["show", "web/1.0.0/1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("failure:  build stage"), "{out}");
+    support::leak::assert_clean("kiln images show", out.as_bytes(), &needles);
+}
+
 #[test]
 fn building_entries_whose_kiln_is_gone_are_failed_when_the_catalog_opens() {
     use kiln::catalog::running;

@@ -6,6 +6,7 @@ mod support;
 use std::path::Path;
 
 use kiln::pipeline::{self, Notification, RecipeSource, StartCondition};
+use kiln::recipe::Network;
 
 const FILE: &str = "p.yml";
 
@@ -27,6 +28,7 @@ infrastructure:
   cpus: 4
   memoryMiB: 4096
   accelerator: tcg
+  network: host
   timeouts: {bootSeconds: 600}
 distribution:
   formats: [vmdk, ova]
@@ -51,6 +53,7 @@ retention: {keepLast: 5, maxAgeDays: 90}
     assert_eq!(p.infrastructure.cpus, Some(4));
     assert_eq!(p.infrastructure.memory_mib, Some(4096));
     assert_eq!(p.infrastructure.timeouts.boot_seconds, Some(600));
+    assert_eq!(p.infrastructure.network, Some(Network::Host));
     let formats: Vec<String> = p
         .distribution
         .formats
@@ -104,6 +107,30 @@ fn an_inline_recipe_and_defaults() {
     assert!(p.notifications.is_empty());
     assert_eq!(p.retention, Default::default());
     assert_eq!(p.schedule.unwrap().time_zone().name(), "UTC");
+}
+
+#[test]
+fn infrastructure_network_overrides_the_recipe() {
+    let pipeline = |infrastructure: &str| {
+        let text = format!("name: base\nrecipe:\n  name: base\n  semanticVersion: 1.2.0\n  parentImage: kiln:debian/1.x.x\n  components:\n    - component: update-linux\n  build: {{network: none}}\n{infrastructure}");
+        let p = pipeline::parse(FILE, &text, Path::new("/p")).unwrap();
+        pipeline::runner::recipe_of(&p).unwrap().0.build.network
+    };
+    assert_eq!(pipeline(""), Some(Network::None), "the recipe's setting");
+    assert_eq!(
+        pipeline("infrastructure: {network: outbound}\n"),
+        Some(Network::Outbound)
+    );
+    assert_eq!(
+        errors("name: b\nrecipe: r.yml\ninfrastructure: {network: hostt}\n"),
+        [(
+            3,
+            27,
+            "infrastructure.network".to_string(),
+            "network",
+            "kiln does not support the network `hostt`".to_string()
+        )]
+    );
 }
 
 #[test]

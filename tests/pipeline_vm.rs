@@ -15,6 +15,14 @@
 //!    pipeline also uploads its image to an S3 prefix and imports it as an
 //!    AMI (moto with the VM Import peer), so a pipeline's AWS distribution
 //!    runs inside a real build.
+//!
+//! The component plants distinctive secrets in every build: a secret
+//! parameter (echoed, and printed under `set -x` into the stderr of a step
+//! that fails with `onFailure: Ignore`) and a WebDownload URL with a
+//! password and a `token=` query (from a real loopback server). At the end
+//! every published file, the catalog file, the event files, `serve.log`,
+//! every API answer, the webhook bodies and kiln's output are searched for
+//! them.
 
 mod support;
 
@@ -26,8 +34,19 @@ use serde_json::Value;
 use support::kiln::{assert_no_qemu, catalog_images, wait_exit, KilnRun, Lines};
 use support::moto::{set_dummy_aws_env, MotoServer, REGION};
 
+/// The secret parameter's value.
+const SECRET: &str = "pvm-Secret-Xq58tr";
+/// The password in the WebDownload URL.
+const URL_PASSWORD: &str = "pvm-urlpw-Ha27k";
+/// The `token=` of the WebDownload URL.
+const QUERY_TOKEN: &str = "pvm-qtok-Me94w";
+const NEEDLES: [&str; 3] = [SECRET, URL_PASSWORD, QUERY_TOKEN];
+
 const COMPONENT: &str = r#"name: hello
 schemaVersion: 1.0
+parameters:
+  - Token:
+      type: string
 phases:
   - name: build
     steps:
@@ -35,6 +54,24 @@ phases:
         action: ExecuteBash
         inputs:
           commands: ["echo 'hello VERSION' > /etc/kiln-hello"]
+      - name: EchoSecret
+        action: ExecuteBash
+        inputs:
+          commands: ["echo 'the token is {{ Token }}'"]
+      - name: Fetch
+        action: WebDownload
+        inputs:
+          - source: "DOWNLOAD_URL"
+            destination: /tmp/kiln-fetched/file.txt
+      - name: FailsUnderSetX
+        action: ExecuteBash
+        onFailure: Ignore
+        inputs:
+          commands:
+            - set -x
+            - t='{{ Token }}'
+            - echo "the secret is $t, from DOWNLOAD_URL" >&2
+            - exit 3
   - name: test
     steps:
       - name: Check
@@ -49,13 +86,20 @@ phases:
 /// build (the index digest is tested in parent_image.rs).
 fn recipe(base: &Path) -> String {
     format!(
-        "name: tiny\nsemanticVersion: 1.0.0\nparentImage: \"{}\"\ncomponents:\n  - component: ./hello.yml\n",
+        "name: tiny\nsemanticVersion: 1.0.0\nparentImage: \"{}\"\ncomponents:\n  - component: ./hello.yml\n    parameters:\n      - {{name: Token, value: [{SECRET}], secret: true}}\n",
         base.display()
     )
 }
 
-fn write_component(dir: &Path, version: &str) {
-    std::fs::write(dir.join("hello.yml"), COMPONENT.replace("VERSION", version)).unwrap();
+/// The component, writing `version`, downloading from `url` (with the URL
+/// password and token added).
+fn write_component(dir: &Path, version: &str, url: &str) {
+    let url = url.replacen("http://", &format!("http://kiln:{URL_PASSWORD}@"), 1)
+        + &format!("?token={QUERY_TOKEN}");
+    let text = COMPONENT
+        .replace("VERSION", version)
+        .replace("DOWNLOAD_URL", &url);
+    std::fs::write(dir.join("hello.yml"), text).unwrap();
 }
 
 /// A pipeline file for the shared recipe; `distribution` adds keys to its
@@ -163,7 +207,15 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
     let pipelines = work.join("pipelines");
     std::fs::create_dir_all(&pipelines).unwrap();
     std::fs::write(work.join("recipe.yml"), recipe(&base)).unwrap();
-    write_component(work, "v1");
+    let files = support::http::HttpServer::start([(
+        "/file.txt",
+        support::http::Reply::Body(b"fetched\n".to_vec()),
+    )])
+    .await;
+    let download = files.url("/file.txt");
+    write_component(work, "v1", &download);
+    // what kiln printed, searched for the secrets at the end
+    let mut printed: Vec<String> = Vec::new();
     let (out1, out2, out_b) = (work.join("out1"), work.join("out2"), work.join("out-b"));
     let (hook, mut hooks) = support::http::receiver(200).await;
     let nightly = pipelines.join("nightly.yml");
@@ -187,6 +239,7 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
     )
     .await;
     assert_eq!(code, 0, "the first run failed:\n{}", err.join("\n"));
+    printed.extend(out.iter().chain(&err).cloned());
     let first = outcome(&out);
     assert_eq!(first["outcome"], "built", "{first}");
     assert_eq!(first["image"], "tiny/1.0.0/1", "{first}");
@@ -209,6 +262,7 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
         .expect("the webhook was called")
         .unwrap();
     assert!(line.starts_with("POST /kiln "), "{line}");
+    support::leak::assert_clean("the first webhook body", &body, &NEEDLES);
     let event: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(event["outcome"], "success", "{event}");
     assert_eq!(event["pipeline"], "tiny-nightly");
@@ -229,6 +283,30 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
         .last()
         .unwrap()
         .contains("\"build-finished\""));
+    // the secrets were there, masked: echoed, in a failure under set -x,
+    // in the WebDownload's inputs
+    let logs1 = dir1.join("logs");
+    let toe: Vec<PathBuf> = support::leak::files_under(&logs1)
+        .into_iter()
+        .filter(|p| p.ends_with("detailedoutput.json") || p.ends_with("console.log"))
+        .collect();
+    let toe_text: String = toe
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    for shown in [
+        "the token is ***",
+        "the secret is ***",
+        "kiln:***@127.0.0.1",
+        "token=***",
+    ] {
+        assert!(toe_text.contains(shown), "{shown:?} not in {toe:?}");
+    }
+    assert_eq!(
+        m1["components"][0]["parameters"]["Token"], "<redacted>",
+        "{m1}"
+    );
+    assert_eq!(files.hits("/file.txt"), 1, "the download ran");
 
     // 2. the same inputs: skipped, saying which build they match
     let (code, out, err) = kiln_async(
@@ -239,6 +317,7 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
     )
     .await;
     assert_eq!(code, 0, "{}", err.join("\n"));
+    printed.extend(out.iter().chain(&err).cloned());
     let second = outcome(&out);
     assert_eq!(second["outcome"], "skipped", "{second}");
     let reason = second["reason"].as_str().unwrap();
@@ -250,7 +329,7 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
     assert!(hooks.try_recv().is_err(), "a skipped run notified");
 
     // 3. the component changes; both pipelines are due in ~40 s under serve
-    write_component(work, "v2");
+    write_component(work, "v2", &download);
     let due = Utc::now() + chrono::Duration::seconds(40);
     let cron = format!(
         "schedule: {{expression: \"{} {} {} * * *\", timezone: UTC}}\n",
@@ -330,6 +409,7 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
     got.sort_by_key(|v| v["pipeline"].as_str().unwrap().to_string());
     for v in &got {
         assert_eq!(v["outcome"], "success", "{v}");
+        support::leak::assert_clean("a webhook body", v.to_string().as_bytes(), &NEEDLES);
     }
     let versions: Vec<&str> = got.iter().map(|v| v["version"].as_str().unwrap()).collect();
     assert!(
@@ -427,6 +507,27 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
     let p: Value = get_json(format!("{api}/v1/pipelines/tiny-weekly")).await;
     assert_eq!(p["lastRun"]["outcome"], "built", "{p}");
 
+    // no secret in any API answer
+    let mut paths: Vec<String> = [
+        "/health",
+        "/v1/pipelines",
+        "/v1/pipelines/tiny-nightly",
+        "/v1/pipelines/tiny-weekly",
+        "/v1/builds",
+        "/v1/images",
+    ]
+    .map(String::from)
+    .to_vec();
+    let all: Value = get_json(format!("{api}/v1/builds")).await;
+    for b in all["builds"].as_array().unwrap() {
+        paths.push(format!("/v1/builds/{}", b["id"]));
+        paths.push(format!("/v1/images/{}", b["id"]));
+    }
+    for path in &paths {
+        let answer = get_json(format!("{api}{path}")).await;
+        support::leak::assert_clean(path, answer.to_string().as_bytes(), &NEEDLES);
+    }
+
     serve.signal(libc::SIGTERM);
     let code = tokio::task::spawn_blocking(move || {
         let code = wait_exit(&mut serve, Duration::from_secs(60));
@@ -437,4 +538,14 @@ async fn if_changed_builds_skips_then_serve_builds_two_at_once() {
     .unwrap();
     assert_eq!(code, 130);
     assert_no_qemu(work.to_str().unwrap());
+
+    // no secret in any published file (disk images aside: what components
+    // leave in the guest is the product), the catalog file, the event
+    // files, serve.log, nor in what kiln printed
+    for dir in [&out1, &out2, &out_b, &data] {
+        let checked = support::leak::assert_tree_clean(dir, &NEEDLES);
+        assert!(checked > 0, "nothing in {}", dir.display());
+    }
+    assert!(data.join("serve.log").is_file() && data.join("events").is_dir());
+    support::leak::assert_clean("kiln's output", printed.join("\n").as_bytes(), &NEEDLES);
 }

@@ -8,6 +8,7 @@ use std::process::Command;
 use kiln::ami::RegionCopy;
 use kiln::ami::{BootMode, DiskFormat};
 use kiln::export::format::ExportFormat;
+use kiln::recipe::Network;
 use kiln::recipe::{
     self, BootstrapSpec, ComponentSource, ParentImage, Recipe, RecipeError, RecipeForm, Version,
 };
@@ -99,6 +100,7 @@ build:
   cpus: 2
   memoryMiB: 2048
   accelerator: tcg
+  network: none
   timeouts: {bootSeconds: 600, buildSeconds: 3600, testSeconds: 1800, shutdownSeconds: 300}
   cache: {maxAgeHours: 24}
   tests: {reboot: true}
@@ -166,6 +168,7 @@ build:
     assert_eq!(r.build.cpus, Some(2));
     assert_eq!(r.build.memory_mib, Some(2048));
     assert_eq!(r.build.accelerator, Some(kiln::recipe::Accelerator::Tcg));
+    assert_eq!(r.build.network, Some(Network::None));
     let t = &r.build.timeouts;
     assert_eq!(
         (
@@ -625,6 +628,72 @@ fn invalid_build_settings_and_volumes() {
     }
     let e = errors(&format!("{HEAD}build: {{accelerator: tgc}}\n"));
     assert_eq!(hint_of(&e[0]), "did you mean `tcg`?");
+}
+
+#[test]
+fn build_network() {
+    assert_eq!(
+        parse(HEAD).unwrap().build.network,
+        None,
+        "unset: kiln's default"
+    );
+    for (text, want) in [
+        ("none", Network::None),
+        ("outbound", Network::Outbound),
+        ("host", Network::Host),
+    ] {
+        let r = parse(&format!("{HEAD}build:\n  network: {text}\n")).unwrap();
+        assert_eq!(r.build.network, Some(want), "{text}");
+    }
+    let cases: Vec<(&str, String, Vec<Expect>)> = vec![
+        (
+            "a typo",
+            format!("{HEAD}build:\n  cpus: 2\n  network: hots\n"),
+            vec![(
+                8,
+                12,
+                "build.network",
+                "network",
+                "kiln does not support the network `hots`",
+            )],
+        ),
+        (
+            "a list",
+            format!("{HEAD}build: {{network: [host]}}\n"),
+            vec![(
+                6,
+                18,
+                "build.network",
+                "wrong-type",
+                "`network` must be a string, found a list",
+            )],
+        ),
+        (
+            "the key misspelt",
+            format!("{HEAD}build: {{netwrok: none}}\n"),
+            vec![(
+                6,
+                9,
+                "build.netwrok",
+                "unknown-key",
+                "unknown key `netwrok`",
+            )],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        println!("case: {name}");
+        assert_diags(&errors(&text), FILE, &expected);
+    }
+    let e = errors(&format!("{HEAD}build: {{network: hots}}\n"));
+    let hint = hint_of(&e[0]);
+    assert!(hint.starts_with("did you mean `host`? `none`: "), "{hint}");
+    assert!(hint.contains("`outbound` (the default)"), "{hint}");
+    let e = errors(&format!("{HEAD}build: {{network: bridged}}\n"));
+    assert!(
+        hint_of(&e[0]).starts_with("`none`: nothing but kiln's SSH"),
+        "{}",
+        hint_of(&e[0])
+    );
 }
 
 #[test]

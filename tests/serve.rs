@@ -400,3 +400,181 @@ async fn hostile_files_in_the_folder_are_invalid_and_the_daemon_lives() {
     );
     ran.unwrap();
 }
+
+/// A pipeline whose build fails at boot: its "QEMU" (a script standing for
+/// a guest that prints what it should not) puts a secret parameter value,
+/// a URL password and a query token on its serial console and its standard
+/// error, so they are in the failure text; its webhook has a token in the
+/// path. An invalid pipeline's webhook URL holds a password and a token.
+/// None of them shows in `serve.log`, `/health`, `/v1/pipelines`,
+/// `/v1/builds`, `/v1/images`, the webhook's body, the catalog file, the
+/// event files or the kept logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_texts_and_webhook_urls_are_never_shown() {
+    const SECRET: &str = "svc-Secret-Jx81qd";
+    const URL_PASSWORD: &str = "urlpw-Kq2r7";
+    const QUERY_TOKEN: &str = "qtok-W3n6p";
+    const HOOK_TOKEN: &str = "hooktok-T9c4v";
+    const BAD_HOOK_PASSWORD: &str = "ftppw-L5m8z";
+    let needles = [
+        SECRET,
+        URL_PASSWORD,
+        QUERY_TOKEN,
+        HOOK_TOKEN,
+        BAD_HOOK_PASSWORD,
+    ];
+    let root = tempfile::tempdir().unwrap();
+    let inputs = root.path().join("in");
+    let dir = root.path().join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&inputs).unwrap();
+    let base = inputs.join("base.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("64M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(
+        inputs.join("c.yml"),
+        "name: c\nschemaVersion: 1.0\nparameters:\n  - Token:\n      type: string\nphases:\n  - name: build\n    steps:\n      - name: Use\n        action: ExecuteBash\n        inputs:\n          commands: [\"echo {{ Token }}\"]\n",
+    )
+    .unwrap();
+    let qemu = inputs.join("fake-qemu");
+    std::fs::write(
+        &qemu,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in file,id=serial0,path=*) log=\"${{a#file,id=serial0,path=}}\";; esac; done\n\
+             printf 'cloud-init: token is {SECRET}\\nfetching https://kiln:{URL_PASSWORD}@mirror.example/x?token={QUERY_TOKEN}\\n' > \"$log\"\n\
+             echo \"qemu: {SECRET} https://kiln:{URL_PASSWORD}@mirror.example/?token={QUERY_TOKEN}\" >&2\nexit 1\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (hook, mut rx) = support::http::receiver(200).await;
+    let recipe = format!(
+        "recipe:\n  name: leaky-image\n  semanticVersion: 1.0.0\n  parentImage: {}\n  components:\n    - component: {}\n      parameters:\n        - {{name: Token, value: [{SECRET}], secret: true}}\n",
+        base.display(),
+        inputs.join("c.yml").display()
+    );
+    std::fs::write(
+        dir.join("leaky.yml"),
+        format!("name: leaky\n{recipe}schedule: {{expression: \"0 2 * * *\", timezone: UTC}}\nnotifications:\n  - webhook: {hook}/hooks/{HOOK_TOKEN}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("broken.yml"),
+        format!("name: broken\n{recipe}notifications:\n  - webhook: ftp://kiln:{BAD_HOOK_PASSWORD}@hooks.example/x/{HOOK_TOKEN}?token={QUERY_TOKEN}\n"),
+    )
+    .unwrap();
+    let catalog = root.path().join("data/catalog.sqlite");
+    let mut opts = options(root.path(), 1);
+    opts.settings.qemu = qemu.display().to_string();
+    opts.settings.accel = Some(kiln::vm::accel::AccelChoice::Tcg);
+
+    let clock = Arc::new(ManualClock(Mutex::new(at("2026-12-01T01:59:30Z"))));
+    let daemon = Daemon::new(opts, clock.clone()).unwrap();
+    let listener = http::bind("127.0.0.1:0".parse().unwrap(), Exposure::LoopbackOnly)
+        .await
+        .unwrap();
+    let api_base = format!("http://{}", listener.local_addr().unwrap());
+    let api = Arc::new(CatalogApi::open(&catalog, daemon.view()).unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = daemon.run(async {
+        let _ = stopped.await;
+    });
+    let body = async {
+        until("the first sighting is remembered", || {
+            let c = Catalog::open(&catalog).unwrap();
+            c.schedule_last("leaky").unwrap().is_some()
+        })
+        .await;
+        clock.set("2026-12-01T02:00:05Z");
+        let (line, hook_body) = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .expect("a webhook within 120 s")
+            .unwrap();
+        assert!(
+            line.contains(HOOK_TOKEN),
+            "the hook gets its own URL: {line}"
+        );
+        let event: Value = serde_json::from_slice(&hook_body).unwrap();
+        assert_eq!(event["outcome"], "failure", "{event}");
+        let failure = event["failure"].as_str().unwrap();
+        assert!(
+            failure.contains("qemu: ***"),
+            "the failure text is kept: {failure}"
+        );
+        support::leak::assert_clean("the webhook's body", &hook_body, &needles);
+        let mut answers = Vec::new();
+        for _ in 0..200 {
+            answers = Vec::new();
+            for path in [
+                "/health",
+                "/v1/pipelines",
+                "/v1/pipelines/leaky",
+                "/v1/builds",
+                "/v1/images",
+            ] {
+                answers.push((path, get(&api_base, path).await));
+            }
+            if answers[2].1["lastRun"].is_object() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (_, leaky) = &answers[2];
+        assert_eq!(leaky["lastRun"]["outcome"], "failed", "{leaky}");
+        let detail = leaky["lastRun"]["detail"].as_str().unwrap();
+        assert!(detail.contains("token is ***"), "{detail}");
+        let (_, health) = &answers[0];
+        let invalid = health["invalid"].as_array().unwrap();
+        assert_eq!(invalid.len(), 1, "{health}");
+        assert!(
+            invalid[0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("its scheme is `ftp`"),
+            "{health}"
+        );
+        let (_, builds) = &answers[3];
+        assert_eq!(builds["builds"].as_array().unwrap().len(), 1, "{builds}");
+        assert_eq!(builds["builds"][0]["status"], "failed", "{builds}");
+        for (path, answer) in &answers {
+            support::leak::assert_clean(path, answer.to_string().as_bytes(), &needles);
+        }
+        let _ = stop.send(());
+    };
+    let (ran, ()) = tokio::join!(
+        async {
+            tokio::select! {
+                r = scheduler => r,
+                () = http::serve(listener, api.clone(), std::future::pending()) => unreachable!(),
+            }
+        },
+        body
+    );
+    ran.unwrap();
+    drop(daemon);
+
+    let log = std::fs::read_to_string(root.path().join("data/serve.log")).unwrap();
+    assert!(log.contains("pipeline leaky: failed: "), "{log}");
+    assert!(log.contains("broken.yml is invalid"), "{log}");
+    // the catalog (SQLite file bytes), the event files, serve.log and the
+    // failed build's logs (the serial console included)
+    let data = support::leak::assert_tree_clean(&root.path().join("data"), &needles);
+    let out = support::leak::assert_tree_clean(&root.path().join("out"), &needles);
+    assert!(
+        data >= 3 && out >= 2,
+        "catalog, events, serve.log; kiln.log, serial log"
+    );
+    let serial: Vec<_> = support::leak::files_under(&root.path().join("out"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with("build-serial.log"))
+        .collect();
+    assert_eq!(serial.len(), 1, "the serial log is kept");
+    let text = std::fs::read_to_string(&serial[0]).unwrap();
+    assert!(text.contains("token is ***"), "{text}");
+}

@@ -469,6 +469,87 @@ async fn bind_refuses_non_loopback_addresses() {
     assert!(matches!(e, HttpError::Bind { .. }), "{e}");
 }
 
+/// A scheduler side whose texts hold credentials (as an older kiln's or a
+/// buggy caller's would).
+struct Leaky;
+
+const LEAKY_URL: &str = "https://kiln:apipw-Tr84c@hooks.example/x?token=apitok-Gw27e";
+
+impl Pipelines for Leaky {
+    fn health(&self) -> Result<Value, HttpError> {
+        Ok(
+            json!({"status": "ok", "invalid": [{"file": "b.yml", "error": format!("`{LEAKY_URL}` is wrong")}]}),
+        )
+    }
+    fn pipelines(&self) -> Result<Vec<Value>, HttpError> {
+        Ok(vec![
+            json!({"name": "p", "lastRun": {"detail": format!("GET {LEAKY_URL} failed")}}),
+        ])
+    }
+    fn pipeline(&self, name: &str) -> Result<Option<Value>, HttpError> {
+        Err(HttpError::Api {
+            what: format!("reading pipeline {name} from {LEAKY_URL}"),
+            source: "gone".into(),
+        })
+    }
+}
+
+/// Every answer is masked when it is sent, whatever its source holds: a
+/// catalog row written unmasked (by an older kiln), the scheduler's texts,
+/// an error message.
+#[tokio::test]
+async fn answers_are_masked_whatever_their_source_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let id = {
+        let mut c = Catalog::open(&path).unwrap();
+        let id = c.begin_build(&new("web", "1.0.0", None)).unwrap().id;
+        c.fail_build(id, "placeholder", None).unwrap();
+        id
+    };
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE images SET failure = ?1 WHERE id = ?2",
+        rusqlite::params![format!("step failed: curl {LEAKY_URL}"), id],
+    )
+    .unwrap();
+    drop(raw);
+    let api: Arc<dyn Api> = Arc::new(CatalogApi::open(&path, Leaky).unwrap());
+    let listener = http::bind("127.0.0.1:0".parse().unwrap(), Exposure::LoopbackOnly)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(http::serve(listener, api, std::future::pending()));
+    let mut answers = Vec::new();
+    for path in [
+        "/health".to_string(),
+        "/v1/pipelines".into(),
+        "/v1/pipelines/p".into(),
+        "/v1/builds".into(),
+        format!("/v1/builds/{id}"),
+        "/v1/images".into(),
+    ] {
+        let r = client()
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        answers.push((path, r.text().await.unwrap()));
+    }
+    task.abort();
+    for (path, body) in &answers {
+        support::leak::assert_clean(path, body.as_bytes(), &["apipw-Tr84c", "apitok-Gw27e"]);
+        let _: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    assert!(
+        answers[4]
+            .1
+            .contains("curl https://kiln:***@hooks.example/x?token=***"),
+        "{}",
+        answers[4].1
+    );
+}
+
 #[tokio::test]
 async fn only_loopback_host_names_with_the_port_are_answered() {
     let s = start(10 * SECOND).await;

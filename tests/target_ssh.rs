@@ -4,8 +4,10 @@
 //! seed written by kiln. One boot proves: cloud-init took our seed, the host
 //! key is pinned, exec runs as root with streaming, exit codes, env, cwd and
 //! safe quoting, a dropped exec kills its whole process group, every file
-//! operation (with "not found" mapped), a 100 MiB round trip, reboot, and
-//! that keepalives notice a guest that stopped answering.
+//! operation (with "not found" mapped), a 100 MiB round trip, reboot, that
+//! keepalives notice a guest that stopped answering, and the network a build
+//! VM gets by default (`outbound`): the Debian mirror answers, a service on
+//! the host's 127.0.0.1 does not (not at 10.0.2.2, not at the gateway).
 //! On any failure the serial console's tail is printed; QEMU never outlives
 //! the test.
 
@@ -20,6 +22,7 @@ use sha2::{Digest, Sha256};
 use kiln::target::ssh::keys::KeyPair;
 use kiln::target::ssh::{SshConfig, SshError, SshTarget};
 use kiln::target::{ExecRequest, FileKind, RebootOutcome, Stream, Target, TargetError};
+use kiln::vm::net::Network;
 use kiln::vm::qemu::{self, Accel, Drive, Firmware, Media, Vm, VmConfig};
 use kiln::vm::seed::{self, SeedConfig};
 
@@ -144,6 +147,8 @@ async fn boot(dir: &Path) -> Guest {
             seed_drive,
         ],
         ssh_port: Some(port),
+        // what a build's VMs get when the recipe says nothing
+        network: Network::default(),
         serial_log: serial.clone(),
         qmp_socket: dir.join("qmp.sock"),
         kernel: None,
@@ -546,6 +551,46 @@ async fn check_big_round_trip(t: &SshTarget) {
     t.remove_file(remote).await.unwrap();
 }
 
+/// The default network: the guest fetches from the Debian mirror (DNS and
+/// the route out work), but a service listening on the host's 127.0.0.1 is
+/// out of its reach, at QEMU user networking's 10.0.2.2 and at the gateway.
+async fn check_network(t: &SshTarget) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reached = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&reached);
+    let accepting = tokio::spawn(async move {
+        while let Ok((_, peer)) = listener.accept().await {
+            seen.lock().unwrap().push(peer);
+        }
+    });
+    let gateway = sh(t, "ip -4 route show default | awk '{print $3; exit}'").await;
+    let gateway = gateway.trim();
+    assert!(!gateway.is_empty(), "the guest has no default route");
+    for host in ["10.0.2.2", gateway] {
+        let probe = format!("curl -sS --max-time 10 -o /dev/null http://{host}:{port}/");
+        let out = t.capture("sh", &args(&["-c", &probe])).await.unwrap();
+        assert_ne!(
+            out.code,
+            Some(0),
+            "the guest reached the host's loopback at {host}:{port}"
+        );
+    }
+    let fetch = "curl -fsS --max-time 120 -o /dev/null -w '%{http_code}' \
+        http://deb.debian.org/debian/dists/bookworm/Release";
+    assert_eq!(
+        sh(t, fetch).await,
+        "200",
+        "the guest cannot fetch from the mirror"
+    );
+    accepting.abort();
+    assert_eq!(
+        *reached.lock().unwrap(),
+        Vec::<std::net::SocketAddr>::new(),
+        "connections reached the host's 127.0.0.1:{port} from the guest"
+    );
+}
+
 async fn check_cloud_init(t: &SshTarget, seed: &SeedConfig) {
     let id = t.read("/var/lib/cloud/data/instance-id").await.unwrap();
     assert_eq!(String::from_utf8(id).unwrap().trim(), seed.instance_id);
@@ -608,6 +653,7 @@ async fn ssh_target_against_a_real_guest() {
         }));
 
         check_cloud_init(&target, &g.seed).await;
+        check_network(&target).await;
         // first, as a component's first step may: the old sshd refuses
         // logins while it shuts down; then everything else runs on the
         // connection the reboot made

@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod support;
+
 struct Run {
     out: Output,
     dir: tempfile::TempDir,
@@ -1104,4 +1106,122 @@ phases:
     // and what it left running ended with the step
     let left = gone_within(&marker, std::time::Duration::from_secs(2));
     assert!(left.is_empty(), "leftovers of the steps still run: {left}");
+}
+
+/// A secret parameter (`--secret-parameters`), a URL password and a query
+/// token: echoed, chained, split across two reads of the step's output,
+/// passed to a child document, printed under `set -x` into a failing
+/// step's stderr, and used in a WebDownload URL. None of them is in any
+/// file of the log folder nor in what kiln prints.
+#[test]
+fn secrets_reach_no_file_of_the_log_folder() {
+    const SECRET: &str = "zv7-Q2xk-distinct-secret";
+    const URL_PASSWORD: &str = "urlpw-9Hq2Lm";
+    const QUERY_TOKEN: &str = "qtok-5Rm1Vb";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("child.yml"),
+        r#"
+schemaVersion: 1.0
+parameters:
+  - Who:
+      type: string
+phases:
+  - name: build
+    steps:
+      - name: Greet
+        action: ExecuteBash
+        inputs:
+          commands: ["echo child-got-{{ Who }}"]
+"#,
+    )
+    .unwrap();
+    let doc = format!(
+        r#"
+schemaVersion: 1.0
+parameters:
+  - Token:
+      type: string
+phases:
+  - name: build
+    steps:
+      - name: Echo
+        action: ExecuteBash
+        inputs:
+          commands:
+            - echo "token is {{{{ Token }}}}"
+      - name: Split
+        action: ExecuteBash
+        inputs:
+          commands:
+            # the first half ends one 8 KiB read; the pause makes the second
+            # half another read
+            - s="{{{{ Token }}}}"
+            - head -c 8180 /dev/zero | tr '\0' x
+            - printf '%s' "${{s:0:9}}"
+            - sleep 0.5
+            - printf '%s\n' "${{s:9}}"
+      - name: Chained
+        action: ExecuteBash
+        inputs:
+          commands:
+            - echo "again {{{{ build.Echo.outputs.stdout }}}}"
+      - name: Child
+        action: ExecuteDocument
+        inputs:
+          document: child.yml
+          parameters:
+            - name: Who
+              value: "{{{{ Token }}}}"
+      - name: Url
+        action: ExecuteBash
+        inputs:
+          commands:
+            - echo "fetching https://kiln:{URL_PASSWORD}@mirror.invalid/x?token={QUERY_TOKEN}"
+      - name: Download
+        action: WebDownload
+        onFailure: Continue
+        timeoutSeconds: 30
+        inputs:
+          - source: "http://kiln:{URL_PASSWORD}@127.0.0.1:1/f?token={QUERY_TOKEN}&k={{{{ Token }}}}"
+            destination: "@DIR@/dl/f"
+      - name: Fails
+        action: ExecuteBash
+        inputs:
+          commands:
+            - set -x
+            - secret='{{{{ Token }}}}'
+            - echo "the secret is $secret" >&2
+            - exit 3
+"#
+    );
+    let params = format!("Token={SECRET}");
+    let r = run_in(
+        dir,
+        &[("s.yml", &doc)],
+        &["--parameters", &params, "--secret-parameters", "Token"],
+    );
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    // the steps did run with the real value
+    assert!(r.stderr().contains("child-got-***"), "{}", r.stderr());
+    assert_eq!(r.step(0, "build", "Chained")["status"], "success");
+    let fails = r.step(0, "build", "Fails");
+    assert!(
+        fails["failureMessage"]
+            .as_str()
+            .unwrap()
+            .contains("the secret is ***"),
+        "{fails}"
+    );
+    let needles = [SECRET, URL_PASSWORD, QUERY_TOKEN];
+    let checked = support::leak::assert_tree_clean(&r.dir.path().join("logs"), &needles);
+    assert!(
+        checked >= 4,
+        "console.log, detailedoutput.json, chaining.json, documents"
+    );
+    support::leak::assert_clean("kiln's standard output", &r.out.stdout, &needles);
+    support::leak::assert_clean("kiln's standard error", &r.out.stderr, &needles);
+    // the split secret was masked in the console, not only cut
+    let console = std::fs::read_to_string(r.log_folder().join("console.log")).unwrap();
+    assert!(console.contains("xxx***\n"), "{console}");
 }

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kiln::vm::accel::{self, AccelChoice, PROBE_MARKER};
-use kiln::vm::qemu::{Accel, Vm, VmConfig};
+use kiln::vm::net::Network;
+use kiln::vm::qemu::{free_port, Accel, Vm, VmConfig};
 
 const QEMU: &str = "qemu-system-x86_64";
 
@@ -132,7 +133,11 @@ async fn guest_memory(vm: &mut Vm, dir: &Path, addr: u64, size: u64) -> Vec<u8> 
 #[tokio::test]
 async fn a_saved_state_restores_instead_of_booting() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = probe_vm(dir.path());
+    let mut cfg = probe_vm(dir.path());
+    // a network card behind passt and kiln's frame filter (a build VM's
+    // default): the restoring QEMU gets a new passt and the state loads
+    cfg.ssh_port = Some(free_port().unwrap());
+    cfg.network = Network::Outbound;
     let mut vm = Vm::start(QEMU, &cfg).await.unwrap();
     wait_for_marker(&cfg.serial_log).await;
     vm.pause().await.unwrap();
@@ -159,6 +164,7 @@ async fn a_saved_state_restores_instead_of_booting() {
     restored_cfg.serial_log = dir.path().join("restored.serial.log");
     restored_cfg.qmp_socket = dir.path().join("restored.qmp");
     restored_cfg.incoming = Some(state.clone());
+    restored_cfg.ssh_port = Some(free_port().unwrap());
     let started = Instant::now();
     let mut vm = Vm::start(QEMU, &restored_cfg).await.unwrap();
     vm.wait_restored(Duration::from_secs(60)).await.unwrap();
@@ -168,6 +174,7 @@ async fn a_saved_state_restores_instead_of_booting() {
     assert_eq!(sector, accel::probe_boot_sector().to_vec());
     vm.resume().await.unwrap();
     assert_eq!(vm.status().await.unwrap(), "running");
+    assert_eq!(vm.network_failure(), None);
     assert!(
         !std::fs::read_to_string(&restored_cfg.serial_log)
             .unwrap_or_default()
@@ -180,6 +187,7 @@ async fn a_saved_state_restores_instead_of_booting() {
     // a damaged state file: QEMU refuses it and the error says so
     let bytes = std::fs::read(&state).unwrap();
     std::fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+    restored_cfg.ssh_port = Some(free_port().unwrap());
     let mut vm = Vm::start(QEMU, &restored_cfg).await.unwrap();
     let err = vm
         .wait_restored(Duration::from_secs(60))

@@ -14,6 +14,7 @@ use crate::target::ssh::keys::KeyPair;
 use crate::target::ssh::{SshConfig, SshError, SshTarget};
 use crate::target::Target;
 use crate::util::io::IoError;
+use crate::vm::net::Network;
 use crate::vm::qemu::{free_port, Accel, Drive, Firmware, Media, Vm, VmConfig};
 use crate::vm::seed::{self, SeedConfig};
 use crate::vm::snapshot::Saved;
@@ -52,12 +53,12 @@ pub enum GuestError {
         /// The end of the serial console.
         console: String,
     },
-    /// QEMU stopped while we waited for SSH.
+    /// QEMU (or the VM's network) stopped while we waited for SSH.
     #[error("the {vm} VM stopped before SSH came up ({status})\n{diagnosis}\n  last serial console lines:\n{console}")]
     Stopped {
         /// Which VM.
         vm: String,
-        /// QEMU's exit status.
+        /// What stopped: QEMU's exit status, or why passt exited.
         status: String,
         /// What the serial console says.
         diagnosis: String,
@@ -121,6 +122,8 @@ pub struct GuestSpec<'a> {
     pub cpus: u32,
     /// Memory, MiB.
     pub memory_mib: u32,
+    /// What the guest's network reaches.
+    pub network: Network,
     /// Boot to SSH and cloud-init done.
     pub boot_timeout: Duration,
     /// Folder for keys and the seed (never published).
@@ -312,6 +315,7 @@ impl Guest {
                 seed::seed_drive(identity.seed.clone()),
             ],
             ssh_port: Some(port),
+            network: spec.network,
             serial_log: serial_log.clone(),
             qmp_socket: spec.socket_dir.join(format!("{name}.qmp")),
             kernel: None,
@@ -385,12 +389,16 @@ impl Guest {
             reboot_timeout: boot_timeout,
         };
         let mut exit_status = None;
-        let waited = SshTarget::wait_for(ssh, deadline, || match vm.exited() {
-            Some(status) => {
-                exit_status = Some(status.to_string());
-                Err(format!("QEMU exited ({status})"))
-            }
-            None => Ok(()),
+        let waited = SshTarget::wait_for(ssh, deadline, || {
+            let stopped = match vm.exited() {
+                Some(status) => format!("QEMU exited ({status})"),
+                None => match vm.network_failure() {
+                    Some(why) => format!("its network ended: {why}"),
+                    None => return Ok(()),
+                },
+            };
+            exit_status = Some(stopped.clone());
+            Err(stopped)
         })
         .await;
         waited.map_err(|e| {

@@ -37,7 +37,8 @@ pub enum ParameterInput {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Inputs {
-    /// sha256 of the recipe text.
+    /// The recipe digest: sha256 of the recipe text, or of its redacted
+    /// form when it holds a secret ([`crate::recipe::digest`]).
     pub recipe_sha256: String,
     /// sha256 of the parent disk.
     pub parent_sha256: String,

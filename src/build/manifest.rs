@@ -87,7 +87,8 @@ pub struct ImageInfo {
 pub struct RecipeInfo {
     /// Its path as given.
     pub file: String,
-    /// sha256 of its text.
+    /// The recipe digest: sha256 of its text, or of its redacted form when
+    /// it holds a secret ([`crate::recipe::digest`]).
     pub sha256: String,
     /// The root volume size asked for, GiB.
     pub root_volume_gib: Option<u64>,
@@ -143,6 +144,10 @@ pub struct MachineInfo {
     pub memory_mib: u32,
     /// The image's virtual disk size in bytes.
     pub disk_bytes: u64,
+    /// What the build and test VMs' network reached: `none`, `outbound`
+    /// or `host` (empty in manifests written before the setting existed).
+    #[serde(default)]
+    pub network: String,
     /// Effective timeouts, seconds.
     pub timeouts: TimeoutInfo,
 }
@@ -419,7 +424,9 @@ impl Manifest {
                 a.kind = d.format.name().to_string();
             }
         }
-        crate::util::atomic::write_json(&dir.join("manifest.json"), self)?;
+        // every secret in its strings masked (a URL parent's credentials)
+        let shown = crate::util::redact::to_json(&*self);
+        crate::util::atomic::write_json(&dir.join("manifest.json"), &shown)?;
         Ok(())
     }
 }

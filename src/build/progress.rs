@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::toe::console::Redactor;
+use crate::util::redact;
 
 /// The version of the JSON event lines (`"v"`).
 pub const EVENT_VERSION: u32 = 1;
@@ -306,7 +307,8 @@ impl Reporter {
             seconds,
             build,
         };
-        let line = serde_json::to_string(&structured).ok();
+        // the build facts (failure text, folders) are masked with the message
+        let line = Some(redact::to_json(&structured).to_string());
         if let (Some(f), Some(line)) = (
             self.events
                 .lock()
@@ -461,7 +463,7 @@ mod tests {
         r.stage(&stages, Stage::Parent, "token hunter2")
             .done("done");
         facts.outcome = Some("failure");
-        facts.failure = Some("boom".into());
+        facts.failure = Some("boom: https://u:pw@h/ hunter2".into());
         r.build_finished(&facts);
         r.info(None, "after the build: not in its event file");
         let text = std::fs::read_to_string(&events).unwrap();
@@ -478,6 +480,6 @@ mod tests {
         assert_eq!(lines[0]["build"]["name"], "web");
         assert_eq!(lines[1]["stage"], "parent");
         assert_eq!(lines[3]["build"]["outcome"], "failure");
-        assert_eq!(lines[3]["build"]["failure"], "boom");
+        assert_eq!(lines[3]["build"]["failure"], "boom: https://u:***@h/ ***");
     }
 }

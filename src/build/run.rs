@@ -25,6 +25,7 @@ use crate::toe::console::Redactor;
 use crate::toe::runner::DocumentRun;
 use crate::util::diag::Diagnostic;
 use crate::vm::accel::{self, AccelChoice, Selected};
+use crate::vm::net::Network;
 use crate::vm::qemu::Accel;
 
 /// What to do when a stage fails while its VM runs.
@@ -48,6 +49,8 @@ pub struct BuildOptions {
     pub memory_mib: Option<u32>,
     /// Boot timeout in seconds (overrides the recipe).
     pub boot_timeout: Option<u64>,
+    /// What the VMs' network reaches (overrides the recipe).
+    pub network: Option<Network>,
     /// Failure handling.
     pub on_error: OnError,
     /// Replace an already published version.
@@ -196,6 +199,7 @@ struct Machine {
     cpus: u32,
     memory_mib: u32,
     disk_bytes: u64,
+    network: Network,
     boot: Duration,
     build: Duration,
     test: Duration,
@@ -211,6 +215,7 @@ impl Machine {
             cpus: self.cpus,
             memory_mib: self.memory_mib,
             disk_bytes: self.disk_bytes,
+            network: self.network.name().to_string(),
             timeouts: manifest::TimeoutInfo {
                 boot: self.boot.as_secs(),
                 build: self.build.as_secs(),
@@ -262,11 +267,44 @@ fn machine(
         cpus: opts.cpus.or(recipe.build.cpus).unwrap_or(2),
         memory_mib: opts.memory_mib.or(recipe.build.memory_mib).unwrap_or(2048),
         disk_bytes,
+        network: opts
+            .network
+            .or(recipe.build.network.map(vm_network))
+            .unwrap_or_default(),
         boot: pick(opts.boot_timeout.or(t.boot_seconds), DEFAULT_BOOT),
         build: pick(t.build_seconds, DEFAULT_BUILD),
         test: pick(t.test_seconds, DEFAULT_TEST),
         shutdown: pick(t.shutdown_seconds, DEFAULT_SHUTDOWN),
     })
+}
+
+/// Masks the secrets in the logs that QEMU, not kiln, wrote (the serial
+/// consoles, `*-serial.log`, in `dir`): what a guest printed there is
+/// published with the image. A log that cannot be rewritten is a warning.
+fn mask_guest_logs(dir: &Path, reporter: &Reporter) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let serial = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with("-serial.log"));
+        if serial && e.file_type().is_ok_and(|t| t.is_file()) {
+            if let Err(err) = crate::util::redact::file_in_place(&path) {
+                reporter.warn(None, &crate::util::display::chain(&err));
+            }
+        }
+    }
+}
+
+/// The VM network a recipe's `build.network` names.
+fn vm_network(n: crate::recipe::Network) -> Network {
+    match n {
+        crate::recipe::Network::None => Network::None,
+        crate::recipe::Network::Outbound => Network::Outbound,
+        crate::recipe::Network::Host => Network::Host,
+    }
 }
 
 /// What the manifest records when the recipe did not ask for kiln's reboot
@@ -448,6 +486,7 @@ impl<'a> Build<'a> {
             let first = first.lines().next().unwrap_or_default();
             self.reporter.stage_failed(stage, since.elapsed(), first);
         }
+        mask_guest_logs(&ws.logs(), self.reporter);
         let logs = ws.fail();
         if let Err(c) = catalog.failed(&e.to_string(), Some(&logs)) {
             self.reporter.warn(
@@ -506,6 +545,7 @@ impl<'a> Build<'a> {
         publish.done("stages done; writing digests and the manifest");
         // kiln.log is an artifact too: it ends here, before the digests
         self.reporter.close_log();
+        mask_guest_logs(&ws.logs(), self.reporter);
         manifest.stages = self.stages.timings();
         manifest.finish(ws.stage(), &distributed).await?;
         Ok(manifest)
@@ -527,7 +567,7 @@ impl<'a> Build<'a> {
             Some(p) => p.clone(),
             None => parent::resolve(&recipe.parent, &opts.cache, &opts.catalog, &progress).await?,
         };
-        let recipe_sha256 = crate::util::digest::sha256_file(&recipe.file)
+        let recipe_sha256 = crate::recipe::digest::sha256_file(&recipe.file)
             .await
             .map_err(manifest::ManifestError::from)?;
         let inputs = record::inputs(
@@ -711,7 +751,9 @@ impl<'a> Build<'a> {
             machine: "q35".into(),
             accel: m.selected.accel.name().into(),
             disk_bytes: m.disk_bytes,
-            network: "user".into(),
+            // a state saved with one network card and backend cannot be
+            // loaded into another, nor may a guest keep what it reached
+            network: m.network.name().into(),
             qemu_version,
             seed_format: SEED_FORMAT,
         }))
@@ -1039,12 +1081,13 @@ impl<'a> Build<'a> {
         rep.info(
             p,
             &format!(
-                "machine: {} ({}), {} vCPUs, {} MiB, {} GiB disk; timeouts: boot {} s, build {} s, test {} s, shutdown {} s",
+                "machine: {} ({}), {} vCPUs, {} MiB, {} GiB disk, network {}; timeouts: boot {} s, build {} s, test {} s, shutdown {} s",
                 m.selected.accel.name(),
                 m.selected.reason,
                 m.cpus,
                 m.memory_mib,
                 m.disk_bytes / GIB,
+                m.network.name(),
                 m.boot.as_secs(),
                 m.build.as_secs(),
                 m.test.as_secs(),
@@ -1091,6 +1134,7 @@ impl<'a> Build<'a> {
             accel: m.selected.accel,
             cpus: m.cpus,
             memory_mib: m.memory_mib,
+            network: m.network,
             boot_timeout: m.boot,
             vm_dir: ws.vm(),
             log_dir: ws.logs(),

@@ -13,6 +13,14 @@ use super::model::{
 use super::{running, schema, CatalogError, ImageRef};
 use crate::recipe::Version;
 use crate::util::flock::FileLock;
+use crate::util::redact;
+
+/// A JSON value as stored: text, every secret in its strings masked.
+fn shown_json(v: &serde_json::Value) -> String {
+    let mut v = v.clone();
+    redact::json(&mut v);
+    v.to_string()
+}
 
 /// A `u64` stored as SQLite's signed 64-bit integer, checked both ways.
 #[derive(Clone, Copy)]
@@ -173,7 +181,8 @@ impl Catalog {
             )
             .map_err(sql("choosing a build number"))?;
         let parent = new.parent.as_ref();
-        let inputs = new.inputs.as_ref().map(|v| v.to_string());
+        let origin = parent.map(|p| redact::text(&p.origin));
+        let inputs = new.inputs.as_ref().map(shown_json);
         tx.execute(
             "INSERT INTO images (name, major, minor, patch, build, status, inputs_digest,
                  parent_image_id, parent_digest, parent_origin, pipeline, created_at, inputs,
@@ -188,7 +197,7 @@ impl Catalog {
                 new.inputs_digest,
                 parent.and_then(|p| p.image_id),
                 parent.map(|p| &p.sha256),
-                parent.map(|p| &p.origin),
+                origin,
                 new.pipeline,
                 now(),
                 inputs,
@@ -213,7 +222,7 @@ impl Catalog {
         }
         let path = self.path.clone();
         let sql = |what: &'static str| sql_error(&path, what);
-        let tests = done.test_results.as_ref().map(|v| v.to_string());
+        let tests = done.test_results.as_ref().map(shown_json);
         let tx = immediate(&mut self.conn, &path)?;
         for a in &done.artifacts {
             tx.execute(
@@ -248,7 +257,8 @@ impl Catalog {
         }
     }
 
-    /// Marks a building image failed, with why and where its logs are.
+    /// Marks a building image failed, with why (secrets masked) and where
+    /// its logs are.
     pub fn fail_build(
         &mut self,
         id: ImageId,
@@ -263,7 +273,7 @@ impl Catalog {
             .execute(
                 "UPDATE images SET status = 'failed', failure = ?2, log_location = ?3,
                      finished_at = ?4 WHERE id = ?1",
-                params![id, reason, log_location, now()],
+                params![id, redact::text(reason), log_location, now()],
             )
             .map_err(self.sql("marking the image failed"))?;
         self.settled(id);

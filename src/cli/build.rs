@@ -11,6 +11,7 @@ use crate::build::run::{Build, BuildError, BuildOptions, OnError};
 use crate::export::format::ExportFormat;
 use crate::recipe::{self, RecipeError};
 use crate::vm::accel::AccelChoice;
+use crate::vm::net::Network;
 
 /// Arguments of `kiln build`.
 #[derive(Debug, Args)]
@@ -32,6 +33,9 @@ pub struct BuildArgs {
     /// Seconds allowed from power-on to SSH and cloud-init done (overrides the recipe).
     #[arg(long)]
     pub boot_timeout: Option<u64>,
+    /// What the build and test VMs' network reaches (overrides the recipe's build.network): `none` (nothing but kiln's SSH), `outbound` (the default: the internet and LAN, never the host itself), `host` (outbound plus the host's loopback services at 10.0.2.2).
+    #[arg(long, value_enum)]
+    pub network: Option<Network>,
     /// On a failure while a VM runs: `cleanup` stops it and removes temporary files; `abort` keeps it running and prints the ssh command to get in (Ctrl-C then cleans up).
     #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
     pub on_error: OnError,
@@ -71,6 +75,7 @@ pub async fn run(args: BuildArgs) -> Result<u8, CliError> {
         cpus: args.cpus,
         memory_mib: args.memory,
         boot_timeout: args.boot_timeout,
+        network: args.network,
         on_error: args.on_error,
         replace: args.force,
         echo: !args.json && !args.quiet_steps,

@@ -196,7 +196,7 @@ pub fn run(args: ImagesArgs) -> Result<u8, CliError> {
             if json {
                 print_json(&found)?;
             } else {
-                println!("{}", details(&found));
+                println!("{}", crate::util::redact::text(&details(&found)));
             }
         }
         ImagesCommand::Delete {

@@ -98,15 +98,20 @@ impl CliError {
 
 /// Prints a command's result as pretty JSON on standard output (`--json`).
 pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::Failed(anyhow::Error::new(e).context("writing the JSON result")))?;
+    let failed = |e: serde_json::Error| {
+        CliError::Failed(anyhow::Error::new(e).context("writing the JSON result"))
+    };
+    let mut value = serde_json::to_value(value).map_err(failed)?;
+    crate::util::redact::json(&mut value);
+    let text = serde_json::to_string_pretty(&value).map_err(failed)?;
     println!("{text}");
     Ok(())
 }
 
-/// Formats an error with its chain of causes, one per line. Control
-/// characters (from names, paths or peers' answers quoted in the message)
-/// are shown escaped; only the line breaks kiln writes stay.
+/// Formats an error with its chain of causes, one per line, every secret
+/// masked. Control characters (from names, paths or peers' answers quoted
+/// in the message) are shown escaped; only the line breaks kiln writes
+/// stay.
 pub fn render_error(e: &CliError) -> String {
     let text = match e {
         CliError::Invalid(msg) => msg.clone(),
@@ -119,6 +124,7 @@ pub fn render_error(e: &CliError) -> String {
             out
         }
     };
+    let text = crate::util::redact::text(&text);
     crate::util::display::EscapedLines(&text).to_string()
 }
 

@@ -57,6 +57,11 @@ pub struct RunArgs {
     /// Parameter values `name=value,name2=value2`; names a document does not declare are ignored.
     #[arg(long)]
     pub parameters: Option<String>,
+    /// Names of parameters whose values are secrets (comma-separated): their
+    /// values are masked in the console, the reports and every message, as
+    /// a recipe's `secret: true` parameters are.
+    #[arg(long, value_delimiter = ',')]
+    pub secret_parameters: Vec<String>,
     /// The run's id (a new UUID by default).
     #[arg(short = 'i', long)]
     pub execution_id: Option<String>,
@@ -81,15 +86,17 @@ pub async fn run(cmd: ToeCommand) -> Result<u8, CliError> {
 pub fn parse_parameters(text: Option<&str>) -> Result<BTreeMap<String, String>, CliError> {
     let mut out = BTreeMap::new();
     let Some(text) = text else { return Ok(out) };
-    for pair in text.split(',') {
+    for (i, pair) in text.split(',').enumerate() {
         match pair.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() && !v.is_empty() => {
                 out.insert(k.trim().to_string(), v.to_string());
             }
             _ => {
+                // the item is not repeated: it may hold a secret value
                 return Err(CliError::Invalid(format!(
-                    "error: --parameters: `{pair}` is not `name=value`\n  hint: both the name and the value are required, e.g. --parameters Name=value,Other=x"
-                )))
+                    "error: --parameters: item {} is not `name=value`\n  hint: both the name and the value are required, e.g. --parameters Name=value,Other=x",
+                    i + 1
+                )));
             }
         }
     }
@@ -173,6 +180,7 @@ struct RunSetup {
     log_folder: PathBuf,
     progress: Progress,
     resumed: bool,
+    secret_parameters: Vec<String>,
 }
 
 /// The longest `--execution-id`.
@@ -203,6 +211,7 @@ fn fresh_setup(args: &RunArgs) -> Result<RunSetup, CliError> {
         return Err(CliError::Invalid(invalid_report(&diags, &other)));
     }
     let overrides = parse_parameters(args.parameters.as_deref())?;
+    register_secrets(&args.secret_parameters, [&overrides]);
     let mut docs = Vec::new();
     for l in loaded {
         let parameters = resolve_parameters(&l.doc, &overrides)
@@ -240,7 +249,18 @@ fn fresh_setup(args: &RunArgs) -> Result<RunSetup, CliError> {
         log_folder,
         progress,
         resumed: false,
+        secret_parameters: args.secret_parameters.clone(),
     })
+}
+
+/// Registers the values `secret` names in `parameters` for redaction.
+fn register_secrets<'p>(
+    secret: &[String],
+    parameters: impl IntoIterator<Item = &'p BTreeMap<String, String>>,
+) {
+    for p in parameters {
+        crate::util::redact::register(secret.iter().filter_map(|name| p.get(name.trim())));
+    }
 }
 
 async fn run_documents(args: RunArgs) -> Result<u8, CliError> {
@@ -250,6 +270,10 @@ async fn run_documents(args: RunArgs) -> Result<u8, CliError> {
         .unwrap_or_else(|| args.log_directory.join(".kiln-toe-state"));
     let setup = match SavedRun::load(&state_dir).context("reading the saved run state")? {
         Some(saved) => {
+            register_secrets(
+                &saved.secret_parameters,
+                saved.documents.iter().map(|d| &d.parameters),
+            );
             let docs = saved.documents(OsPlatform::Linux).map_err(|e| {
                 CliError::Invalid(format!(
                     "error: the saved run state holds an invalid document: {e}"
@@ -266,6 +290,7 @@ async fn run_documents(args: RunArgs) -> Result<u8, CliError> {
                 log_folder: saved.log_folder,
                 progress: saved.progress,
                 resumed: true,
+                secret_parameters: saved.secret_parameters,
             }
         }
         None => fresh_setup(&args)?,
@@ -305,12 +330,13 @@ async fn run_documents(args: RunArgs) -> Result<u8, CliError> {
     logs::write_json(&setup.log_folder.join("chaining.json"), &progress.chaining)
         .context("writing the chaining report")?;
     if deferred {
-        let saved = SavedRun::new(
+        let mut saved = SavedRun::new(
             &setup.log_folder,
             setup.phases.clone(),
             &setup.docs,
             progress,
         );
+        saved.secret_parameters = setup.secret_parameters.clone();
         saved
             .save(&state_dir)
             .with_context(|| format!("saving the run state in {}", state_dir.display()))?;

@@ -7,6 +7,7 @@ use clap::ValueEnum;
 use crate::build::run::OnError;
 use crate::toe::actions::spec::OsPlatform;
 use crate::vm::accel::AccelChoice;
+use crate::vm::net::Network;
 
 /// Implements `ValueEnum` for a library enum: each variant with its
 /// command-line name and help.
@@ -32,6 +33,12 @@ value_enum!(AccelChoice {
     AccelChoice::Tcg => "tcg": "TCG (software emulation)",
 });
 
+value_enum!(Network {
+    Network::None => "none": "Nothing but kiln's SSH",
+    Network::Outbound => "outbound": "The internet and LAN, never the host itself (the default)",
+    Network::Host => "host": "Outbound plus the host's loopback services at 10.0.2.2",
+});
+
 value_enum!(OnError {
     OnError::Cleanup => "cleanup": "Stop the VM, remove temporary files, keep the logs",
     OnError::Abort => "abort": "Keep the VM running and print how to get in; clean up on Ctrl-C",
@@ -51,6 +58,11 @@ mod tests {
         for v in AccelChoice::value_variants() {
             let name = v.to_possible_value().unwrap().get_name().to_string();
             assert_eq!(AccelChoice::from_str(&name, false).unwrap(), *v);
+        }
+        for v in Network::value_variants() {
+            let name = v.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(name, v.name());
+            assert_eq!(Network::from_str(&name, false).unwrap(), *v);
         }
         assert_eq!(OnError::from_str("abort", false).unwrap(), OnError::Abort);
         assert_eq!(

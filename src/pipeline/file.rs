@@ -397,6 +397,23 @@ fn schedule(f: &Field<'_>, d: &mut Diagnostics) -> Option<Schedule> {
     tz.and(schedule)
 }
 
+/// ` (its scheme is `ftp`)` for a URL-like text with a plausible scheme,
+/// else nothing.
+fn scheme_of(text: &str) -> String {
+    match text.split_once("://") {
+        Some((scheme, _))
+            if !scheme.is_empty()
+                && scheme.len() <= 16
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            format!(" (its scheme is `{scheme}`)")
+        }
+        _ => String::new(),
+    }
+}
+
 fn notifications(f: &Field<'_>, d: &mut Diagnostics) -> Option<Vec<Notification>> {
     const HINT: &str = "write `- webhook: https://…` or `- command: [program, arg, …]`";
     let mut out = Vec::new();
@@ -409,13 +426,20 @@ fn notifications(f: &Field<'_>, d: &mut Diagnostics) -> Option<Vec<Notification>
         obj.check_keys(NOTIFICATION_KEYS, d);
         let n = match (obj.get("webhook"), obj.get("command")) {
             (Some(w), None) => w.str(d).and_then(|url| {
+                // a webhook URL often is a credential (a token in its path or
+                // query): it is masked in every text kiln writes from now on,
+                // and a diagnostic names only its scheme
+                crate::util::redact::register([url]);
                 if is_http_url(url) {
                     Some(Notification::Webhook(url.into()))
                 } else {
                     w.error(
                         d,
                         "invalid-url",
-                        format!("`{url}` is not an http:// or https:// URL"),
+                        format!(
+                            "the webhook is not an http:// or https:// URL with a host{} (the URL is not repeated: it may hold a token)",
+                            scheme_of(url)
+                        ),
                         Some(HINT.into()),
                     );
                     None

@@ -126,9 +126,10 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Delivers `event` to one notification target.
+/// Delivers `event` to one notification target, every secret in its
+/// strings masked.
 pub async fn send(target: &Notification, event: &BuildEvent) -> Result<(), NotifyError> {
-    let body = serde_json::to_vec(event).expect("the event is plain data");
+    let body = crate::util::redact::to_json(event).to_string().into_bytes();
     match target {
         Notification::Webhook(url) => webhook(url, body).await,
         Notification::Command(argv) => command(argv, &body).await,

@@ -186,6 +186,7 @@ pub fn recipe_of(p: &Pipeline) -> Result<(Recipe, Vec<ResolvedComponent>), RunEr
     b.cpus = infra.cpus.or(b.cpus);
     b.memory_mib = infra.memory_mib.or(b.memory_mib);
     b.accelerator = infra.accelerator.or(b.accelerator);
+    b.network = infra.network.or(b.network);
     let (t, given) = (&mut b.timeouts, &infra.timeouts);
     t.boot_seconds = given.boot_seconds.or(t.boot_seconds);
     t.build_seconds = given.build_seconds.or(t.build_seconds);
@@ -213,7 +214,7 @@ pub async fn current_inputs(
     let parent = parent::resolve(&recipe.parent, cache, catalog, progress)
         .await
         .map_err(RunError::Parent)?;
-    let recipe_sha256 = crate::util::digest::sha256_file(&recipe.file)
+    let recipe_sha256 = crate::recipe::digest::sha256_file(&recipe.file)
         .await
         .map_err(|source| RunError::RecipeDigest {
             path: recipe.file.clone(),
@@ -393,6 +394,7 @@ async fn run_locked(
         cpus: None,
         memory_mib: None,
         boot_timeout: None,
+        network: None,
         on_error: s.on_error,
         replace: false,
         echo: s.echo && !s.quiet,

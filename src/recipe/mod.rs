@@ -4,6 +4,7 @@
 
 pub(crate) mod ami;
 mod component_ref;
+pub mod digest;
 pub mod distribution;
 pub(crate) mod fields;
 pub mod model;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::{
     Accelerator, BootstrapSpec, BuildSettings, ComponentRef, ComponentSource, Distribution,
-    ParentImage, Recipe, RecipeForm, RecipeParameter, ResolvedComponent, Timeouts,
+    Network, ParentImage, Recipe, RecipeForm, RecipeParameter, ResolvedComponent, Timeouts,
 };
 pub use resolve::resolve_components;
 pub use version::{Version, VersionError, VersionFilter, VersionFilterError};

@@ -204,6 +204,8 @@ pub struct BuildSettings {
     pub memory_mib: Option<u32>,
     /// Which accelerator to use.
     pub accelerator: Option<Accelerator>,
+    /// What the build and test VMs' network reaches (`build.network`).
+    pub network: Option<Network>,
     /// Stage timeouts.
     pub timeouts: Timeouts,
     /// `build.cache.maxAgeHours`: component layers older than this are
@@ -224,6 +226,33 @@ pub enum Accelerator {
     Kvm,
     /// TCG (software emulation).
     Tcg,
+}
+
+/// What a recipe lets its build and test VMs' network reach
+/// (`build.network`). Every mode keeps kiln's own SSH forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// Nothing.
+    None,
+    /// The internet and the LAN, never the host itself.
+    Outbound,
+    /// Outbound plus the host's loopback services.
+    Host,
+}
+
+impl Network {
+    /// Every mode, as written in recipes.
+    pub const NAMES: &'static [&'static str] = &["none", "outbound", "host"];
+
+    /// The mode named `name` (one of [`Network::NAMES`]).
+    pub fn from_name(name: &str) -> Option<Network> {
+        match name {
+            "none" => Some(Network::None),
+            "outbound" => Some(Network::Outbound),
+            "host" => Some(Network::Host),
+            _ => None,
+        }
+    }
 }
 
 /// Stage timeouts in seconds; `None` means kiln's default.

@@ -12,12 +12,12 @@ use super::component_ref;
 use super::distribution::{self, Distribution};
 use super::fields::{optional, Field, Keys, Obj};
 use super::model::{
-    Accelerator, BuildSettings, ComponentRef, ParentImage, Recipe, RecipeForm, RecipeParameter,
-    Timeouts, DEFAULT_WORKING_DIRECTORY,
+    Accelerator, BuildSettings, ComponentRef, Network, ParentImage, Recipe, RecipeForm,
+    RecipeParameter, Timeouts, DEFAULT_WORKING_DIRECTORY,
 };
 use super::parent;
 use super::version::{Version, MAX_VERSION_PART};
-use crate::util::diag::{record_yaml_issues, Diagnostics};
+use crate::util::diag::{did_you_mean, record_yaml_issues, Diagnostics};
 use crate::util::yaml::{self, Pos, YamlIssueKind};
 
 const KILN_KEYS: &[&str] = &[
@@ -48,6 +48,7 @@ const BUILD_KEYS: &[&str] = &[
     "cpus",
     "memoryMiB",
     "accelerator",
+    "network",
     "timeouts",
     "cache",
     "tests",
@@ -211,7 +212,7 @@ pub(crate) fn read_inline(top: &Obj<'_>, dir: &Path, d: &mut Diagnostics) -> Dra
 }
 
 /// Reads a block shaped like a recipe's `build:` (cpus, memoryMiB,
-/// accelerator, timeouts), e.g. a pipeline's `infrastructure:`.
+/// accelerator, network, timeouts), e.g. a pipeline's `infrastructure:`.
 pub(crate) fn build_settings(f: &Field<'_>, d: &mut Diagnostics) -> Option<BuildSettings> {
     Reader {
         d,
@@ -515,6 +516,7 @@ impl Reader<'_> {
                     _ => Accelerator::Auto,
                 })
         });
+        let network = obj.get("network").map(|f| network(&f, d));
         let timeouts = match obj.get("timeouts") {
             Some(t) => timeouts(&t, d),
             None => Some(Timeouts::default()),
@@ -537,11 +539,33 @@ impl Reader<'_> {
             cpus: optional(cpus)?.map(|n| n as u32),
             memory_mib: optional(memory)?.map(|n| n as u32),
             accelerator: optional(accelerator)?,
+            network: optional(network)?,
             timeouts: timeouts?,
             layer_max_age_hours: optional(cache_age)?.flatten(),
             reboot_test: optional(reboot_test)?.flatten(),
         })
     }
+}
+
+/// What `build.network` means, for its hint.
+const NETWORK_HINT: &str = "`none`: nothing but kiln's SSH; `outbound` (the default): the internet and LAN, never the host itself; `host`: outbound plus the host's loopback services at 10.0.2.2";
+
+fn network(f: &Field<'_>, d: &mut Diagnostics) -> Option<Network> {
+    let text = f.str(d)?;
+    if let Some(n) = Network::from_name(text) {
+        return Some(n);
+    }
+    let hint = match did_you_mean(text, Network::NAMES.iter().copied()) {
+        Some(guess) => format!("{guess} {NETWORK_HINT}"),
+        None => NETWORK_HINT.to_string(),
+    };
+    f.error(
+        d,
+        "network",
+        format!("kiln does not support the network `{text}`"),
+        Some(hint),
+    );
+    None
 }
 
 fn timeouts(f: &Field<'_>, d: &mut Diagnostics) -> Option<Timeouts> {

@@ -107,6 +107,9 @@ fn resolve_one(
             }
         }
     }
+    // masked in every text this process writes from now on, whichever
+    // build or sink the text goes to
+    crate::util::redact::register(&secrets);
     Some(ResolvedComponent {
         reference: r.reference.clone(),
         text_sha256: hex::encode(Sha256::digest(loaded.doc.text.as_bytes())),

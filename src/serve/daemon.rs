@@ -23,6 +23,7 @@ use super::scheduler::{self, Start};
 use crate::catalog::{Catalog, CatalogError};
 use crate::pipeline::runner::{self, RunError, RunOutcome, RunSettings, Trigger};
 use crate::pipeline::{self, Pipeline, PipelineError, StartCondition};
+use crate::util::redact;
 
 /// A source of the current time (injectable for tests).
 pub trait Clock: Send + Sync {
@@ -141,14 +142,14 @@ impl ServeLog {
         &self.path
     }
 
-    /// Writes one line.
+    /// Writes one line, every secret masked.
     pub fn line(&self, level: &str, message: &str) {
         // file names and failure texts quoted in messages may hold
         // control characters: shown escaped
         let line = format!(
             "{} {level:<5} {}",
             Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-            crate::util::display::EscapedLines(message)
+            crate::util::display::EscapedLines(&redact::text(message))
         );
         eprintln!("{line}");
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
@@ -368,6 +369,8 @@ impl Daemon {
             ),
             Err(e) => ("failed", None, runner::error_chain(e), "ERROR"),
         };
+        // kept for the API's `lastRun.detail`: masked once, here
+        let detail = redact::text(&detail);
         self.log
             .line(level, &format!("pipeline {name}: {outcome}: {detail}"));
         let mut st = lock(&self.state);

@@ -221,7 +221,7 @@ impl Default for Options {
             max_head: 16 * 1024,
             max_connections: 512,
             hosts: HostPolicy::Loopback,
-            log: Arc::new(|line| eprintln!("kiln serve: {line}")),
+            log: Arc::new(|line| eprintln!("kiln serve: {}", crate::util::redact::text(line))),
         }
     }
 }

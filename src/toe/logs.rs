@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::runner::DocumentRun;
+use crate::util::redact;
 
 /// Errors writing the log folder.
 #[derive(Debug, thiserror::Error)]
@@ -38,13 +39,21 @@ pub fn folder_name(execution_id: &str) -> String {
     )
 }
 
-/// Writes `value` as pretty JSON to `path`: a temporary name, fsync, rename.
+/// Writes `value` as pretty JSON to `path`, every secret in its strings
+/// masked ([`redact::json`]): a temporary name, fsync, rename.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), LogError> {
-    crate::util::atomic::write_json(path, value).map_err(LogError::Write)
+    let mut value = serde_json::to_value(value).map_err(|e| {
+        LogError::Write(crate::util::io::IoError::at("encode", path)(
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        ))
+    })?;
+    redact::json(&mut value);
+    crate::util::atomic::write_json(path, &value).map_err(LogError::Write)
 }
 
 /// Writes a copy of each document into `folder`: `document.yaml` for one,
-/// `document-N.yaml` for several.
+/// `document-N.yaml` for several (a secret value written in a document, a
+/// default for example, is masked).
 pub fn write_documents(folder: &Path, docs: &[DocumentRun]) -> Result<(), LogError> {
     for (i, d) in docs.iter().enumerate() {
         let name = if docs.len() == 1 {
@@ -53,7 +62,7 @@ pub fn write_documents(folder: &Path, docs: &[DocumentRun]) -> Result<(), LogErr
             format!("document-{}.yaml", i + 1)
         };
         let path = folder.join(name);
-        std::fs::write(&path, &d.loaded.doc.text).map_err(io_err(&path))?;
+        std::fs::write(&path, redact::text(&d.loaded.doc.text)).map_err(io_err(&path))?;
     }
     Ok(())
 }

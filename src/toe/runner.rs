@@ -20,6 +20,7 @@ use super::looping::{self, LoopKind};
 use super::report::{now, DocumentReport, PhaseReport, RunReport, Status, StepReport};
 use super::scope::{json_text, record_key, Scope};
 use crate::target::{RebootOutcome, Target};
+use crate::util::redact;
 use crate::util::yaml::Node;
 
 /// A document to run with its final parameter values.
@@ -172,6 +173,13 @@ enum AttemptEnd {
         inputs: Vec<serde_json::Value>,
         detailed: Option<RunReport>,
     },
+}
+
+/// A step's resolved inputs or outputs as the report shows them: JSON text
+/// with every secret masked in the values (before encoding, so a secret
+/// with characters JSON escapes is still found).
+fn shown<T: Serialize + ?Sized>(value: &T) -> String {
+    redact::to_json(value).to_string()
 }
 
 fn secs(t: Instant) -> String {
@@ -353,7 +361,7 @@ impl Engine<'_> {
                 }
                 s => s,
             };
-            report.failure_message = message;
+            report.failure_message = redact::text(&message);
             report.end_time = now();
             for (expression, value) in chain_log {
                 progress.chaining.push(ChainEntry {
@@ -477,8 +485,8 @@ impl Engine<'_> {
                     outputs,
                     detailed,
                 } => {
-                    report.inputs = serde_json::to_string(&inputs).unwrap_or_default();
-                    report.outputs = serde_json::to_string(&[&outputs]).unwrap_or_default();
+                    report.inputs = shown(&inputs);
+                    report.outputs = shown(&[&outputs]);
                     report.detailed_output = detailed.map(Box::new);
                     if let Some(l) = report.looping.as_mut() {
                         l["iterations"] = serde_json::json!(self
@@ -572,7 +580,7 @@ impl Engine<'_> {
                     inputs,
                     detailed,
                 } => {
-                    report.inputs = serde_json::to_string(&inputs).unwrap_or_default();
+                    report.inputs = shown(&inputs);
                     report.detailed_output = detailed.map(Box::new);
                     if attempt < step.max_attempts {
                         self.console.line(&format!(

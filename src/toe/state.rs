@@ -42,6 +42,12 @@ pub struct SavedRun {
     pub documents: Vec<SavedDocument>,
     /// What has run so far, and where to continue.
     pub progress: Progress,
+    /// The parameters whose values are secrets (`--secret-parameters`),
+    /// registered for redaction again when the run resumes. The state file
+    /// holds their values, as a resumed run needs them: it is written with
+    /// mode 0600 and removed when the run finishes.
+    #[serde(default)]
+    pub secret_parameters: Vec<String>,
 }
 
 impl SavedRun {
@@ -67,6 +73,7 @@ impl SavedRun {
                 })
                 .collect(),
             progress,
+            secret_parameters: Vec::new(),
         }
     }
 

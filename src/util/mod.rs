@@ -14,6 +14,7 @@ pub mod io;
 pub mod process;
 pub mod read;
 pub mod reaper;
+pub mod redact;
 pub mod tail;
 pub mod task;
 pub mod yaml;

@@ -68,11 +68,13 @@ pub fn probe_boot_sector() -> [u8; 512] {
         0xF4,                               // done: hlt
         0xEB, 0xFD,                         // jmp done
     ];
+    // the descriptors come with their accessed bit set: else the CPU sets
+    // it when a segment is loaded and the sector in RAM is no longer this
     #[rustfmt::skip]
     let gdt: [u8; 24] = [
         0, 0, 0, 0, 0, 0, 0, 0,                         // null
-        0xFF, 0xFF, 0x00, 0x00, 0x00, 0x9A, 0xCF, 0x00, // 0x08: flat 32-bit code
-        0xFF, 0xFF, 0x00, 0x00, 0x00, 0x92, 0xCF, 0x00, // 0x10: flat data
+        0xFF, 0xFF, 0x00, 0x00, 0x00, 0x9B, 0xCF, 0x00, // 0x08: flat 32-bit code
+        0xFF, 0xFF, 0x00, 0x00, 0x00, 0x93, 0xCF, 0x00, // 0x10: flat data
     ];
     let mut sector = [0u8; 512];
     sector[..code.len()].copy_from_slice(&code);
@@ -120,6 +122,7 @@ pub fn probe_config(accel: Accel, workdir: &Path) -> Result<VmConfig, VmError> {
             media: Media::Disk,
         }],
         ssh_port: None,
+        network: super::net::Network::None,
         serial_log: workdir.join(format!("probe-{}.serial.log", accel.name())),
         qmp_socket: workdir.join(format!("probe-{}.qmp", accel.name())),
         kernel: None,

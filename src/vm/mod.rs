@@ -1,9 +1,11 @@
 //! Local virtual machines: the QEMU process (its own process group, killed
-//! with kiln), its QMP control socket, the accelerator probe, `qemu-img`, and the
+//! with kiln), its QMP control socket, its network (passt behind a frame
+//! filter), the accelerator probe, `qemu-img`, and the
 //! cloud-init NoCloud seed (a native ISO 9660 writer).
 
 pub mod accel;
 pub mod iso9660;
+pub mod net;
 pub mod qemu;
 pub mod qmp;
 pub mod seed;

@@ -2,10 +2,12 @@
 //! own process group with a parent-death signal, so it never outlives kiln,
 //! even when kiln is killed with SIGKILL.
 
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use super::net::{self, Forbidden, Network, Outbound};
 use super::qmp::Qmp;
 use super::VmError;
 
@@ -89,8 +91,11 @@ pub struct VmConfig {
     pub firmware: Firmware,
     /// Drives, boot disk first.
     pub drives: Vec<Drive>,
-    /// A localhost port forwarded to the guest's port 22, if any.
+    /// A localhost port forwarded to the guest's port 22, if any; without
+    /// one the guest has no network card.
     pub ssh_port: Option<u16>,
+    /// What the guest's network reaches (when it has a card).
+    pub network: Network,
     /// Where the serial console is written.
     pub serial_log: PathBuf,
     /// The QMP socket path.
@@ -127,8 +132,59 @@ pub fn drive_file(path: &Path, format: &str) -> String {
     )
 }
 
-/// The QEMU command-line arguments for `cfg`.
-pub fn arguments(cfg: &VmConfig) -> Vec<String> {
+/// How the guest's network card is backed, once kiln prepared it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nic {
+    /// No network card.
+    Absent,
+    /// QEMU user networking forwarding 127.0.0.1:`ssh_port` to the guest's
+    /// port 22; `restrict` cuts everything else (no route out, no host).
+    User {
+        /// The forwarded host port.
+        ssh_port: u16,
+        /// `restrict=on`.
+        restrict: bool,
+    },
+    /// A connected stream socket, inherited at `fd` (kiln's frame filter
+    /// in front of passt).
+    Stream {
+        /// The socket's descriptor in QEMU.
+        fd: RawFd,
+    },
+}
+
+impl Nic {
+    /// The card for `cfg`; `stream_fd` is the socket of an `outbound` network.
+    pub fn of(cfg: &VmConfig, stream_fd: Option<RawFd>) -> Nic {
+        match (cfg.ssh_port, cfg.network, stream_fd) {
+            (None, _, _) => Nic::Absent,
+            (Some(_), Network::Outbound, Some(fd)) => Nic::Stream { fd },
+            (Some(ssh_port), network, _) => Nic::User {
+                ssh_port,
+                restrict: network != Network::Host,
+            },
+        }
+    }
+
+    fn arguments(self) -> Vec<String> {
+        let netdev = match self {
+            Nic::Absent => return vec!["-nic".into(), "none".into()],
+            Nic::User { ssh_port, restrict } => format!(
+                "user,id=net0,{}hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                if restrict { "restrict=on," } else { "" }
+            ),
+            Nic::Stream { fd } => {
+                format!("stream,id=net0,server=off,addr.type=fd,addr.str={fd}")
+            }
+        };
+        ["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]
+            .map(String::from)
+            .to_vec()
+    }
+}
+
+/// The QEMU command-line arguments for `cfg` with its network card `nic`.
+pub fn arguments(cfg: &VmConfig, nic: Nic) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-name", &format!("kiln-{}", cfg.name)]);
@@ -176,16 +232,8 @@ pub fn arguments(cfg: &VmConfig) -> Vec<String> {
         };
         push(&["-drive", &spec]);
     }
-    match cfg.ssh_port {
-        Some(port) => {
-            push(&[
-                "-netdev",
-                &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22"),
-            ]);
-            push(&["-device", "virtio-net-pci,netdev=net0"]);
-        }
-        None => push(&["-nic", "none"]),
-    }
+    let card = nic.arguments();
+    push(&card.iter().map(String::as_str).collect::<Vec<_>>());
     if let Some(k) = &cfg.kernel {
         push(&[
             "-kernel",
@@ -220,12 +268,14 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// A running QEMU. Dropping it kills QEMU.
+/// A running QEMU (and passt, for an `outbound` network). Dropping it kills
+/// QEMU and passt.
 pub struct Vm {
     child: tokio::process::Child,
     pid: i32,
     qmp: Qmp,
     serial_log: PathBuf,
+    net: Option<Outbound>,
 }
 
 fn io_err(what: &'static str, path: &Path, source: std::io::Error) -> VmError {
@@ -263,20 +313,39 @@ pub fn console_tail(serial_log: &Path, n: usize) -> String {
 pub const CONSOLE_TAIL_BYTES: u64 = 64 << 10;
 
 impl Vm {
-    /// Starts QEMU and connects to its QMP socket.
+    /// Starts QEMU (after passt, for an `outbound` network with an SSH
+    /// port) and connects to its QMP socket.
     pub async fn start(binary: &str, cfg: &VmConfig) -> Result<Vm, VmError> {
         let _ = std::fs::remove_file(&cfg.qmp_socket);
+        let mut net = match (cfg.ssh_port, cfg.network) {
+            (Some(port), Network::Outbound) => {
+                let forbidden = Forbidden::this_host().map_err(|source| VmError::Io {
+                    what: "list the addresses of",
+                    path: "this host's network interfaces".into(),
+                    source,
+                })?;
+                Some(Outbound::start(port, forbidden)?)
+            }
+            _ => None,
+        };
+        let stream_fd = net.as_ref().and_then(Outbound::qemu_fd);
         let mut cmd = tokio::process::Command::new(binary);
-        cmd.args(arguments(cfg))
+        cmd.args(arguments(cfg, Nic::of(cfg, stream_fd)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
         crate::util::process::supervise(&mut cmd, libc::SIGKILL);
+        if let Some(fd) = stream_fd {
+            net::inherit_fd(&mut cmd, fd);
+        }
         let mut child = cmd.spawn().map_err(|source| VmError::Spawn {
             binary: binary.to_string(),
             source,
         })?;
+        if let Some(n) = &mut net {
+            n.attached();
+        }
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(30);
         let qmp = loop {
@@ -314,7 +383,18 @@ impl Vm {
             pid,
             qmp,
             serial_log: cfg.serial_log.clone(),
+            net,
         })
+    }
+
+    /// Why the guest's network is gone while QEMU runs (passt exited), if it is.
+    pub fn network_failure(&mut self) -> Option<String> {
+        self.net.as_mut().and_then(Outbound::failure)
+    }
+
+    /// passt's process id, for an `outbound` network.
+    pub fn passt_pid(&self) -> Option<u32> {
+        self.net.as_ref().and_then(Outbound::passt_pid)
     }
 
     /// QEMU's process id (also its process group id).
@@ -399,9 +479,8 @@ impl Drop for Vm {
 mod tests {
     use super::*;
 
-    #[test]
-    fn command_line() {
-        let cfg = VmConfig {
+    fn config() -> VmConfig {
+        VmConfig {
             name: "t".into(),
             accel: Accel::Tcg,
             cpus: 2,
@@ -420,13 +499,19 @@ mod tests {
                 },
             ],
             ssh_port: Some(2222),
+            network: Network::Host,
             serial_log: "/d/serial.log".into(),
             qmp_socket: "/d/qmp.sock".into(),
             kernel: None,
             exit_on_reboot: false,
             incoming: None,
-        };
-        let a = arguments(&cfg).join(" ");
+        }
+    }
+
+    #[test]
+    fn command_line() {
+        let cfg = config();
+        let a = arguments(&cfg, Nic::of(&cfg, None)).join(" ");
         assert!(a.contains("-accel tcg -cpu max -smp 2 -m 1024"), "{a}");
         assert!(
             a.contains(
@@ -440,12 +525,65 @@ mod tests {
             ),
             "{a}"
         );
-        assert!(a.contains("hostfwd=tcp:127.0.0.1:2222-:22"), "{a}");
+        assert!(
+            a.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=net0"),
+            "{a}"
+        );
         assert!(
             a.contains("-qmp unix:/d/qmp.sock,server=on,wait=off"),
             "{a}"
         );
         assert!(!a.contains("pflash") && !a.contains("-no-reboot"), "{a}");
+    }
+
+    #[test]
+    fn network_cards() {
+        let mut cfg = config();
+        let card = |cfg: &VmConfig, fd| Nic::of(cfg, fd).arguments().join(" ");
+        cfg.network = Network::None;
+        assert_eq!(
+            card(&cfg, None),
+            "-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=net0"
+        );
+        cfg.network = Network::Host;
+        assert_eq!(
+            card(&cfg, None),
+            "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci,netdev=net0"
+        );
+        cfg.network = Network::Outbound;
+        assert_eq!(
+            card(&cfg, Some(9)),
+            "-netdev stream,id=net0,server=off,addr.type=fd,addr.str=9 -device virtio-net-pci,netdev=net0"
+        );
+        assert_eq!(
+            Nic::of(&cfg, None),
+            Nic::User {
+                ssh_port: 2222,
+                restrict: true
+            },
+            "an outbound card without its socket falls back to no route out"
+        );
+        cfg.ssh_port = None;
+        for network in [Network::None, Network::Outbound, Network::Host] {
+            cfg.network = network;
+            assert_eq!(card(&cfg, Some(9)), "-nic none");
+        }
+    }
+
+    #[test]
+    fn a_restored_vm_has_the_card_it_was_saved_with() {
+        // a saved state loads only into the same devices: restoring adds
+        // `-incoming` and changes nothing else, the network card included
+        for network in [Network::None, Network::Outbound, Network::Host] {
+            let mut cfg = config();
+            cfg.network = network;
+            let booted = arguments(&cfg, Nic::of(&cfg, Some(9)));
+            cfg.incoming = Some("/c/state.zst".into());
+            let mut restored = arguments(&cfg, Nic::of(&cfg, Some(9)));
+            let at = restored.iter().position(|a| a == "-incoming").unwrap();
+            restored.drain(at..at + 2);
+            assert_eq!(restored, booted, "{network:?}");
+        }
     }
 
     #[test]
@@ -484,13 +622,14 @@ mod tests {
                 media: Media::Disk,
             }],
             ssh_port: None,
+            network: Network::None,
             serial_log: "/d/a,b/serial.log".into(),
             qmp_socket: "/d/a,b/qmp.sock".into(),
             kernel: None,
             exit_on_reboot: true,
             incoming: Some("/c/a,b/state.zst".into()),
         };
-        let args = arguments(&cfg);
+        let args = arguments(&cfg, Nic::of(&cfg, None));
         let drive = args
             .iter()
             .find(|a| a.contains("if=virtio"))

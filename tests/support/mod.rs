@@ -12,4 +12,5 @@ pub mod catalog;
 pub mod fuzz;
 pub mod http;
 pub mod kiln;
+pub mod leak;
 pub mod moto;

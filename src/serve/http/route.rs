@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use super::request::{parse_query, percent_decode, split_target, Rejection};
 use super::HttpError;
+use crate::util::redact;
 
 /// `?limit=` of `/v1/builds` when not given.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -93,9 +94,12 @@ impl Response {
     /// The response as sent: status line, headers (`Content-Type:
     /// application/json`, `Content-Length`, `Connection: close`, `Date`,
     /// and `Allow` on a 405) and, unless `head_only` (a HEAD request), the
-    /// body. `date` is the `Date` header's value.
+    /// body, every secret in its strings masked ([`redact::json`]). `date`
+    /// is the `Date` header's value.
     pub fn encode(&self, head_only: bool, date: &str) -> Vec<u8> {
-        let mut body = self.body.to_string().into_bytes();
+        let mut shown = self.body.clone();
+        redact::json(&mut shown);
+        let mut body = shown.to_string().into_bytes();
         body.push(b'\n');
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\

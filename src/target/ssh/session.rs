@@ -154,20 +154,35 @@ fn classify(cfg: &SshConfig, e: HandshakeError) -> SshError {
     }
 }
 
-/// Opens the TCP connection and waits until the server's first byte (its
-/// SSH banner) arrives. QEMU's user network accepts connections at once,
-/// also while the guest's network is not up, and such a connection then
-/// hangs: waiting for the banner with a short limit lets the next attempt
-/// come soon instead of after the whole connect timeout.
-async fn open_stream(cfg: &SshConfig) -> Result<tokio::net::TcpStream, SshError> {
+/// The identification line a client with `config` sends first (RFC 4253
+/// 4.2), byte for byte as russh writes it.
+fn identification(config: &client::Config) -> Vec<u8> {
+    match &config.client_id {
+        russh::SshId::Standard(id) => format!("{id}\r\n").into_bytes(),
+        russh::SshId::Raw(id) => id.as_bytes().to_vec(),
+    }
+}
+
+/// Opens the TCP connection, sends our identification line `ident`, and
+/// waits until the server's first byte (its SSH banner) arrives. QEMU's
+/// user network and passt accept connections at once, also while the
+/// guest's network is not up, and such a connection then hangs: waiting
+/// for the banner with a short limit lets the next attempt come soon instead
+/// of after the whole connect timeout. The client speaks first, as OpenSSH
+/// does: passt (Debian 12's) finishes a forwarded connection's handshake
+/// with the guest only once the client has sent data, so a client waiting
+/// in silence for the banner would wait forever.
+async fn open_stream(cfg: &SshConfig, ident: &[u8]) -> Result<tokio::net::TcpStream, SshError> {
+    use tokio::io::AsyncWriteExt;
     let not_up = |e: std::io::Error| SshError::NotUp {
         addr: cfg.address(),
         source: russh::Error::IO(e),
     };
-    let stream = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port))
+    let mut stream = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port))
         .await
         .map_err(not_up)?;
     stream.set_nodelay(true).map_err(not_up)?;
+    stream.write_all(ident).await.map_err(not_up)?;
     let mut first = [0u8; 1];
     match tokio::time::timeout(BANNER_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(0)) => Err(not_up(std::io::Error::new(
@@ -183,12 +198,73 @@ async fn open_stream(cfg: &SshConfig) -> Result<tokio::net::TcpStream, SshError>
     }
 }
 
+/// A stream on which our identification line `ident` was sent already
+/// ([`open_stream`]): russh's own first write, the same line, is checked
+/// and not sent again.
+struct IdentSent {
+    stream: tokio::net::TcpStream,
+    ident: Vec<u8>,
+    skipped: usize,
+}
+
+impl tokio::io::AsyncRead for IdentSent {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for IdentSent {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let left = &this.ident[this.skipped..];
+        if left.is_empty() {
+            return std::pin::Pin::new(&mut this.stream).poll_write(cx, buf);
+        }
+        let n = left.len().min(buf.len());
+        if buf[..n] != left[..n] {
+            return std::task::Poll::Ready(Err(std::io::Error::other(
+                "russh's identification line differs from the one kiln sent",
+            )));
+        }
+        this.skipped += n;
+        std::task::Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 async fn handshake(cfg: &SshConfig) -> Result<Connection, SshError> {
     let handler = PinnedHostKey {
         expected: cfg.host_key.clone(),
     };
-    let stream = open_stream(cfg).await?;
-    let mut handle = client::connect_stream(Arc::new(client_config()), stream, handler)
+    let config = client_config();
+    let ident = identification(&config);
+    let stream = IdentSent {
+        stream: open_stream(cfg, &ident).await?,
+        ident,
+        skipped: 0,
+    };
+    let mut handle = client::connect_stream(Arc::new(config), stream, handler)
         .await
         .map_err(|e| classify(cfg, e))?;
     let key = PrivateKeyWithHashAlg::new(Arc::new(cfg.client_key.private().clone()), None);
@@ -408,6 +484,42 @@ mod tests {
             }
             other => panic!("expected a timeout after retries, got {other}"),
         }
+    }
+
+    /// A forward in front of `server` that, like passt in front of a guest,
+    /// passes nothing from the server until the client has sent something.
+    async fn client_first_forward(server: u16) -> u16 {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut first = [0u8; 1];
+                    if client.read_exact(&mut first).await.is_err() {
+                        return;
+                    }
+                    let mut server = tokio::net::TcpStream::connect(("127.0.0.1", server))
+                        .await
+                        .unwrap();
+                    tokio::io::AsyncWriteExt::write_all(&mut server, &first)
+                        .await
+                        .unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn the_client_speaks_first() {
+        let (host, client) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let port = client_first_forward(serve(&host, &client).await).await;
+        let ok = connect_within(&cfg_for(port, &client, &host), Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert!(!ok.handle.is_closed());
     }
 
     #[tokio::test]

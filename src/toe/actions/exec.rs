@@ -6,6 +6,7 @@
 //! bytes of it (AWSTOE documents no limit; kiln needs one).
 
 use crate::target::{ExecRequest, Stream};
+use crate::util::redact;
 
 use super::{fail, ActionContext, ActionError, ActionOutcome, Inputs, RebootRequest};
 
@@ -18,24 +19,25 @@ pub async fn run(
     inputs: &Inputs,
     ctx: &ActionContext<'_>,
 ) -> Result<ActionOutcome, ActionError> {
-    let (program, args) = if action == "ExecuteBash" {
-        let script = inputs.list("commands").join("\n");
-        let path = format!(
-            "{}/script-{}.sh",
-            ctx.scratch_dir,
-            uuid::Uuid::new_v4().simple()
-        );
-        ctx.target
-            .write(&path, format!("{script}\n").as_bytes(), Some(0o700))
-            .await?;
-        ("bash".to_string(), vec![path])
-    } else {
-        (
-            inputs.required("path")?.to_string(),
-            inputs.list("arguments"),
-        )
-    };
-    run_process(&program, &args, ctx).await
+    if action != "ExecuteBash" {
+        let program = inputs.required("path")?;
+        return run_process(program, &inputs.list("arguments"), ctx).await;
+    }
+    let script = inputs.list("commands").join("\n");
+    let path = format!(
+        "{}/script-{}.sh",
+        ctx.scratch_dir,
+        uuid::Uuid::new_v4().simple()
+    );
+    ctx.target
+        .write(&path, format!("{script}\n").as_bytes(), Some(0o700))
+        .await?;
+    let result = run_process("bash", std::slice::from_ref(&path), ctx).await;
+    // the script holds the step's resolved commands, secrets included (and
+    // `kiln toe run` keeps its scratch folder in the log folder): it goes
+    // as soon as it ran; a target that is gone (rebooting) keeps it
+    let _ = ctx.target.remove_file(&path).await;
+    result
 }
 
 /// Runs a process on the target and maps its exit status to a step result.
@@ -44,9 +46,9 @@ pub async fn run_process(
     args: &[String],
     ctx: &ActionContext<'_>,
 ) -> Result<ActionOutcome, ActionError> {
-    let sink = |_: Stream, chunk: &[u8]| {
+    let sink = |stream: Stream, chunk: &[u8]| {
         if !ctx.quiet {
-            ctx.console.write(&String::from_utf8_lossy(chunk));
+            ctx.console.output(stream, chunk);
         }
     };
     let out = ctx
@@ -58,21 +60,27 @@ pub async fn run_process(
             cwd: None,
             on_output: Some(&sink),
         })
-        .await?;
-    if out.stdout_total > out.stdout.len() as u64 {
+        .await;
+    // what the streams held back (a possible start of a secret) is shown
+    // now that they ended, even when the process could not be run to the end
+    ctx.console.end_output();
+    let out = out?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = if out.stdout_total > out.stdout.len() as u64 {
         ctx.log(&format!(
-            "{program} printed {} bytes; the step's `stdout` output keeps the last {} (all of it is above)",
+            "{program} printed {} bytes; the step's `stdout` output keeps the last {} from a line start (all of it is above)",
             out.stdout_total,
             out.stdout.len()
         ));
-    }
+        // the cut may have left the end of a secret at the start, where no
+        // redaction can recognise it
+        redact::cut_start(&stdout)
+    } else {
+        &stdout
+    };
     match out.code {
         Some(0) => Ok(ActionOutcome {
-            outputs: [(
-                "stdout".to_string(),
-                trim_newline(&String::from_utf8_lossy(&out.stdout)),
-            )]
-            .into(),
+            outputs: [("stdout".to_string(), trim_newline(stdout))].into(),
             reboot: None,
         }),
         Some(REBOOT_EXIT_CODE) => Ok(ActionOutcome {
@@ -94,9 +102,18 @@ pub async fn run_process(
 const MAX_QUOTED_LINE: usize = 300;
 
 /// The last three non-empty lines of `stderr`, for a failure message; a
-/// longer line keeps its last [`MAX_QUOTED_LINE`] characters.
+/// longer line keeps its last [`MAX_QUOTED_LINE`] characters. Secrets are
+/// masked before lines are cut, so no secret is cut in two; when the kept
+/// tail may have been cut (it is as long as kiln keeps), its partial first
+/// line is left out, as it may start with the end of a secret.
 fn stderr_tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
+    let whole = stderr.len() + 3 < crate::util::tail::STDERR_TAIL;
+    let text = redact::text(if whole {
+        &text
+    } else {
+        redact::cut_start(&text)
+    });
     let last: Vec<String> = text
         .lines()
         .rev()

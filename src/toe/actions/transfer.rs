@@ -809,38 +809,10 @@ impl Algorithm {
     }
 }
 
-/// A URL fit for logs: password and signature-like query values hidden.
+/// A URL fit for logs: its password, signature-like query values and any
+/// secret value masked ([`crate::util::redact`]).
 fn display_url(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some("***"));
-    }
-    if shown.query().is_some() {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let lower = k.to_ascii_lowercase();
-                let secret = [
-                    "signature",
-                    "credential",
-                    "token",
-                    "secret",
-                    "password",
-                    "sig",
-                ]
-                .iter()
-                .any(|w| lower.contains(w));
-                let v = if secret {
-                    "***".to_string()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        shown.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    shown.to_string()
+    crate::util::redact::text(url.as_str())
 }
 
 /// Decodes `%XX` escapes of a URL path segment.
