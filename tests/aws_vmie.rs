@@ -996,3 +996,70 @@ async fn preflight_stops_a_broken_image_before_the_upload() {
         .unwrap();
     assert!(uploads.uploads().is_empty());
 }
+
+/// A folder of symlinks to every program in `PATH` but `missing`: a host
+/// where those tools are not installed.
+fn path_without(dir: &Path, missing: &[&str]) -> std::ffi::OsString {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for folder in std::env::split_paths(&path) {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let link = bin.join(&name);
+            if missing.iter().any(|m| name == *m) || link.symlink_metadata().is_ok() {
+                continue;
+            }
+            std::os::unix::fs::symlink(entry.path(), link).unwrap();
+        }
+    }
+    bin.into_os_string()
+}
+
+/// A tool pre-flight needs that is not installed stops the import with
+/// the package to install, never with a finding about the image (a
+/// missing `mdir` once read as "the ESP has no fallback").
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_without_its_tools_names_the_package() {
+    let peer = MotoServer::start_vmie();
+    let s3 = peer.bucket(BUCKET).await;
+    iam_role(&peer).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = make_disk(tmp.path(), 8);
+    // the same disk with its partition typed as an EFI system partition
+    let esp = tmp.path().join("esp.raw");
+    let mut bytes = std::fs::read(&raw).unwrap();
+    bytes[446 + 4] = 0xEF;
+    std::fs::write(&esp, bytes).unwrap();
+    for (image, tool, package) in [(&esp, "mdir", "mtools"), (&raw, "debugfs", "e2fsprogs")] {
+        let path = path_without(&tmp.path().join(tool), &[tool]);
+        let out = kiln_command(
+            &peer,
+            tmp.path(),
+            &[
+                "ami",
+                "import",
+                image.to_str().unwrap(),
+                "--bucket",
+                BUCKET,
+                "--boot-mode",
+                "uefi",
+                "--poll-interval",
+                "0.02",
+            ],
+        )
+        .env("PATH", path)
+        .output()
+        .expect("run kiln");
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("`{tool}` not found (install the Debian package {package})");
+        assert!(err.contains(&want), "no `{want}` in:\n{err}");
+        assert!(!err.contains("pre-flight found"), "{err}");
+    }
+    let listed = s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+    assert!(listed.contents().is_empty(), "{:?}", listed.contents());
+}

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kiln::disk::img::{self, Compression, ConvertOptions, Format, ImgError};
+use kiln::util::task::TaskError;
 
 const MIB: u64 = 1 << 20;
 
@@ -139,9 +140,9 @@ async fn failed_conversion_leaves_nothing() {
     )
     .await
     .unwrap_err();
-    let ImgError::Failed {
+    let ImgError::Tool(TaskError::Failed {
         command, stderr, ..
-    } = &e
+    }) = &e
     else {
         panic!("{e}");
     };

@@ -67,6 +67,10 @@ pub enum AwsError {
     /// A `qemu-img` step failed.
     #[error(transparent)]
     Img(#[from] crate::disk::img::ImgError),
+    /// A tool (debugfs, mtools) could not run or failed: not a finding
+    /// about the image.
+    #[error(transparent)]
+    Tool(#[from] crate::util::task::TaskError),
     /// Pre-flight found problems VM Import would fail on.
     #[error("pre-flight found {} problem(s) VM Import would fail on (--skip-preflight to import anyway):{}", .0.len(), preflight_list(.0))]
     Preflight(Vec<preflight::Finding>),

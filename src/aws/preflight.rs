@@ -26,6 +26,7 @@ use super::initramfs::{self, Compression};
 use super::AwsError;
 use crate::ami::BootMode;
 use crate::disk::img::{self, ConvertOptions, Format};
+use crate::util::task::{read_tail, Task, TaskError, STDERR_TAIL};
 
 const SECTOR: u64 = 512;
 const TIB: u64 = 1 << 40;
@@ -561,114 +562,106 @@ const DEBUGFS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120)
 /// Runs `debugfs -R CMD` on the ext filesystem at `offset` of `disk`;
 /// `None` when it fails, finds nothing, prints more than
 /// [`MAX_GUEST_FILE`] bytes or takes longer than [`DEBUGFS_TIMEOUT`] (the
-/// filesystem is the guest's: bounded in size and time).
-async fn debugfs(disk: &Path, offset: u64, cmd: &str) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    let mut cmd_line = tokio::process::Command::new("debugfs");
-    cmd_line
-        .arg("-R")
-        .arg(cmd)
-        .arg(format!("{}?offset={offset}", disk.display()))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    crate::util::process::supervise(&mut cmd_line, libc::SIGKILL);
-    let mut child = cmd_line.spawn().ok()?;
-    let (stdout, stderr) = (child.stdout.take()?, child.stderr.take()?);
-    let run = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (mut stdout, mut stderr) = (stdout.take(MAX_GUEST_FILE + 1), stderr.take(1 << 20));
-        let (o, e) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-        o.ok()?;
-        e.ok()?;
-        if out.len() as u64 > MAX_GUEST_FILE {
-            return None;
-        }
-        let status = child.wait().await.ok()?;
-        Some((status, out, err))
+/// filesystem is the guest's: bounded in size and time). A debugfs that
+/// cannot run (not installed) is an error, never "nothing found".
+async fn debugfs(disk: &Path, offset: u64, cmd: &str) -> Result<Option<String>, AwsError> {
+    let out = Task::new(
+        format!("reading the guest's filesystem with debugfs ({cmd})"),
+        "debugfs",
+    )
+    .arg("-R")
+    .arg(cmd)
+    .arg(format!("{}?offset={offset}", disk.display()))
+    .stdout_limit(MAX_GUEST_FILE as usize)
+    .timeout(DEBUGFS_TIMEOUT)
+    .output()
+    .await;
+    let out = match out {
+        Ok(out) => out,
+        // the guest's filesystem is at fault: nothing read
+        Err(
+            TaskError::Failed { .. } | TaskError::Timeout { .. } | TaskError::TooMuchOutput { .. },
+        ) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
-    let (status, out, err) = tokio::time::timeout(DEBUGFS_TIMEOUT, run).await.ok()??;
-    let err = String::from_utf8_lossy(&err);
-    if !status.success() || err.contains("File not found") || err.contains("Bad magic") {
-        return None;
+    if out.stderr.contains("File not found") || out.stderr.contains("Bad magic") {
+        return Ok(None);
     }
-    Some(String::from_utf8_lossy(&out).into_owned())
+    Ok(Some(out.stdout_text()))
 }
 
-async fn cat(disk: &Path, offset: u64, path: &str) -> Option<String> {
+async fn cat(disk: &Path, offset: u64, path: &str) -> Result<Option<String>, AwsError> {
     debugfs(disk, offset, &format!("cat {path}")).await
 }
 
 /// Names in a directory (`ls -p` output: `/ino/mode/uid/gid/name/size/`).
-async fn ls(disk: &Path, offset: u64, dir: &str) -> Vec<String> {
-    debugfs(disk, offset, &format!("ls -p {dir}"))
-        .await
+async fn ls(disk: &Path, offset: u64, dir: &str) -> Result<Vec<String>, AwsError> {
+    Ok(debugfs(disk, offset, &format!("ls -p {dir}"))
+        .await?
         .map(|t| {
             t.lines()
                 .filter_map(|l| l.split('/').nth(5).map(str::to_string))
                 .filter(|n| !n.is_empty() && n != "." && n != "..")
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 /// Streams `/boot/FILE` out of the ext filesystem at `offset` with
-/// `debugfs cat` and lists it (only module names are kept).
-async fn read_initrd(disk: &Path, offset: u64, file: String) -> Initrd {
-    let disk = disk.to_path_buf();
-    let name = file.clone();
-    tokio::task::spawn_blocking(move || scan_initrd(&disk, offset, name))
-        .await
-        .unwrap_or_else(|e| Initrd::Unreadable {
-            file,
-            reason: format!("the reading thread failed: {e}"),
-        })
-}
-
-fn scan_initrd(disk: &Path, offset: u64, file: String) -> Initrd {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let spawned = Command::new("debugfs")
+/// `debugfs cat` and lists it (only module names are kept). A debugfs
+/// that cannot run is an error; what it or the scan finds wrong with the
+/// file is a fact about the image.
+async fn read_initrd(disk: &Path, offset: u64, file: String) -> Result<Initrd, AwsError> {
+    let mut running = Task::new(format!("reading /boot/{file} with debugfs"), "debugfs")
         .arg("-R")
         .arg(format!("cat /boot/{file}"))
         .arg(format!("{}?offset={offset}", disk.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            return Initrd::Unreadable {
-                file,
-                reason: format!("running debugfs: {e}"),
+        .spawn()?;
+    let unreadable = |reason: String| Initrd::Unreadable {
+        file: file.clone(),
+        reason,
+    };
+    let (Some(stdout), Some(stderr)) = (running.take_stdout(), running.take_stderr()) else {
+        return Ok(unreadable("debugfs's output was not captured".into()));
+    };
+    // the scan reads a blocking descriptor on a thread of its own
+    let stdout = match stdout.into_owned_fd() {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) => return Ok(unreadable(format!("reading debugfs's output: {e}"))),
+    };
+    let scan = tokio::task::spawn_blocking(move || {
+        let mut modules = BTreeSet::new();
+        // scan takes stdout and drops it when done: an early stop ends debugfs with EPIPE
+        let scanned = initramfs::scan(stdout, |name| {
+            if let Some(m) = initramfs::module_name(name) {
+                modules.insert(m);
             }
-        }
-    };
-    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Initrd::Unreadable {
-            file,
-            reason: "debugfs's output was not captured".into(),
-        };
-    };
-    let errors = std::thread::spawn(move || {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).map(|_| s)
+        });
+        (scanned, modules)
     });
-    let mut modules = BTreeSet::new();
-    // scan takes stdout and drops it when done: an early stop ends debugfs with EPIPE
-    let scanned = initramfs::scan(stdout, |name| {
-        if let Some(m) = initramfs::module_name(name) {
-            modules.insert(m);
-        }
-    });
-    let status = child.wait();
-    let messages = match errors.join() {
-        Ok(Ok(s)) => debugfs_errors(&s),
-        Ok(Err(e)) => format!("reading debugfs's messages: {e}"),
-        Err(_) => "the thread reading debugfs's messages failed".into(),
+    let messages = read_tail(stderr, STDERR_TAIL);
+    let (scanned, messages) = tokio::join!(scan, messages);
+    let status = running.wait().await;
+    let (scanned, modules) = match scanned {
+        Ok(r) => r,
+        Err(e) => return Ok(unreadable(format!("the reading thread failed: {e}"))),
     };
+    let messages = match messages {
+        Ok(m) => debugfs_errors(&String::from_utf8_lossy(&m)),
+        Err(e) => format!("reading debugfs's messages: {e}"),
+    };
+    Ok(initrd_outcome(file, status, scanned, modules, messages))
+}
+
+/// What reading an initramfs found, from debugfs's status and messages
+/// and the scan of its output.
+fn initrd_outcome(
+    file: String,
+    status: Result<std::process::ExitStatus, TaskError>,
+    scanned: Result<Vec<Compression>, initramfs::InitramfsError>,
+    modules: BTreeSet<String>,
+    messages: String,
+) -> Initrd {
     if !messages.is_empty() {
         return Initrd::Unreadable {
             file,
@@ -732,17 +725,29 @@ fn is_ext(disk: &Path, offset: u64) -> bool {
         && b == [0x53, 0xEF]
 }
 
-async fn esp_has_fallback(disk: &Path, offset: u64) -> bool {
-    tokio::process::Command::new("mdir")
-        .arg("-b")
-        .arg("-i")
-        .arg(format!("{}@@{offset}", disk.display()))
-        .arg("::/EFI/BOOT/BOOTX64.EFI")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .output()
-        .await
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+/// Whether the FAT filesystem at `offset` holds `\EFI\BOOT\BOOTX64.EFI`
+/// (mdir fails when it does not, or cannot read the filesystem). An mdir
+/// that cannot run, or that the guest's filesystem holds past its bounds,
+/// is an error, never a finding.
+async fn esp_has_fallback(disk: &Path, offset: u64) -> Result<bool, AwsError> {
+    let listed = Task::new(
+        "looking for \\EFI\\BOOT\\BOOTX64.EFI in the ESP with mdir",
+        "mdir",
+    )
+    .arg("-b")
+    .arg("-i")
+    .arg(format!("{}@@{offset}", disk.display()))
+    .arg("::/EFI/BOOT/BOOTX64.EFI")
+    .env("MTOOLS_SKIP_CHECK", "1")
+    .stdout_limit(1 << 20)
+    .timeout(DEBUGFS_TIMEOUT)
+    .output()
+    .await;
+    match listed {
+        Ok(_) => Ok(true),
+        Err(TaskError::Failed { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads the facts from a raw disk file.
@@ -767,13 +772,13 @@ async fn gather_raw(disk: &Path, virtual_size: u64) -> Result<DiskFacts, AwsErro
         Table::None => return Ok(f),
     };
     for p in parts.iter().filter(|p| p.is_esp()) {
-        let found = esp_has_fallback(disk, p.offset).await;
+        let found = esp_has_fallback(disk, p.offset).await?;
         f.esp_fallback = Some(f.esp_fallback.unwrap_or(false) || found);
     }
     let mut root = None;
     for p in &parts {
         if is_ext(disk, p.offset) {
-            if let Some(fstab) = cat(disk, p.offset, "/etc/fstab").await {
+            if let Some(fstab) = cat(disk, p.offset, "/etc/fstab").await? {
                 f.fstab = Some(fstab);
                 root = Some(p.offset);
                 break;
@@ -782,33 +787,33 @@ async fn gather_raw(disk: &Path, virtual_size: u64) -> Result<DiskFacts, AwsErro
     }
     let Some(off) = root else { return Ok(f) };
     f.root_found = true;
-    f.os_release = match cat(disk, off, "/etc/os-release").await {
+    f.os_release = match cat(disk, off, "/etc/os-release").await? {
         Some(t) if !t.is_empty() => Some(t),
-        _ => cat(disk, off, "/usr/lib/os-release").await,
+        _ => cat(disk, off, "/usr/lib/os-release").await?,
     };
-    f.boot_files = ls(disk, off, "/boot").await;
+    f.boot_files = ls(disk, off, "/boot").await?;
     f.grub2 = ls(disk, off, "/boot/grub")
-        .await
+        .await?
         .iter()
         .any(|n| n == "grub.cfg")
         || ls(disk, off, "/boot/grub2")
-            .await
+            .await?
             .iter()
             .any(|n| n == "grub.cfg");
-    f.bls = !ls(disk, off, "/boot/loader/entries").await.is_empty();
+    f.bls = !ls(disk, off, "/boot/loader/entries").await?.is_empty();
     for version in kernels(&f.boot_files) {
         let module_file = |name: &str| format!("/lib/modules/{version}/{name}");
         let modules_dep = cat(disk, off, &module_file("modules.dep"))
-            .await
+            .await?
             .unwrap_or_default();
         let modules_builtin = cat(disk, off, &module_file("modules.builtin"))
-            .await
+            .await?
             .unwrap_or_default();
         let initrd = match initrd_names(&version)
             .into_iter()
             .find(|n| f.boot_files.contains(n))
         {
-            Some(file) => read_initrd(disk, off, file).await,
+            Some(file) => read_initrd(disk, off, file).await?,
             None => Initrd::Missing,
         };
         f.kernels.push(KernelFacts {
@@ -822,7 +827,7 @@ async fn gather_raw(disk: &Path, virtual_size: u64) -> Result<DiskFacts, AwsErro
         "/etc/network/interfaces",
         "/etc/sysconfig/network-scripts/ifcfg-eth0",
     ] {
-        if let Some(t) = cat(disk, off, path).await {
+        if let Some(t) = cat(disk, off, path).await? {
             f.network.push(t);
         }
     }
@@ -832,15 +837,15 @@ async fn gather_raw(disk: &Path, virtual_size: u64) -> Result<DiskFacts, AwsErro
         "/etc/netplan",
         "/etc/NetworkManager/system-connections",
     ] {
-        for name in ls(disk, off, dir).await {
-            if let Some(t) = cat(disk, off, &format!("{dir}/{name}")).await {
+        for name in ls(disk, off, dir).await? {
+            if let Some(t) = cat(disk, off, &format!("{dir}/{name}")).await? {
                 f.network.push(t);
             }
         }
     }
-    f.cloud_init = cat(disk, off, "/etc/cloud/cloud.cfg").await.is_some()
+    f.cloud_init = cat(disk, off, "/etc/cloud/cloud.cfg").await?.is_some()
         || ls(disk, off, "/usr/bin")
-            .await
+            .await?
             .iter()
             .any(|n| n == "cloud-init");
     Ok(f)
@@ -1099,9 +1104,9 @@ mod tests {
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        let fstab = cat(&part, 0, "/etc/fstab").await;
+        let fstab = cat(&part, 0, "/etc/fstab").await.unwrap();
         assert_eq!(fstab.as_deref(), Some("/dev/sda1 / ext4 defaults 0 1\n"));
-        assert_eq!(cat(&part, 0, "/etc/os-release").await, None);
+        assert_eq!(cat(&part, 0, "/etc/os-release").await.unwrap(), None);
     }
 
     #[test]

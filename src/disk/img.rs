@@ -2,12 +2,13 @@
 //! growing, conversion with an atomic publish, comparison, and format
 //! detection by magic bytes. Parsing is kept apart from running the tool.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::str::FromStr;
+
+use crate::util::task::{Task, TaskError, TaskOutput};
 
 /// The `qemu-img` binary.
 const QEMU_IMG: &str = "qemu-img";
@@ -15,25 +16,12 @@ const QEMU_IMG: &str = "qemu-img";
 /// Errors of the `qemu-img` wrappers.
 #[derive(Debug, thiserror::Error)]
 pub enum ImgError {
-    /// `qemu-img` could not be started.
-    #[error("cannot run `{command}`: {source}")]
-    Spawn {
-        /// The command line.
-        command: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `qemu-img` failed.
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Failed {
-        /// The command line.
-        command: String,
-        /// Its exit status.
-        status: String,
-        /// What it printed on standard error.
-        stderr: String,
-    },
+    /// `qemu-img` could not be started, failed, or did not finish in time
+    /// (a hostile image, a FIFO named by it, a hung storage): the task's
+    /// error names what kiln was doing, the command line, and the status
+    /// and messages, or the package to install.
+    #[error(transparent)]
+    Tool(#[from] TaskError),
     /// `qemu-img` printed something this module does not understand.
     #[error("cannot parse the output of `{command}`: {source}")]
     Parse {
@@ -77,22 +65,17 @@ pub enum ImgError {
         /// What it refers to, and why that is refused.
         reason: String,
     },
-    /// `qemu-img` did not finish in time (a hostile image, a FIFO named
-    /// by it, a hung storage).
-    #[error("`{command}` did not finish within {} s; it was stopped", timeout.as_secs())]
-    Timeout {
-        /// The command line.
-        command: String,
-        /// The limit.
-        timeout: std::time::Duration,
-    },
 }
 
 impl ImgError {
     /// Whether the image is at fault (refused, unreadable as its format),
     /// not the host: the caller exits with code 2.
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, ImgError::Refused { .. } | ImgError::Timeout { .. })
+        match self {
+            ImgError::Refused { .. } => true,
+            ImgError::Tool(e) => e.is_limit(),
+            _ => false,
+        }
     }
 }
 
@@ -506,66 +489,32 @@ fn convert_commands(
     Ok(commands)
 }
 
-fn command_line(args: &[OsString]) -> String {
-    std::iter::once(OsStr::new(QEMU_IMG))
-        .chain(args.iter().map(OsString::as_os_str))
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// How long `qemu-img info` may take: it reads headers and tables only.
 pub const INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Runs `qemu-img ARGS`; exit codes in `ok_codes` count as success (besides 0).
-async fn run(args: &[OsString], ok_codes: &[i32]) -> Result<Output, ImgError> {
-    run_within(args, ok_codes, None).await
-}
-
-/// [`run`], stopped (killed, with its process group) after `timeout`.
-async fn run_within(
+/// Runs `qemu-img ARGS` for `what` (a task description); exit codes in
+/// `ok_codes` count as success (besides 0). It dies with kiln, and with
+/// `timeout` it is stopped (with its process group) after that long.
+async fn run(
+    what: &str,
     args: &[OsString],
     ok_codes: &[i32],
     timeout: Option<std::time::Duration>,
-) -> Result<Output, ImgError> {
-    let mut cmd = tokio::process::Command::new(QEMU_IMG);
-    cmd.args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    // dies with kiln, even when kiln is killed
-    crate::util::process::supervise(&mut cmd, libc::SIGKILL);
-    let output = cmd.output();
-    let out = match timeout {
-        None => output.await,
-        Some(t) => tokio::time::timeout(t, output)
-            .await
-            .map_err(|_| ImgError::Timeout {
-                command: command_line(args),
-                timeout: t,
-            })?,
+) -> Result<TaskOutput, ImgError> {
+    let mut task = Task::new(what, QEMU_IMG).args(args).ok_codes(ok_codes);
+    if let Some(t) = timeout {
+        task = task.timeout(t);
     }
-    .map_err(|source| ImgError::Spawn {
-        command: command_line(args),
-        source,
-    })?;
-    let code = out.status.code();
-    if code == Some(0) || code.is_some_and(|c| ok_codes.contains(&c)) {
-        return Ok(out);
-    }
-    Err(ImgError::Failed {
-        command: command_line(args),
-        status: out.status.to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    })
+    Ok(task.output().await?)
 }
 
 fn parse_output<T>(
     args: &[OsString],
-    out: &Output,
+    out: &TaskOutput,
     parse: impl FnOnce(&str) -> Result<T, serde_json::Error>,
 ) -> Result<T, ImgError> {
-    parse(&String::from_utf8_lossy(&out.stdout)).map_err(|source| ImgError::Parse {
-        command: command_line(args),
+    parse(&out.stdout_text()).map_err(|source| ImgError::Parse {
+        command: Task::new("", QEMU_IMG).args(args).command_line(),
         source,
     })
 }
@@ -588,7 +537,13 @@ async fn info_as(path: &Path, format: Format) -> Result<ImageInfo, ImgError> {
         format.qemu_name().into(),
         tool_path(path).into(),
     ];
-    let out = run_within(&args, &[], Some(INFO_TIMEOUT)).await?;
+    let out = run(
+        "reading an image's header with qemu-img",
+        &args,
+        &[],
+        Some(INFO_TIMEOUT),
+    )
+    .await?;
     parse_output(&args, &out, parse_info)
 }
 
@@ -649,7 +604,7 @@ pub async fn check(path: &Path) -> Result<CheckReport, ImgError> {
         tool_path(path).into(),
     ];
     // 2: corruptions found, 3: leaks found; both still print the report
-    let out = run(&args, &[2, 3]).await?;
+    let out = run("checking an image with qemu-img", &args, &[2, 3], None).await?;
     parse_output(&args, &out, parse_check)
 }
 
@@ -676,7 +631,9 @@ pub async fn create_overlay(
     if let Some(size) = size {
         args.push(size.to_string().into());
     }
-    run(&args, &[]).await.map(|_| ())
+    run("creating an overlay with qemu-img", &args, &[], None)
+        .await
+        .map(|_| ())
 }
 
 /// Grows the virtual disk to `bytes`; asking for less than it has is an
@@ -703,7 +660,9 @@ pub async fn resize(path: &Path, bytes: u64) -> Result<(), ImgError> {
         tool_path(path).into(),
         bytes.to_string().into(),
     ];
-    run(&args, &[]).await.map(|_| ())
+    run("growing an image with qemu-img", &args, &[], None)
+        .await
+        .map(|_| ())
 }
 
 /// Converts `src` into `dst`: written under a temporary name in `dst`'s
@@ -746,7 +705,7 @@ pub async fn convert(
             message,
         })?;
     for args in &commands {
-        run(args, &[]).await?;
+        run("converting an image with qemu-img", args, &[], None).await?;
     }
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
@@ -777,7 +736,7 @@ pub async fn compare(a: &Path, b: &Path) -> Result<bool, ImgError> {
         tool_path(b).into(),
     ];
     // exit 0: identical, 1: different, anything else: an error
-    let out = run(&args, &[1]).await?;
+    let out = run("comparing images with qemu-img", &args, &[1], None).await?;
     Ok(out.status.code() == Some(0))
 }
 

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::disk::img::{self, Format, ImgError};
 use crate::util::cancel::{Cancel, Cancelled};
 use crate::util::io::ProgressFn;
-use crate::util::process::{supervise, GroupGuard};
+use crate::util::task::{Running, Task, TaskError};
 
 /// How long qemu-nbd may take to open the image and listen.
 const NBD_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,27 +57,11 @@ pub enum SourceError {
         #[source]
         source: ImgError,
     },
-    /// A helper program could not be started.
-    #[error("cannot run `{command}`: {source}")]
-    Spawn {
-        /// The command line.
-        command: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `qemu-img map` or `qemu-nbd` refused the image.
-    #[error("{}: `{command}` failed ({status}): {stderr}", path.display())]
-    Tool {
-        /// The source.
-        path: PathBuf,
-        /// The command line.
-        command: String,
-        /// Its exit status.
-        status: String,
-        /// What it printed on standard error.
-        stderr: String,
-    },
+    /// `qemu-img map` or `qemu-nbd` could not be started, or refused the
+    /// image (the task's error names the image, the command and its
+    /// messages, or the package to install).
+    #[error(transparent)]
+    Tool(#[from] TaskError),
     /// `qemu-img map` printed something this module does not understand.
     #[error("{}: cannot parse the output of `qemu-img map`: {source}", path.display())]
     Map {
@@ -221,8 +205,7 @@ pub fn data_blocks(extents: &[Extent], block_size: u64) -> Vec<(u64, u64)> {
 /// A running `qemu-nbd`: killed (its whole group) when dropped.
 #[derive(Debug)]
 struct QemuNbd {
-    _child: tokio::process::Child,
-    _group: GroupGuard,
+    _task: Running,
     _dir: tempfile::TempDir,
 }
 
@@ -391,12 +374,8 @@ impl Source {
     }
 }
 
-fn command_line(program: &str, args: &[std::ffi::OsString]) -> String {
-    std::iter::once(program.to_string())
-        .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+/// The most bytes of `qemu-img map` output read (about 600,000 extents).
+const MAP_OUTPUT_LIMIT: usize = 64 << 20;
 
 /// `qemu-img map --output=json -f FORMAT PATH`.
 async fn map(path: &Path, format: Format) -> Result<Vec<Extent>, SourceError> {
@@ -407,22 +386,18 @@ async fn map(path: &Path, format: Format) -> Result<Vec<Extent>, SourceError> {
         format.qemu_name().into(),
         img::tool_path(path).into(),
     ];
-    let mut cmd = tokio::process::Command::new("qemu-img");
-    cmd.args(&args).stdin(Stdio::null()).kill_on_drop(true);
-    supervise(&mut cmd, libc::SIGKILL);
-    let out = cmd.output().await.map_err(|source| SourceError::Spawn {
-        command: command_line("qemu-img", &args),
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(SourceError::Tool {
-            path: path.to_path_buf(),
-            command: command_line("qemu-img", &args),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    parse_map(&String::from_utf8_lossy(&out.stdout)).map_err(|source| SourceError::Map {
+    let out = Task::new(
+        format!(
+            "listing the allocated extents of {} with qemu-img",
+            path.display()
+        ),
+        "qemu-img",
+    )
+    .args(&args)
+    .stdout_limit(MAP_OUTPUT_LIMIT)
+    .output()
+    .await?;
+    parse_map(&out.stdout_text()).map_err(|source| SourceError::Map {
         path: path.to_path_buf(),
         source,
     })
@@ -450,34 +425,19 @@ async fn start_nbd(path: &Path, format: Format) -> Result<(NbdConn, QemuNbd), So
         },
         img::tool_path(path).into(),
     ];
-    let command = command_line("qemu-nbd", &args);
-    let mut cmd = tokio::process::Command::new("qemu-nbd");
-    cmd.args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .kill_on_drop(true);
-    supervise(&mut cmd, libc::SIGKILL);
-    let mut child = cmd.spawn().map_err(|source| SourceError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    let group = GroupGuard::new(child.id(), libc::SIGKILL);
+    let mut running = Task::new(
+        format!("serving {} read-only with qemu-nbd", path.display()),
+        "qemu-nbd",
+    )
+    .args(&args)
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(stderr))
+    .spawn()?;
     let started = Instant::now();
     let stream = loop {
-        if let Some(status) = child
-            .try_wait()
-            .map_err(io_err("wait for qemu-nbd on", path))?
-        {
-            return Err(SourceError::Tool {
-                path: path.to_path_buf(),
-                command,
-                status: status.to_string(),
-                stderr: std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
-            });
+        if let Some(status) = running.try_wait()? {
+            let messages = std::fs::read(&log).map_err(io_err("read", &log))?;
+            return Err(running.failed(status, &messages).into());
         }
         match UnixStream::connect(&socket) {
             Ok(s) => break s,
@@ -494,8 +454,7 @@ async fn start_nbd(path: &Path, format: Format) -> Result<(NbdConn, QemuNbd), So
     Ok((
         conn,
         QemuNbd {
-            _child: child,
-            _group: group,
+            _task: running,
             _dir: dir,
         },
     ))

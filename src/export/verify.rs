@@ -14,6 +14,7 @@ pub mod package;
 pub mod tarball;
 use crate::disk::img::{self, Format, ImgError};
 use crate::util::io::IoError;
+use crate::util::task::TaskError;
 
 /// What a check found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -216,7 +217,7 @@ pub async fn disk_as(path: &Path, declared: Option<Format>) -> Result<Report, Ve
     }
     let info = match img::info_untrusted(path).await {
         Ok(info) => info,
-        Err(ImgError::Failed { stderr, .. }) => {
+        Err(ImgError::Tool(TaskError::Failed { stderr, .. })) => {
             report.problem(format!("qemu-img cannot read it as {format}: {stderr}"));
             return Ok(report);
         }
@@ -247,7 +248,7 @@ pub async fn disk_as(path: &Path, declared: Option<Format>) -> Result<Report, Ve
                 "qemu-img check: {} corruptions, {} leaked clusters, {} check errors",
                 c.corruptions, c.leaks, c.check_errors
             )),
-            Err(ImgError::Failed { stderr, .. }) => {
+            Err(ImgError::Tool(TaskError::Failed { stderr, .. })) => {
                 report.problem(format!("qemu-img check failed: {stderr}"))
             }
             Err(e) => return Err(e.into()),

@@ -16,4 +16,5 @@ pub mod read;
 pub mod reaper;
 pub mod redact;
 pub mod tail;
+pub mod task;
 pub mod yaml;

@@ -61,4 +61,8 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
+    /// A helper program (`qemu-system-x86_64 --version`…) could not run
+    /// or failed.
+    #[error(transparent)]
+    Tool(#[from] crate::util::task::TaskError),
 }

@@ -22,6 +22,7 @@ use serde_json::json;
 
 use super::qemu::Vm;
 use super::VmError;
+use crate::util::task::Task;
 
 /// The program that compresses and expands state files (Debian package
 /// `zstd`).
@@ -61,26 +62,22 @@ pub struct Saved {
     pub seconds: f64,
 }
 
+/// How long `qemu --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The first line of `qemu --version`: a saved state is valid only for the
 /// QEMU version that wrote it.
 pub async fn qemu_version(binary: &str) -> Result<String, VmError> {
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.arg("--version")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    crate::util::process::supervise(&mut cmd, libc::SIGKILL);
-    let out = cmd.output().await.map_err(|source| VmError::Spawn {
-        binary: binary.to_string(),
-        source,
-    })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match text.lines().next() {
-        Some(line) if out.status.success() && !line.trim().is_empty() => {
-            Ok(line.trim().to_string())
-        }
+    let out = Task::new("asking QEMU for its version", binary)
+        .arg("--version")
+        .stdout_limit(64 << 10)
+        .timeout(VERSION_TIMEOUT)
+        .output()
+        .await?;
+    match out.stdout_text().lines().next() {
+        Some(line) if !line.trim().is_empty() => Ok(line.trim().to_string()),
         _ => Err(VmError::Unusable(format!(
-            "`{binary} --version` printed no version ({})",
-            out.status
+            "`{binary} --version` printed no version"
         ))),
     }
 }
@@ -214,6 +211,26 @@ impl Vm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_qemu_version_or_the_package_to_install() {
+        let v = qemu_version("qemu-system-x86_64").await.unwrap();
+        assert!(v.starts_with("QEMU emulator version "), "{v}");
+        let e = qemu_version("/nonexistent/qemu-system-x86_64")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "asking QEMU for its version: `/nonexistent/qemu-system-x86_64` not found (install the Debian package qemu-system-x86)"
+        );
+        // a failing program is an error with its status
+        let e = qemu_version("false").await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("asking QEMU for its version: `false --version` failed"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn uris_quote_paths_for_the_shell() {

@@ -29,6 +29,7 @@ use super::lock::{FileLock, LockError};
 use super::parent::BootstrapSpec;
 use crate::util::io::IoError;
 use crate::util::io::ProgressFn;
+use crate::util::task::{Task, TaskError};
 
 /// The builder script (see `vm-fixtures/debian-bootstrap/NOTES.md`).
 pub const SCRIPT: &str = include_str!("debian.sh");
@@ -61,6 +62,9 @@ pub enum BootstrapError {
     /// The lock could not be taken.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// A tool could not run.
+    #[error(transparent)]
+    Tool(#[from] TaskError),
     /// A file could not be handled.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -187,18 +191,23 @@ async fn remove_tree(path: &Path) -> Result<(), BootstrapError> {
     // helper always fails on the top folder (owned by the real user, who is
     // unmapped there); whatever else it could not remove shows in the
     // second attempt's error.
-    let _ = tokio::process::Command::new("mmdebstrap")
-        .args(["--unshare-helper", "rm", "-rf"])
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .status()
-        .await;
-    Ok(remove(path.to_path_buf())
-        .await
-        .map_err(IoError::at("remove", path))?)
+    let helper = Task::new(
+        "removing a rootless build's files with mmdebstrap --unshare-helper",
+        "mmdebstrap",
+    )
+    .args(["--unshare-helper", "rm", "-rf"])
+    .arg(path)
+    .stdout(std::process::Stdio::null())
+    .output()
+    .await;
+    match remove(path.to_path_buf()).await {
+        Ok(()) => Ok(()),
+        // a helper that could not start is why the files stayed
+        Err(_) if helper.as_ref().is_err_and(TaskError::is_spawn) => {
+            Err(BootstrapError::Tool(helper.unwrap_err()))
+        }
+        Err(e) => Err(IoError::at("remove", path)(e).into()),
+    }
 }
 
 /// Runs the script into a temporary folder and renames it into place.

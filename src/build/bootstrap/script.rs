@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use crate::util::io::IoError;
 use crate::util::io::ProgressFn;
-use crate::util::process::{supervise, GroupGuard};
+use crate::util::task::{Task, TaskError};
 
 /// Host variables the script keeps (proxies reach the mirror through them).
 const PASS_THROUGH: &[&str] = &[
@@ -37,13 +37,9 @@ const PROGRESS_PREFIX: &str = "[make-base ";
 /// Errors of running the builder script.
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptError {
-    /// bash could not be started.
-    #[error("cannot start bash for the bootstrap script: {source}")]
-    Spawn {
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// bash could not be started (or waited for).
+    #[error(transparent)]
+    Start(#[from] TaskError),
     /// A file could not be handled.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -137,8 +133,8 @@ pub async fn run(r: &ScriptRun<'_>, progress: ProgressFn<'_>) -> Result<(), Scri
     let log_too = log.try_clone().map_err(IoError::at("open", r.log))?;
     let mut follower = LogFollower::open(r.log)?;
 
-    let mut cmd = tokio::process::Command::new("bash");
-    cmd.arg(&script_path)
+    let mut task = Task::new(format!("running the builder script {}", r.name), "bash")
+        .arg(&script_path)
         .arg(r.out_dir)
         .env_clear()
         .envs(
@@ -149,34 +145,21 @@ pub async fn run(r: &ScriptRun<'_>, progress: ProgressFn<'_>) -> Result<(), Scri
         .env("LC_ALL", "C.UTF-8")
         .envs(r.env.iter().map(|(k, v)| (k, v)))
         .current_dir(r.out_dir)
-        .stdin(Stdio::null())
         .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_too));
-    supervise(&mut cmd, libc::SIGTERM);
+        .stderr(Stdio::from(log_too))
+        .stop_signal(libc::SIGTERM);
     if let Some(fd) = r.inherit_fd {
-        // SAFETY: fcntl on a descriptor kiln keeps open until the child exits.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        task = task.keep_fd(fd);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|source| ScriptError::Spawn { source })?;
-    let mut guard = GroupGuard::new(child.id(), libc::SIGTERM);
+    let mut running = task.spawn()?;
     let status = loop {
         tokio::select! {
-            status = child.wait() => {
-                break status.map_err(IoError::at("wait for", &script_path))?;
-            }
+            status = running.wait() => break status?,
             () = tokio::time::sleep(LOG_POLL) => follower.poll(progress)?,
         }
     };
-    guard.disarm();
+    // reaped: what its trap left running may finish its cleanup
+    running.disarm();
     follower.poll(progress)?;
     if status.success() {
         return Ok(());
