@@ -682,7 +682,7 @@ impl<'a> Build<'a> {
             }
         };
         if let (Some(key), false) = (&key, self.opts.no_cache) {
-            match store.open(key, None, chrono::Utc::now()) {
+            match store.open(key, Some(self.layer_max_age()), chrono::Utc::now()) {
                 Ok(Ok(layer)) => {
                     match self.restore_vm(Stage::Build, &layer, overlay, m, ws).await {
                         Ok(guest) => {
@@ -811,6 +811,14 @@ impl<'a> Build<'a> {
             Err(e) => g.warn(&format!("the {} was not saved: {e}", draft.what())),
         }
         Ok(())
+    }
+
+    /// How old a saved build VM may be to be used (`build.cache.maxAgeHours`).
+    fn layer_max_age(&self) -> Duration {
+        self.recipe
+            .build
+            .layer_max_age_hours
+            .map_or(layers::DEFAULT_MAX_AGE, |h| Duration::from_secs(h * 3600))
     }
 
     /// The layers this build was restored from, for the manifest.
