@@ -315,15 +315,7 @@ impl LayerWriter {
 
     /// Writes a small private file (0600) into the layer.
     pub fn write_private(&self, name: &str, bytes: &[u8]) -> Result<(), LayerError> {
-        let path = self.file(name);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(IoError::at("create", &path))?;
-        f.write_all(bytes).map_err(IoError::at("write", &path))?;
-        Ok(())
+        Ok(write_new_private(&self.file(name), bytes)?)
     }
 
     /// Flushes every file, writes `meta.json`, and renames the folder into
@@ -353,6 +345,20 @@ impl Drop for LayerWriter {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Creates `path` (which must not exist) as a 0600 file holding `bytes`,
+/// flushed to disk.
+fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(IoError::at("create", path))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(IoError::at("write", path))
 }
 
 /// A layer as `kiln cache list` shows it.
@@ -435,15 +441,7 @@ impl LayerStore {
         let salt: [u8; 32] = rand::random();
         let tmp = self.root.join(format!(".salt-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(IoError::at("create", &tmp))?;
-        f.write_all(&salt)
-            .and_then(|()| f.sync_all())
-            .map_err(IoError::at("write", &tmp))?;
+        write_new_private(&tmp, &salt)?;
         // the first kiln to rename wins; every kiln then reads the same salt
         if std::fs::hard_link(&tmp, &path).is_err() {
             let _ = std::fs::remove_file(&tmp);
